@@ -1,0 +1,48 @@
+"""conveyor: one Python job queue, from the threads of a script to a fleet of hosts."""
+
+# the queue and its handles
+from conveyor.context import context
+
+# errors
+from conveyor.errors import (
+    ConveyorError,
+    DependencyCycle,
+    DuplicateJob,
+    InvalidJob,
+    JobCancelled,
+    JobFailed,
+    MissingExtra,
+    NotSerializable,
+    QueueClosed,
+    QueueFull,
+    UnknownDependency,
+    UnknownJob,
+)
+from conveyor.handle import Job
+from conveyor.job import JobRecord, Status
+from conveyor.queue import Queue
+from conveyor.task import Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConveyorError",
+    "DependencyCycle",
+    "DuplicateJob",
+    "InvalidJob",
+    "Job",
+    "JobCancelled",
+    "JobFailed",
+    "JobRecord",
+    "MissingExtra",
+    "NotSerializable",
+    "Queue",
+    "QueueClosed",
+    "QueueFull",
+    "Status",
+    "Task",
+    "UnknownDependency",
+    "UnknownJob",
+    "__version__",
+    "context",
+]

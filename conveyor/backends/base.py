@@ -1,0 +1,137 @@
+"""The Backend protocol: one method per state change, each atomic.
+
+Every scheduling rule of DESIGN §2 lives behind these methods, inside the backend, because only
+there can it be atomic (the memory lock, one SQLite transaction, one Lua script). The facade
+validates input and builds :class:`JobSpec`; workers call ``claim`` / ``finish`` / ``fail``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from conveyor.job import ErrorInfo, JobOptions, JobRecord, Status
+
+
+@dataclass(slots=True)
+class JobSpec:
+    """A job as the facade hands it to ``submit``: validated, ready to store."""
+
+    id: str
+    task: str
+    mode: str
+    options: JobOptions
+    fn: Callable[..., Any] | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: the encoded (function, args, kwargs) for executors in another process
+    payload: bytes | None = None
+    #: the task's max_concurrency, if it has one
+    max_concurrency: int | None = None
+
+
+@dataclass(slots=True)
+class ClaimedJob:
+    """What a worker gets from ``claim``: enough to run one attempt and report it."""
+
+    id: str
+    attempt: int
+    task: str
+    mode: str
+    fn: Callable[..., Any] | None
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    payload: bytes | None
+    timeout: float | None
+
+
+class Backend(Protocol):
+    """Stores jobs and enforces the scheduling rules atomically."""
+
+    def submit(self, specs: Sequence[JobSpec], *, block: bool = True,
+               timeout: float | None = None) -> list[str]:
+        """Store all ``specs`` or none of them; return their ids.
+
+        Atomic: ids unique, dependencies known (or earlier in ``specs``), no cycle. A spec whose
+        unique key is held returns the holder's id instead. Waits for room under ``max_size``
+        unless ``block`` is False (then raises QueueFull).
+        """
+        ...
+
+    def claim(self, worker: str, mode: str, limit: int = 1, *, timeout: float | None = None,
+              stop: Callable[[], bool] | None = None) -> list[ClaimedJob]:
+        """Mark up to ``limit`` startable jobs of ``mode`` running for ``worker``; return them.
+
+        Blocks until at least one may start, ``timeout`` passes, ``stop()`` is true or the
+        backend closes (then returns ``[]``). Atomic: every rule of DESIGN §2 is checked and the
+        job's lane, groups and concurrency slot are taken in the same step.
+        """
+        ...
+
+    def heartbeat(self, worker: str, ids: Collection[str]) -> set[str]:
+        """Renew the leases of ``ids``; return those no longer held by ``worker`` (cancelled)."""
+        ...
+
+    def finish(self, job_id: str, attempt: int, result: Any) -> bool:
+        """Record success of ``attempt``; False if the attempt no longer holds the job."""
+        ...
+
+    def fail(self, job_id: str, attempt: int, error: ErrorInfo,
+             exception: BaseException | None = None) -> bool:
+        """Record a failed attempt: schedule a retry if any are left, else fail and cascade."""
+        ...
+
+    def cancel(self, job_id: str, reason: str = "cancelled") -> bool:
+        """Cancel a job that has not ended; cascade to dependents and stop_on_lane_error lanes."""
+        ...
+
+    def get(self, job_id: str) -> JobRecord:
+        """The job's record; raises UnknownJob."""
+        ...
+
+    def query(self, status: Status | None = None) -> list[JobRecord]:
+        """Records of all jobs (or of one status), in submission order."""
+        ...
+
+    def counts(self) -> dict[Status, int]:
+        """How many jobs are in each status."""
+        ...
+
+    def pop_finished(self, limit: int | None = None, *,
+                     timeout: float | None = 0) -> list[JobRecord]:
+        """Remove and return ended jobs in the order they ended; wait up to ``timeout`` for one."""
+        ...
+
+    def forget(self, job_id: str) -> None:
+        """Drop an ended job and its result; raises UnknownJob, or InvalidJob if still active."""
+        ...
+
+    def wait_done(self, job_id: str, timeout: float | None = None) -> JobRecord:
+        """Block until the job has ended (or ``timeout``: TimeoutError); return its record."""
+        ...
+
+    def add_done_callback(self, job_id: str, callback: Callable[[JobRecord], object]) -> None:
+        """Call ``callback(record)`` once the job has ended (at once if it has)."""
+        ...
+
+    def wait_idle(self, timeout: float | None = None,
+                  on_change: Callable[[dict[Status, int]], object] | None = None) -> int:
+        """Block until no job is waiting, scheduled or running; return how many still are."""
+        ...
+
+    def recover_expired(self) -> int:
+        """Return jobs whose lease ran out to the queue; return how many."""
+        ...
+
+    def set_stop_hook(self, hook: Callable[[str, str], object] | None) -> None:
+        """Call ``hook(job_id, reason)`` when a running job must be stopped where it runs."""
+        ...
+
+    def wake(self) -> None:
+        """Wake every blocked ``claim`` so it re-checks its ``stop`` condition."""
+        ...
+
+    def close(self) -> None:
+        """Release resources and wake every blocked call."""
+        ...

@@ -1,0 +1,63 @@
+"""Event names and the small dispatcher behind ``Queue.on``.
+
+Callbacks run in the thread that caused the change, after the backend released its lock. A
+callback that raises is logged and never stops or loses a job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conveyor.job import JobRecord
+
+log = logging.getLogger("conveyor.events")
+
+QUEUED = "queued"
+STARTED = "started"
+FINISHED = "finished"
+FAILED = "failed"
+RETRYING = "retrying"
+CANCELLED = "cancelled"
+EVENTS = frozenset({QUEUED, STARTED, FINISHED, FAILED, RETRYING, CANCELLED})
+
+Callback = Callable[["JobRecord"], object]
+
+
+class EventBus:
+    """Holds the callbacks registered with ``on`` and calls them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: dict[str, tuple[Callback, ...]] = {}
+
+    def on(self, event: str, callback: Callback) -> None:
+        """Call ``callback(record)`` each time ``event`` happens."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}; one of {sorted(EVENTS)}")
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        with self._lock:
+            self._callbacks[event] = (*self._callbacks.get(event, ()), callback)
+
+    def off(self, event: str, callback: Callback) -> None:
+        """Stop calling ``callback`` for ``event``."""
+        with self._lock:
+            self._callbacks[event] = tuple(
+                cb for cb in self._callbacks.get(event, ()) if cb is not callback
+            )
+
+    def wants(self, event: str) -> bool:
+        """True if anyone listens to ``event`` (lets backends skip building records)."""
+        return bool(self._callbacks.get(event))
+
+    def emit(self, event: str, record: JobRecord) -> None:
+        """Call every callback of ``event``; log and swallow their errors."""
+        for callback in self._callbacks.get(event, ()):
+            try:
+                callback(record)
+            except Exception:
+                log.exception("%s callback %r failed for job %r", event, callback, record.id)

@@ -1,0 +1,228 @@
+"""Run jobs in threads of this process.
+
+Timeouts: a thread cannot be killed. A job past its timeout is reported failed at once, an
+exception (:class:`JobInterrupted`) is raised inside its thread, and the slot is handed to a
+fresh thread, so capacity never shrinks. The exception lands the next time the job's thread
+runs Python bytecode: a job blocked inside a system call (``time.sleep``, a socket read) keeps
+its thread until that call returns, but its result is dropped. Use process mode for code that
+must be stopped for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import heapq
+import inspect
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from conveyor.context import set_context
+from conveyor.executors.base import timeout_message
+from conveyor.job import ErrorInfo
+
+if TYPE_CHECKING:
+    from conveyor.backends.base import ClaimedJob
+    from conveyor.worker import Worker
+
+log = logging.getLogger("conveyor.executors.thread")
+
+
+class JobInterrupted(BaseException):
+    """Raised inside a job's thread to stop it (timeout or cancel).
+
+    It derives from BaseException so that a job's ``except Exception`` does not swallow it.
+    """
+
+
+def _raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> None:
+    """Raise ``exc_type`` asynchronously in ``thread_id`` (None clears a pending one)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type) if exc_type else None
+    )
+
+
+def run_call(job: ClaimedJob) -> Any:
+    """Call the job's function; drive it to completion if it returns a coroutine."""
+    assert job.fn is not None, "thread and inline jobs carry their callable"
+    result = job.fn(*job.args, **job.kwargs)
+    if inspect.iscoroutine(result):
+        result = asyncio.run(result)
+    return result
+
+
+class _Slot:
+    __slots__ = ("abandoned", "interrupted", "job", "lock", "thread_id")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.job: ClaimedJob | None = None
+        self.thread_id = 0
+        self.abandoned = False
+        self.interrupted = False
+
+
+class ThreadExecutor:
+    """``slots`` threads, each claiming and running one job at a time."""
+
+    mode = "thread"
+
+    def __init__(self, slots: int, context: Callable[[], Any] | None = None) -> None:
+        self.slots = slots
+        self._context = context
+        self._worker: Worker | None = None
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._running: dict[str, _Slot] = {}
+        self._watchdog: _Watchdog | None = None
+        self._names = itertools.count(1)
+
+    def start(self, worker: Worker) -> None:
+        self._worker = worker
+        for _ in range(self.slots):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        slot = _Slot()
+        assert self._worker is not None
+        thread = threading.Thread(
+            target=self._loop, args=(slot,), daemon=True,
+            name=f"conveyor-thread-{next(self._names)}",
+        )
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
+
+    def _loop(self, slot: _Slot) -> None:
+        worker = self._worker
+        assert worker is not None
+        slot.thread_id = threading.get_ident()
+        try:
+            if self._context is not None:
+                set_context(self._context())
+            while not slot.abandoned:
+                jobs = worker.claim(1)
+                if not jobs:
+                    return
+                self._run(worker, slot, jobs[0])
+        except JobInterrupted:
+            if not slot.abandoned:
+                raise
+        except Exception:
+            log.exception("worker thread %s crashed", threading.current_thread().name)
+
+    def _run(self, worker: Worker, slot: _Slot, job: ClaimedJob) -> None:
+        if job.timeout is not None:
+            self._ensure_watchdog().watch(job.timeout, slot, job)
+        with self._lock:
+            self._running[job.id] = slot
+        slot.job = job
+        ok, value = False, None
+        try:
+            try:
+                value = run_call(job)
+                ok = True
+            except BaseException as exc:
+                value = exc
+            finally:
+                with slot.lock:
+                    slot.job = None
+                    if slot.interrupted:
+                        _raise_in_thread(slot.thread_id, None)  # drop a late interrupt
+        except JobInterrupted:
+            pass
+        with self._lock:
+            if self._running.get(job.id) is slot:
+                del self._running[job.id]
+        if slot.abandoned:
+            return  # the watchdog or a cancel already settled this job
+        if ok:
+            worker.finished(job, value)
+        else:
+            worker.failed(job, value)  # type: ignore[arg-type]
+
+    def interrupt(self, slot: _Slot, job: ClaimedJob) -> bool:
+        """Abandon ``slot`` if it still runs ``job``: raise inside it and start a new slot."""
+        with slot.lock:
+            if slot.job is not job or slot.abandoned:
+                return False
+            slot.abandoned = slot.interrupted = True
+            _raise_in_thread(slot.thread_id, JobInterrupted)
+        worker = self._worker
+        if worker is not None and not worker.stopping:
+            self._spawn()
+        return True
+
+    def timed_out(self, slot: _Slot, job: ClaimedJob) -> None:
+        """Called by the watchdog when ``job`` passed its timeout."""
+        if self.interrupt(slot, job) and self._worker is not None:
+            assert job.timeout is not None
+            self._worker.failed(job, ErrorInfo("TimeoutError", timeout_message(job.timeout)))
+
+    def stop_job(self, job_id: str, reason: str) -> None:
+        with self._lock:
+            slot = self._running.get(job_id)
+        job = slot.job if slot is not None else None
+        if slot is not None and job is not None and job.id == job_id:
+            self.interrupt(slot, job)
+
+    def _ensure_watchdog(self) -> _Watchdog:
+        with self._lock:
+            if self._watchdog is None:
+                self._watchdog = _Watchdog(self)
+            return self._watchdog
+
+    def stop(self, *, wait: bool = True, timeout: float | None = None) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        if not wait:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is threading.current_thread():
+                continue
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(remaining)
+
+
+class _Watchdog:
+    """One thread that fails and interrupts jobs past their timeout (monotonic time)."""
+
+    def __init__(self, executor: ThreadExecutor) -> None:
+        self._executor = executor
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Slot, ClaimedJob]] = []
+        self._seq = itertools.count()
+        self._stopped = False
+        threading.Thread(target=self._loop, daemon=True, name="conveyor-watchdog").start()
+
+    def watch(self, seconds: float, slot: _Slot, job: ClaimedJob) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + seconds, next(self._seq), slot, job))
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    if self._heap and self._heap[0][0] <= time.monotonic():
+                        _, _, slot, job = heapq.heappop(self._heap)
+                        break
+                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(wait)
+                else:
+                    return
+            if slot.job is job:
+                self._executor.timed_out(slot, job)

@@ -1,0 +1,82 @@
+"""The Job handle: a job id and a way back to its queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+from conveyor.job import TERMINAL, JobRecord, Status
+
+if TYPE_CHECKING:
+    from conveyor.queue import Queue
+
+
+class Job:
+    """A handle on one submitted job. Cheap to create; holds no state of its own."""
+
+    __slots__ = ("id", "queue")
+
+    def __init__(self, queue: Queue, job_id: str) -> None:
+        self.queue = queue
+        self.id = job_id
+
+    @property
+    def status(self) -> Status:
+        """The job's status now."""
+        return self.queue.status(self.id)
+
+    def done(self) -> bool:
+        """True once the job finished, failed or was cancelled."""
+        return self.status in TERMINAL
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the job and return its result.
+
+        Raises:
+            JobFailed: the job failed (the remote error and traceback are on it).
+            JobCancelled: the job was cancelled (``reason`` says why).
+            TimeoutError: ``timeout`` seconds passed first.
+            UnknownJob: the job was popped or forgotten.
+        """
+        return self.queue.result(self.id, timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the job has ended; False if ``timeout`` passed first."""
+        try:
+            self.queue.backend.wait_done(self.id, timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def cancel(self) -> bool:
+        """Cancel the job (stopping it if it runs); False if it had already ended."""
+        return self.queue.cancel(self.id)
+
+    def record(self) -> JobRecord:
+        """A snapshot of everything known about the job."""
+        return self.queue.job(self.id)
+
+    def add_done_callback(self, callback: Callable[[Job], object]) -> None:
+        """Call ``callback(job)`` once the job has ended (at once if it has)."""
+        self.queue.backend.add_done_callback(self.id, lambda _record: callback(self))
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+
+        def wake(_record: JobRecord) -> None:
+            loop.call_soon_threadsafe(lambda: ended.done() or ended.set_result(None))
+
+        self.queue.backend.add_done_callback(self.id, wake)
+        yield from ended.__await__()
+        return self.queue.result(self.id, 0)
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and other.id == self.id and other.queue is self.queue
+
+    def __hash__(self) -> int:
+        return hash(self.id)

@@ -1,0 +1,1 @@
+"""Looking at the work: progress bars (and later records, logs, plots)."""

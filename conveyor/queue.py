@@ -1,0 +1,399 @@
+"""Queue: the facade users hold. It validates input, builds job specs and calls the backend;
+the scheduling rules live in the backend, never here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import pickle
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from conveyor import rules
+from conveyor.backends import from_url
+from conveyor.backends.base import Backend, JobSpec
+from conveyor.clock import Clock
+from conveyor.errors import (
+    InvalidJob,
+    JobCancelled,
+    JobFailed,
+    NotSerializable,
+    QueueClosed,
+    UnknownJob,
+)
+from conveyor.events import EventBus
+from conveyor.executors.asyncio import AsyncExecutor
+from conveyor.executors.base import Executor
+from conveyor.executors.inline import InlineExecutor
+from conveyor.executors.process import ProcessExecutor, encode_function, encode_payload
+from conveyor.executors.thread import ThreadExecutor
+from conveyor.handle import Job
+from conveyor.job import MODES, TERMINAL, JobOptions, JobRecord, Status
+from conveyor.observe.progress import progress_bar
+from conveyor.settings import Settings
+from conveyor.task import Task
+from conveyor.worker import Worker
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Prepared:
+    """What every job of one put or map shares: function, task name, mode, options."""
+
+    __slots__ = ("fn", "limit", "mode", "name", "options")
+
+    def __init__(self, fn: Callable[..., Any], name: str, mode: str, options: JobOptions,
+                 limit: int | None) -> None:
+        self.fn, self.name, self.mode, self.options, self.limit = fn, name, mode, options, limit
+
+
+class Queue:
+    """A job queue: submit work, watch it, collect results.
+
+    Args:
+        url: ``memory://`` runs jobs in this process.
+        name: the queue's name (also the prefix of its own environment variables).
+        workers: worker slots started with the queue (None: CPU count; 0: producer only).
+        mode: ``"thread"``, ``"process"``, ``"async"`` or ``"inline"``; a task may override it.
+        context: run once in each worker (thread, process, event loop) before its first job;
+            jobs read what it returned with ``conveyor.context()``.
+        clock: the time source for delays, retries and expiry (``conveyor.testing.ManualClock``
+            in tests).
+        **settings: see :class:`conveyor.settings.Settings` (``max_size``,
+            ``max_jobs_per_process``, ``graceful_timeout`` ...).
+    """
+
+    def __init__(self, url: str = "memory://", *, name: str = "default",
+                 workers: int | None = None, mode: str = "thread",
+                 context: Callable[[], Any] | None = None, clock: Clock | None = None,
+                 **settings: Any) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                    or workers < 0):
+            raise ValueError(f"workers must be an int >= 0 or None, got {workers!r}")
+        self.url = url
+        self.name = name
+        self.mode = mode
+        self.settings = Settings.load(name, **settings)
+        self.clock = clock or Clock()
+        self.events = EventBus()
+        self.backend: Backend = from_url(url, clock=self.clock, events=self.events,
+                                         settings=self.settings)
+        self.slots = (os.cpu_count() or 1) if workers is None else workers
+        self._context = context
+        self._workers: dict[str, Worker] = {}
+        self._lock = threading.Lock()
+        self._encoded: weakref.WeakKeyDictionary[Callable[..., Any], bytes] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._id_prefix = uuid.uuid4().hex[:12] + "-"
+        self._id_numbers = itertools.count(1)
+        self._closed = False
+        self.backend.set_stop_hook(self._stop_job)
+        if self.slots:
+            self._worker_for(mode)
+
+    # ------------------------------------------------------------ submitting
+    def put(self, fn: Callable[..., Any], args: Iterable[Any] = (),
+            kwargs: dict[str, Any] | None = None, *, id: str | None = None,
+            block: bool = True, **options: Any) -> Job:
+        """Submit one job; return its handle.
+
+        Options (all checked here; bad input raises InvalidJob and changes nothing):
+        ``after``, ``exclusive``, ``incompatible``, ``lane``, ``stop_on_lane_error``,
+        ``priority`` (lower first), ``timeout``, ``expires``, ``retries``, ``retry_delay``,
+        ``backoff``, ``delay``, ``at``, ``unique``, ``unique_for``, ``meta``. With ``max_size``
+        set, a full queue makes put wait, or raise QueueFull when ``block`` is False.
+        """
+        prepared = self._prepare(fn, options)
+        spec = self._spec(prepared, args, kwargs, id)
+        job_id = self._submit([spec], prepared.mode, block=block)[0]
+        return Job(self, job_id)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Job:
+        """Submit ``fn(*args, **kwargs)`` with default options (concurrent.futures style)."""
+        return self.put(fn, args, kwargs)
+
+    def map(self, fn: Callable[..., Any], iterable: Iterable[Any], *, progress: bool = False,
+            return_exceptions: bool = False, **options: Any) -> list[Any]:
+        """Run ``fn(item)`` for each item; return the results in input order.
+
+        The first failure raises its JobFailed (the jobs not yet ended are cancelled), unless
+        ``return_exceptions`` puts the exceptions in the list instead. The map's jobs are
+        forgotten once it returns, so they do not reappear in ``collect()``.
+        """
+        prepared = self._prepare(fn, options)
+        specs = [self._spec(prepared, (item,), None, None) for item in iterable]
+        bar = progress_bar(len(specs), f"map {prepared.name}") if progress else None
+        ids: list[str] = []
+        try:
+            chunk = self.settings.max_size or len(specs) or 1
+            for start in range(0, len(specs), chunk):
+                ids += self._submit(specs[start:start + chunk], prepared.mode)
+            if bar is not None:
+                for job_id in ids:
+                    self.backend.add_done_callback(job_id, lambda _r: bar.update(1))
+            results = []
+            for job_id in ids:
+                record = self.backend.wait_done(job_id)
+                if record.status is Status.FINISHED:
+                    results.append(record.result)
+                elif return_exceptions:
+                    results.append(self._error(record))
+                else:
+                    raise self._error(record)
+            return results
+        finally:
+            for job_id in ids:
+                with contextlib.suppress(UnknownJob):  # forgotten by someone else already
+                    self.backend.cancel(job_id, "cancelled: an earlier job of its map failed")
+            self.backend.forget_many(ids)
+            if bar is not None:
+                bar.close()
+
+    def _prepare(self, fn: Callable[..., Any], options: dict[str, Any]) -> _Prepared:
+        if self._closed:
+            raise QueueClosed("the queue is closed; it takes no more jobs")
+        limit = None
+        if isinstance(fn, Task):
+            options = {**fn.defaults, **options}
+            name, mode, limit, fn = fn.name, fn.mode or self.mode, fn.max_concurrency, fn.fn
+        elif callable(fn):
+            name, mode = getattr(fn, "__qualname__", None) or repr(fn), self.mode
+        else:
+            raise InvalidJob(f"put needs a callable, got {fn!r}")
+        try:
+            job_options = JobOptions.build(now=self.clock.now(), **options)
+        except TypeError as exc:
+            raise InvalidJob(f"unknown put option: {exc}") from None
+        return _Prepared(fn, name, mode, job_options, limit)
+
+    def _spec(self, prepared: _Prepared, args: Iterable[Any], kwargs: dict[str, Any] | None,
+              job_id: str | None) -> JobSpec:
+        if not isinstance(args, tuple):
+            if isinstance(args, str | bytes | dict) or not isinstance(args, Iterable):
+                raise InvalidJob(f"args must be a tuple or list, got {type(args).__name__}")
+            args = tuple(args)
+        if kwargs is None:
+            kwargs = {}
+        elif not isinstance(kwargs, dict):
+            raise InvalidJob(f"kwargs must be a dict, got {type(kwargs).__name__}")
+        if job_id is None:
+            job_id = self._id_prefix + str(next(self._id_numbers))
+        elif not isinstance(job_id, str) or not job_id:
+            raise InvalidJob(f"a job id must be a non-empty string, got {job_id!r}")
+        options = prepared.options
+        if options.unique == "":
+            options = options.replace(unique=rules.unique_key(prepared.name, args, kwargs))
+        payload = None
+        if prepared.mode == "process":
+            payload = self._encode(prepared, args, kwargs, job_id)
+        return JobSpec(job_id, prepared.name, prepared.mode, options, prepared.fn, args, kwargs,
+                       payload, prepared.limit)
+
+    def _encode(self, prepared: _Prepared, args: tuple[Any, ...], kwargs: dict[str, Any],
+                job_id: str) -> bytes:
+        fn = prepared.fn
+        try:
+            fn_bytes = self._encoded[fn]
+        except (KeyError, TypeError):
+            try:
+                fn_bytes = encode_function(fn)
+            except Exception as exc:
+                raise NotSerializable(
+                    f"{prepared.name} cannot be sent to a worker process ({exc}); define it at "
+                    "module level or use mode='thread'"
+                ) from None
+            with contextlib.suppress(TypeError):  # not weak-referenceable: encode each time
+                self._encoded[fn] = fn_bytes
+        try:
+            return encode_payload(fn_bytes, args, kwargs)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise NotSerializable(
+                f"the arguments of job {job_id!r} cannot be pickled for a worker process "
+                f"({exc}); pass plain data, or use mode='thread'"
+            ) from None
+
+    def _submit(self, specs: list[JobSpec], mode: str, *, block: bool = True) -> list[str]:
+        if not specs:
+            return []
+        ids = self.backend.submit(specs, block=block)
+        if self.slots:
+            worker = self._worker_for(mode)
+            if isinstance(worker.executor, InlineExecutor):
+                worker.executor.drain()
+        return ids
+
+    # --------------------------------------------------------------- workers
+    def _worker_for(self, mode: str) -> Worker:
+        worker = self._workers.get(mode)
+        if worker is not None:
+            return worker
+        with self._lock:
+            worker = self._workers.get(mode)
+            if worker is None:
+                worker = Worker(self.backend, self._executor(mode))
+                worker.start()
+                self._workers[mode] = worker
+            return worker
+
+    def _executor(self, mode: str) -> Executor:
+        if mode == "thread":
+            return ThreadExecutor(self.slots, self._context)
+        if mode == "process":
+            return ProcessExecutor(self.slots, self._context,
+                                   max_jobs_per_process=self.settings.max_jobs_per_process)
+        if mode == "async":
+            return AsyncExecutor(self.slots, self._context)
+        return InlineExecutor()
+
+    def _drain_inline(self) -> None:
+        worker = self._workers.get("inline")
+        if worker is not None and isinstance(worker.executor, InlineExecutor):
+            worker.executor.drain()
+
+    def _stop_job(self, job_id: str, reason: str) -> None:
+        for worker in list(self._workers.values()):
+            worker.stop_job(job_id, reason)
+
+    # --------------------------------------------------------------- waiting
+    def wait(self, timeout: float | None = None, *, progress: bool = False) -> int:
+        """Block until nothing is waiting, scheduled or running; return how many still are."""
+        self._drain_inline()
+        if not progress:
+            return self.backend.wait_idle(timeout)
+        bar = progress_bar(self.size(), f"queue {self.name}")
+
+        def show(counts: dict[Status, int]) -> None:
+            bar.total = sum(counts.values())
+            bar.n = sum(counts[status] for status in TERMINAL)
+            bar.refresh()
+
+        try:
+            return self.backend.wait_idle(timeout, on_change=show)
+        finally:
+            bar.close()
+
+    def get(self, *, wait: bool = False, timeout: float | None = None) -> JobRecord | None:
+        """Pop one ended job (the earliest to end); None if there is none.
+
+        With ``wait`` (or a ``timeout``) it waits for one to end, up to ``timeout`` seconds.
+        """
+        self._drain_inline()
+        if not wait and timeout is None:
+            timeout = 0
+        popped = self.backend.pop_finished(1, timeout=timeout)
+        return popped[0] if popped else None
+
+    def collect(self) -> list[JobRecord]:
+        """Pop every ended job, in the order they ended."""
+        self._drain_inline()
+        return self.backend.pop_finished(None, timeout=0)
+
+    def size(self, *statuses: Status | str) -> int:
+        """How many jobs the queue holds, in all statuses or in those given."""
+        counts = self.backend.counts()
+        if not statuses:
+            return sum(counts.values())
+        return sum(counts[Status(status)] for status in statuses)
+
+    # ----------------------------------------------------------------- by id
+    def status(self, job_id: str) -> Status:
+        """The job's status; raises UnknownJob."""
+        return self.backend.get(job_id).status
+
+    def result(self, job_id: str, timeout: float | None = None) -> Any:
+        """Wait for the job and return its result, without popping it.
+
+        Raises JobFailed, JobCancelled, TimeoutError, or UnknownJob.
+        """
+        self._drain_inline()
+        record = self.backend.wait_done(job_id, timeout)
+        if record.status is Status.FINISHED:
+            return record.result
+        raise self._error(record)
+
+    def _error(self, record: JobRecord) -> JobFailed | JobCancelled:
+        if record.status is Status.CANCELLED:
+            return JobCancelled(record.id, record.error)
+        error = record.error or "failed"
+        failure = JobFailed(record.id, error, error.partition(":")[0], record.traceback)
+        original = getattr(self.backend, "exception", None)
+        if original is not None:
+            with contextlib.suppress(UnknownJob):  # forgotten meanwhile: nothing to chain
+                failure.__cause__ = original(record.id)
+        return failure
+
+    def job(self, job_id: str) -> JobRecord:
+        """Everything known about one job; raises UnknownJob."""
+        return self.backend.get(job_id)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job, stopping it if it runs; False if it had already ended."""
+        return self.backend.cancel(job_id)
+
+    def forget(self, job_id: str) -> None:
+        """Drop an ended job and its result."""
+        self.backend.forget(job_id)
+
+    def jobs(self, status: Status | str | None = None) -> list[JobRecord]:
+        """Records of every job the queue holds (or of one status), in submission order."""
+        return self.backend.query(None if status is None else Status(status))
+
+    # ------------------------------------------------------------ decorators
+    @overload
+    def task(self, fn: F, /) -> Task[Any, Any]: ...
+    @overload
+    def task(self, fn: None = None, /, **options: Any) -> Callable[[F], Task[Any, Any]]: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, /,
+             **options: Any) -> Task[Any, Any] | Callable[[F], Task[Any, Any]]:
+        """Register a function as a task: ``@q.task`` or ``@q.task(retries=3, ...)``.
+
+        Options: ``name``, ``mode``, ``max_concurrency`` and any put option as a default.
+        """
+        if fn is not None:
+            return Task(self, fn)
+        return lambda f: Task(self, f, **options)
+
+    def on(self, event: str, callback: Callable[[JobRecord], object]) -> None:
+        """Call ``callback(record)`` on each ``event``: queued, started, finished, failed,
+        retrying, cancelled. Callbacks run in the thread that caused the event."""
+        self.events.on(event, callback)
+
+    # ---------------------------------------------------------------- closing
+    def close(self, wait: bool = True) -> None:
+        """Stop the embedded workers; with ``wait``, after every queued job has ended."""
+        if self._closed:
+            return
+        if wait:
+            self.wait()
+        self._closed = True
+        timeout = None if wait else self.settings.graceful_timeout
+        for worker in list(self._workers.values()):
+            worker.stop(wait=wait, timeout=timeout)
+        self.backend.close()
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close(wait=exc_type is None)
+
+    async def __aenter__(self) -> Queue:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await asyncio.to_thread(self.close, exc_type is None)
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name!r} {self.url} workers={self.slots} mode={self.mode}>"
