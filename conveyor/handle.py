@@ -65,8 +65,12 @@ class Job:
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()
 
+        def settle() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
         def wake(_record: JobRecord) -> None:
-            loop.call_soon_threadsafe(lambda: ended.done() or ended.set_result(None))
+            loop.call_soon_threadsafe(settle)
 
         self.queue.backend.add_done_callback(self.id, wake)
         yield from ended.__await__()

@@ -48,8 +48,9 @@ class _Prepared:
 
     __slots__ = ("fn", "limit", "mode", "name", "options")
 
-    def __init__(self, fn: Callable[..., Any], name: str, mode: str, options: JobOptions,
-                 limit: int | None) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], name: str, mode: str, options: JobOptions, limit: int | None
+    ) -> None:
         self.fn, self.name, self.mode, self.options, self.limit = fn, name, mode, options, limit
 
 
@@ -69,14 +70,22 @@ class Queue:
             ``max_jobs_per_process``, ``graceful_timeout`` ...).
     """
 
-    def __init__(self, url: str = "memory://", *, name: str = "default",
-                 workers: int | None = None, mode: str = "thread",
-                 context: Callable[[], Any] | None = None, clock: Clock | None = None,
-                 **settings: Any) -> None:
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        name: str = "default",
+        workers: int | None = None,
+        mode: str = "thread",
+        context: Callable[[], Any] | None = None,
+        clock: Clock | None = None,
+        **settings: Any,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                    or workers < 0):
+        if workers is not None and (
+            isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
+        ):
             raise ValueError(f"workers must be an int >= 0 or None, got {workers!r}")
         self.url = url
         self.name = name
@@ -84,8 +93,9 @@ class Queue:
         self.settings = Settings.load(name, **settings)
         self.clock = clock or Clock()
         self.events = EventBus()
-        self.backend: Backend = from_url(url, clock=self.clock, events=self.events,
-                                         settings=self.settings)
+        self.backend: Backend = from_url(
+            url, clock=self.clock, events=self.events, settings=self.settings
+        )
         self.slots = (os.cpu_count() or 1) if workers is None else workers
         self._context = context
         self._workers: dict[str, Worker] = {}
@@ -101,9 +111,16 @@ class Queue:
             self._worker_for(mode)
 
     # ------------------------------------------------------------ submitting
-    def put(self, fn: Callable[..., Any], args: Iterable[Any] = (),
-            kwargs: dict[str, Any] | None = None, *, id: str | None = None,
-            block: bool = True, **options: Any) -> Job:
+    def put(
+        self,
+        fn: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        block: bool = True,
+        **options: Any,
+    ) -> Job:
         """Submit one job; return its handle.
 
         Options (all checked here; bad input raises InvalidJob and changes nothing):
@@ -121,8 +138,15 @@ class Queue:
         """Submit ``fn(*args, **kwargs)`` with default options (concurrent.futures style)."""
         return self.put(fn, args, kwargs)
 
-    def map(self, fn: Callable[..., Any], iterable: Iterable[Any], *, progress: bool = False,
-            return_exceptions: bool = False, **options: Any) -> list[Any]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        iterable: Iterable[Any],
+        *,
+        progress: bool = False,
+        return_exceptions: bool = False,
+        **options: Any,
+    ) -> list[Any]:
         """Run ``fn(item)`` for each item; return the results in input order.
 
         The first failure raises its JobFailed (the jobs not yet ended are cancelled), unless
@@ -136,19 +160,21 @@ class Queue:
         try:
             chunk = self.settings.max_size or len(specs) or 1
             for start in range(0, len(specs), chunk):
-                ids += self._submit(specs[start:start + chunk], prepared.mode)
+                ids += self._submit(specs[start : start + chunk], prepared.mode)
             if bar is not None:
                 for job_id in ids:
                     self.backend.add_done_callback(job_id, lambda _r: bar.update(1))
+            outcomes = self.backend.wait_results(ids, first_failure=not return_exceptions)
             results = []
-            for job_id in ids:
-                record = self.backend.wait_done(job_id)
-                if record.status is Status.FINISHED:
-                    results.append(record.result)
+            for job_id, (status, result, _error) in zip(ids, outcomes, strict=True):
+                if status is Status.FINISHED:
+                    results.append(result)
+                elif status not in TERMINAL:
+                    continue  # still running: a later job failed and ended the wait early
                 elif return_exceptions:
-                    results.append(self._error(record))
+                    results.append(self._error(self.backend.get(job_id)))
                 else:
-                    raise self._error(record)
+                    raise self._error(self.backend.get(job_id))
             return results
         finally:
             for job_id in ids:
@@ -175,8 +201,13 @@ class Queue:
             raise InvalidJob(f"unknown put option: {exc}") from None
         return _Prepared(fn, name, mode, job_options, limit)
 
-    def _spec(self, prepared: _Prepared, args: Iterable[Any], kwargs: dict[str, Any] | None,
-              job_id: str | None) -> JobSpec:
+    def _spec(
+        self,
+        prepared: _Prepared,
+        args: Iterable[Any],
+        kwargs: dict[str, Any] | None,
+        job_id: str | None,
+    ) -> JobSpec:
         if not isinstance(args, tuple):
             if isinstance(args, str | bytes | dict) or not isinstance(args, Iterable):
                 raise InvalidJob(f"args must be a tuple or list, got {type(args).__name__}")
@@ -195,11 +226,21 @@ class Queue:
         payload = None
         if prepared.mode == "process":
             payload = self._encode(prepared, args, kwargs, job_id)
-        return JobSpec(job_id, prepared.name, prepared.mode, options, prepared.fn, args, kwargs,
-                       payload, prepared.limit)
+        return JobSpec(
+            job_id,
+            prepared.name,
+            prepared.mode,
+            options,
+            prepared.fn,
+            args,
+            kwargs,
+            payload,
+            prepared.limit,
+        )
 
-    def _encode(self, prepared: _Prepared, args: tuple[Any, ...], kwargs: dict[str, Any],
-                job_id: str) -> bytes:
+    def _encode(
+        self, prepared: _Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str
+    ) -> bytes:
         fn = prepared.fn
         try:
             fn_bytes = self._encoded[fn]
@@ -248,8 +289,9 @@ class Queue:
         if mode == "thread":
             return ThreadExecutor(self.slots, self._context)
         if mode == "process":
-            return ProcessExecutor(self.slots, self._context,
-                                   max_jobs_per_process=self.settings.max_jobs_per_process)
+            return ProcessExecutor(
+                self.slots, self._context, max_jobs_per_process=self.settings.max_jobs_per_process
+            )
         if mode == "async":
             return AsyncExecutor(self.slots, self._context)
         return InlineExecutor()
@@ -353,8 +395,9 @@ class Queue:
     @overload
     def task(self, fn: None = None, /, **options: Any) -> Callable[[F], Task[Any, Any]]: ...
 
-    def task(self, fn: Callable[..., Any] | None = None, /,
-             **options: Any) -> Task[Any, Any] | Callable[[F], Task[Any, Any]]:
+    def task(
+        self, fn: Callable[..., Any] | None = None, /, **options: Any
+    ) -> Task[Any, Any] | Callable[[F], Task[Any, Any]]:
         """Register a function as a task: ``@q.task`` or ``@q.task(retries=3, ...)``.
 
         Options: ``name``, ``mode``, ``max_concurrency`` and any put option as a default.
@@ -384,15 +427,23 @@ class Queue:
     def __enter__(self) -> Queue:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close(wait=exc_type is None)
 
     async def __aenter__(self) -> Queue:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await asyncio.to_thread(self.close, exc_type is None)
 
     def __repr__(self) -> str:

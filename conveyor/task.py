@@ -20,15 +20,23 @@ R = TypeVar("R")
 class Task(Generic[P, R]):
     """A function registered with a queue. Calling it runs it here, now."""
 
-    def __init__(self, queue: Queue, fn: Callable[P, R], *, name: str | None = None,
-                 mode: str | None = None, max_concurrency: int | None = None,
-                 **defaults: Any) -> None:
+    def __init__(
+        self,
+        queue: Queue,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        mode: str | None = None,
+        max_concurrency: int | None = None,
+        **defaults: Any,
+    ) -> None:
         if not callable(fn):
             raise InvalidJob(f"@task needs a function, got {fn!r}")
         if mode is not None and mode not in MODES:
             raise InvalidJob(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if max_concurrency is not None and (
-            isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
+            isinstance(max_concurrency, bool)
+            or not isinstance(max_concurrency, int)
             or max_concurrency < 1
         ):
             raise InvalidJob(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
@@ -42,7 +50,7 @@ class Task(Generic[P, R]):
         self.mode = mode
         self.max_concurrency = max_concurrency
         self.defaults = defaults
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
@@ -51,8 +59,9 @@ class Task(Generic[P, R]):
         """Put a job calling the task with these arguments and its default options."""
         return self.queue.put(self, args, kwargs)
 
-    def put(self, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None,
-            **options: Any) -> Job:
+    def put(
+        self, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> Job:
         """Put a job, with options overriding the task's defaults."""
         return self.queue.put(self, args, kwargs, **options)
 

@@ -58,12 +58,29 @@ class Worker:
 
     def claim(self, limit: int = 1, timeout: float | None = None) -> list[ClaimedJob]:
         """Block until up to ``limit`` jobs may start; ``[]`` when the worker is stopping."""
-        return self.backend.claim(self.id, self.mode, limit, timeout=timeout,
-                                  stop=self._stopping.is_set)
+        return self.backend.claim(
+            self.slot_name(), self.mode, limit, timeout=timeout, stop=self._stopping.is_set
+        )
 
-    def finished(self, job: ClaimedJob, result: Any) -> None:
-        """Report that ``job`` returned ``result``."""
-        self.backend.finish(job.id, job.attempt, result)
+    def slot_name(self) -> str:
+        """Who runs the job, as recorded on it: the worker id and the calling slot thread."""
+        return f"{self.id}/{threading.current_thread().name}"
+
+    def finished(self, job: ClaimedJob, result: Any, *, claim_next: int = 0) -> list[ClaimedJob]:
+        """Report that ``job`` returned ``result``; with ``claim_next``, claim that many more
+        in the same backend call (blocking like :meth:`claim`)."""
+        if not claim_next:
+            self.backend.finish(job.id, job.attempt, result)
+            return []
+        return self.backend.finish_and_claim(
+            job.id,
+            job.attempt,
+            result,
+            self.slot_name(),
+            self.mode,
+            claim_next,
+            stop=self._stopping.is_set,
+        )
 
     def failed(self, job: ClaimedJob, error: BaseException | ErrorInfo) -> None:
         """Report that ``job`` failed (it raised, timed out, or its process died)."""

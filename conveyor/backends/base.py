@@ -49,8 +49,9 @@ class ClaimedJob:
 class Backend(Protocol):
     """Stores jobs and enforces the scheduling rules atomically."""
 
-    def submit(self, specs: Sequence[JobSpec], *, block: bool = True,
-               timeout: float | None = None) -> list[str]:
+    def submit(
+        self, specs: Sequence[JobSpec], *, block: bool = True, timeout: float | None = None
+    ) -> list[str]:
         """Store all ``specs`` or none of them; return their ids.
 
         Atomic: ids unique, dependencies known (or earlier in ``specs``), no cycle. A spec whose
@@ -59,8 +60,15 @@ class Backend(Protocol):
         """
         ...
 
-    def claim(self, worker: str, mode: str, limit: int = 1, *, timeout: float | None = None,
-              stop: Callable[[], bool] | None = None) -> list[ClaimedJob]:
+    def claim(
+        self,
+        worker: str,
+        mode: str,
+        limit: int = 1,
+        *,
+        timeout: float | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> list[ClaimedJob]:
         """Mark up to ``limit`` startable jobs of ``mode`` running for ``worker``; return them.
 
         Blocks until at least one may start, ``timeout`` passes, ``stop()`` is true or the
@@ -77,8 +85,24 @@ class Backend(Protocol):
         """Record success of ``attempt``; False if the attempt no longer holds the job."""
         ...
 
-    def fail(self, job_id: str, attempt: int, error: ErrorInfo,
-             exception: BaseException | None = None) -> bool:
+    def finish_and_claim(
+        self,
+        job_id: str,
+        attempt: int,
+        result: Any,
+        worker: str,
+        mode: str,
+        limit: int = 1,
+        *,
+        timeout: float | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> list[ClaimedJob]:
+        """``finish`` then ``claim`` in one atomic step (one round trip for a busy slot)."""
+        ...
+
+    def fail(
+        self, job_id: str, attempt: int, error: ErrorInfo, exception: BaseException | None = None
+    ) -> bool:
         """Record a failed attempt: schedule a retry if any are left, else fail and cascade."""
         ...
 
@@ -98,8 +122,9 @@ class Backend(Protocol):
         """How many jobs are in each status."""
         ...
 
-    def pop_finished(self, limit: int | None = None, *,
-                     timeout: float | None = 0) -> list[JobRecord]:
+    def pop_finished(
+        self, limit: int | None = None, *, timeout: float | None = 0
+    ) -> list[JobRecord]:
         """Remove and return ended jobs in the order they ended; wait up to ``timeout`` for one."""
         ...
 
@@ -111,12 +136,26 @@ class Backend(Protocol):
         """Block until the job has ended (or ``timeout``: TimeoutError); return its record."""
         ...
 
+    def wait_results(
+        self, job_ids: Sequence[str], timeout: float | None = None, *, first_failure: bool = False
+    ) -> list[tuple[Status, Any, str | None]]:
+        """Wait until every job has ended (or, with ``first_failure``, one did not finish);
+        return ``(status, result, error)`` for each, in order. Raises TimeoutError."""
+        ...
+
+    def forget_many(self, job_ids: Collection[str]) -> None:
+        """Forget every ended job among ``job_ids``; leave the others alone."""
+        ...
+
     def add_done_callback(self, job_id: str, callback: Callable[[JobRecord], object]) -> None:
         """Call ``callback(record)`` once the job has ended (at once if it has)."""
         ...
 
-    def wait_idle(self, timeout: float | None = None,
-                  on_change: Callable[[dict[Status, int]], object] | None = None) -> int:
+    def wait_idle(
+        self,
+        timeout: float | None = None,
+        on_change: Callable[[dict[Status, int]], object] | None = None,
+    ) -> int:
         """Block until no job is waiting, scheduled or running; return how many still are."""
         ...
 

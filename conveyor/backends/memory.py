@@ -25,6 +25,7 @@ from typing import Any
 from conveyor import events as ev
 from conveyor import rules
 from conveyor.backends.base import ClaimedJob, JobSpec
+from conveyor.backends.locking import YieldingLock
 from conveyor.clock import Clock
 from conveyor.errors import (
     DependencyCycle,
@@ -42,15 +43,41 @@ _HeapItem = tuple[int, int, str]  # (priority, seq, job id)
 _Key = tuple[str, str]  # ("group" | "job" | "task" | "limit", name)
 _READY = ("ready", "")
 _DUE, _EXPIRE = 0, 1
+_END_EVENTS = {
+    Status.FINISHED: ev.FINISHED,
+    Status.FAILED: ev.FAILED,
+    Status.CANCELLED: ev.CANCELLED,
+}
 
 
 class _Entry:
     """The mutable state of one job, private to the memory backend."""
 
     __slots__ = (
-        "args", "attempts", "dependents", "due", "ended", "error", "exception", "fn", "id",
-        "kwargs", "limit", "mode", "opts", "payload", "pending_deps", "result", "seq",
-        "started", "status", "submitted", "task", "traceback", "where", "worker",
+        "args",
+        "attempts",
+        "dependents",
+        "due",
+        "ended",
+        "error",
+        "exception",
+        "fn",
+        "id",
+        "kwargs",
+        "limit",
+        "mode",
+        "opts",
+        "payload",
+        "pending_deps",
+        "result",
+        "seq",
+        "started",
+        "status",
+        "submitted",
+        "task",
+        "traceback",
+        "where",
+        "worker",
     )
 
     def __init__(self, spec: JobSpec, seq: int, now: float) -> None:
@@ -95,16 +122,38 @@ class _Lane:
         self.previous_failed = False
 
 
+class _Latch:
+    """Opens when ``count`` watched jobs have ended, or at the first failure if asked."""
+
+    __slots__ = ("count", "event", "job_ids", "on_failure")
+
+    def __init__(self, job_ids: list[str], on_failure: bool) -> None:
+        self.job_ids = job_ids
+        self.count = len(job_ids)
+        self.on_failure = on_failure
+        self.event = threading.Event()
+
+    def ended(self, status: Status) -> None:
+        self.count -= 1
+        if self.count <= 0 or (self.on_failure and status is not Status.FINISHED):
+            self.event.set()
+
+
 class MemoryBackend:
     """Jobs in this process's memory; every rule applied under one lock."""
 
-    def __init__(self, *, clock: Clock | None = None, events: EventBus | None = None,
-                 max_size: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        events: EventBus | None = None,
+        max_size: int | None = None,
+    ) -> None:
         self._clock = clock or Clock()
         self._bus = events or EventBus()
         self._max_size = max_size
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)  # ends, space, idle
+        self._lock = YieldingLock()
+        self._changed = threading.Condition(self._lock)  # type: ignore[arg-type]  # ends, space, idle
         self._claimable: dict[str, threading.Condition] = {}
         self._jobs: dict[str, _Entry] = {}
         self._seq = itertools.count()
@@ -121,8 +170,10 @@ class MemoryBackend:
         self._counts: Counter[Status] = Counter()
         self._ended: deque[str] = deque()
         self._done_callbacks: dict[str, list[Callable[[JobRecord], object]]] = {}
+        self._latches: dict[str, list[_Latch]] = {}
         self._unique: dict[str, tuple[str, float | None]] = {}
         self._work: list[tuple[str, Any]] = []
+        self._wakeups: Counter[str] = Counter()  # claimers to wake per mode, at lock release
         self._effects: list[Callable[[], object]] = []
         self._stop_hook: Callable[[str, str], object] | None = None
         self._waiters = 0
@@ -130,19 +181,24 @@ class MemoryBackend:
         self._clock.subscribe(self.wake)
 
     # ----------------------------------------------------------------- submit
-    def submit(self, specs: Sequence[JobSpec], *, block: bool = True,
-               timeout: float | None = None) -> list[str]:
+    def submit(
+        self, specs: Sequence[JobSpec], *, block: bool = True, timeout: float | None = None
+    ) -> list[str]:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             now = self._clock.now()
             self._tick(now)
             resolved = self._resolve_unique(specs, now)
-            fresh = [spec for spec, existing in zip(specs, resolved, strict=True)
-                     if existing is None]
+            fresh = [
+                spec for spec, existing in zip(specs, resolved, strict=True) if existing is None
+            ]
             self._validate(fresh, resolved, specs)
             self._wait_for_room(len(fresh), block, deadline)
-            aliases = {spec.id: existing for spec, existing in zip(specs, resolved, strict=True)
-                       if existing is not None}
+            aliases = {
+                spec.id: existing
+                for spec, existing in zip(specs, resolved, strict=True)
+                if existing is not None
+            }
             for spec in fresh:
                 self._insert(spec, now, aliases)
             self._process()
@@ -172,8 +228,9 @@ class MemoryBackend:
             resolved.append(holder)
         return resolved
 
-    def _validate(self, fresh: Sequence[JobSpec], resolved: Sequence[str | None],
-                  specs: Sequence[JobSpec]) -> None:
+    def _validate(
+        self, fresh: Sequence[JobSpec], resolved: Sequence[str | None], specs: Sequence[JobSpec]
+    ) -> None:
         if self._closed:
             raise QueueClosed("the queue is closed; it takes no more jobs")
         batch_ids = {spec.id for spec in specs}
@@ -251,8 +308,11 @@ class MemoryBackend:
             entry.pending_deps += 1
             dep.dependents.append(entry.id)
         if failed_dep is not None:
-            self._end(entry, Status.CANCELLED,
-                      reason=rules.cascade_reason(failed_dep.id, failed_dep.status.value))
+            self._end(
+                entry,
+                Status.CANCELLED,
+                reason=rules.cascade_reason(failed_dep.id, failed_dep.status.value),
+            )
         elif opts.lane is not None:
             lane = self._lanes[opts.lane]
             if lane.current is None:
@@ -261,42 +321,83 @@ class MemoryBackend:
             self._consider(entry)
 
     # ------------------------------------------------------------------ claim
-    def claim(self, worker: str, mode: str, limit: int = 1, *, timeout: float | None = None,
-              stop: Callable[[], bool] | None = None) -> list[ClaimedJob]:
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def claim(
+        self,
+        worker: str,
+        mode: str,
+        limit: int = 1,
+        *,
+        timeout: float | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> list[ClaimedJob]:
         with self._lock:
-            cond = self._claimable.get(mode)
-            if cond is None:
-                cond = self._claimable[mode] = threading.Condition(self._lock)
-                self._ready.setdefault(mode, [])
-                self._freed.setdefault(mode, set())
-            while True:
-                if self._closed or (stop is not None and stop()):
-                    return []
-                now = self._clock.now()
-                self._tick(now)
-                got: list[ClaimedJob] = []
-                while len(got) < limit:
-                    entry = self._next_startable(mode)
-                    if entry is None:
-                        break
-                    got.append(self._start(entry, worker, now))
-                if got:
-                    self._process()
-                    if self._waiters:
-                        self._changed.notify_all()  # room under max_size
-                    effects = self._take_effects()
-                    break
-                wait = self._timer_wait()
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return []
-                    wait = remaining if wait is None else min(wait, remaining)
-                self._run_locked_effects()
-                cond.wait(wait)
+            got = self._claim(worker, mode, limit, timeout, stop)
+            effects = self._take_effects()
         self._run(effects)
         return got
+
+    def finish_and_claim(
+        self,
+        job_id: str,
+        attempt: int,
+        result: Any,
+        worker: str,
+        mode: str,
+        limit: int = 1,
+        *,
+        timeout: float | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> list[ClaimedJob]:
+        """``finish`` then ``claim`` under one lock: one round trip per job for a busy slot."""
+        with self._lock:
+            entry = self._holding(job_id, attempt)
+            if entry is not None:
+                self._release(entry)
+                self._end(entry, Status.FINISHED, result=result)
+                self._process()
+            got = self._claim(worker, mode, limit, timeout, stop)
+            effects = self._take_effects()
+        self._run(effects)
+        return got
+
+    def _claim(
+        self,
+        worker: str,
+        mode: str,
+        limit: int,
+        timeout: float | None,
+        stop: Callable[[], bool] | None,
+    ) -> list[ClaimedJob]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cond = self._claimable.get(mode)
+        if cond is None:
+            cond = self._claimable[mode] = threading.Condition(self._lock)  # type: ignore[arg-type]
+            self._ready.setdefault(mode, [])
+            self._freed.setdefault(mode, set())
+        while True:
+            if self._closed or (stop is not None and stop()):
+                return []
+            now = self._clock.now()
+            self._tick(now)
+            got: list[ClaimedJob] = []
+            while len(got) < limit:
+                entry = self._next_startable(mode)
+                if entry is None:
+                    break
+                got.append(self._start(entry, worker, now))
+            if got:
+                self._process()
+                if self._waiters:
+                    self._changed.notify_all()  # room under max_size
+                return got
+            wait = self._timer_wait()
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                wait = remaining if wait is None else min(wait, remaining)
+            self._run_locked_effects()  # events of what just ended run before we block
+            cond.wait(wait)
 
     def _next_startable(self, mode: str) -> _Entry | None:
         ready = self._ready[mode]
@@ -334,11 +435,11 @@ class MemoryBackend:
                 continue
             if entry.opts.lane is not None and not self._lane_allows(entry):
                 continue  # stale: another job became the lane's next; it is in the heap
-            key = self._conflict(entry)
-            if key is None:
+            blocker = self._conflict(entry)
+            if blocker is None:
                 return entry
-            entry.where = key
-            heapq.heappush(self._parked.setdefault((mode, key), []), best)
+            entry.where = blocker
+            heapq.heappush(self._parked.setdefault((mode, blocker), []), best)
 
     def _conflict(self, entry: _Entry) -> _Key | None:
         """The resource that keeps ``entry`` from starting now, or None."""
@@ -390,8 +491,17 @@ class MemoryBackend:
                 heapq.heappop(lane.heap)
                 lane.current = entry.id
         self._emit(ev.STARTED, entry)
-        return ClaimedJob(entry.id, entry.attempts, entry.task, entry.mode, entry.fn,
-                          entry.args, entry.kwargs, entry.payload, opts.timeout)
+        return ClaimedJob(
+            entry.id,
+            entry.attempts,
+            entry.task,
+            entry.mode,
+            entry.fn,
+            entry.args,
+            entry.kwargs,
+            entry.payload,
+            opts.timeout,
+        )
 
     # ----------------------------------------------------------- end of an attempt
     def finish(self, job_id: str, attempt: int, result: Any) -> bool:
@@ -406,8 +516,9 @@ class MemoryBackend:
         self._run(effects)
         return True
 
-    def fail(self, job_id: str, attempt: int, error: ErrorInfo,
-             exception: BaseException | None = None) -> bool:
+    def fail(
+        self, job_id: str, attempt: int, error: ErrorInfo, exception: BaseException | None = None
+    ) -> bool:
         with self._lock:
             entry = self._holding(job_id, attempt)
             if entry is None:
@@ -445,13 +556,12 @@ class MemoryBackend:
         """Give back what a running job held and mark those resources freed."""
         del self._running[entry.id]
         opts = entry.opts
-        keys: list[_Key] = [("job", entry.id), ("task", entry.task), ("limit", entry.task)]
         for group in opts.exclusive:
             self._group_holder.pop(group, None)
-            keys.append(("group", group))
-        self._task_running[entry.task] -= 1
-        if not self._task_running[entry.task]:
-            del self._task_running[entry.task]
+        task_running = self._task_running
+        task_running[entry.task] -= 1
+        if not task_running[entry.task]:
+            del task_running[entry.task]
         for name in opts.incompatible:
             holders = self._declared.get(name)
             if holders is not None:
@@ -459,14 +569,13 @@ class MemoryBackend:
                 if not holders:
                     del self._declared[name]
         if self._parked:
+            keys: list[_Key] = [("job", entry.id), ("task", entry.task), ("limit", entry.task)]
+            keys += [("group", group) for group in opts.exclusive]
             for mode, freed in self._freed.items():
-                woke = False
                 for key in keys:
                     if (mode, key) in self._parked:
                         freed.add(key)
-                        woke = True
-                if woke and mode in self._claimable:
-                    self._claimable[mode].notify_all()
+                        self._wakeups[mode] += 1
 
     # ----------------------------------------------------------------- cancel
     def cancel(self, job_id: str, reason: str = "cancelled") -> bool:
@@ -489,9 +598,16 @@ class MemoryBackend:
         return True
 
     # ------------------------------------------------------ the rules' bookkeeping
-    def _end(self, entry: _Entry, status: Status, *, result: Any = None,
-             error: ErrorInfo | None = None, exception: BaseException | None = None,
-             reason: str | None = None) -> None:
+    def _end(
+        self,
+        entry: _Entry,
+        status: Status,
+        *,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+        exception: BaseException | None = None,
+        reason: str | None = None,
+    ) -> None:
         """Make ``entry`` terminal; queue the cascades it causes (run by ``_process``)."""
         self._set_status(entry, status)
         entry.ended = self._clock.now()
@@ -521,11 +637,15 @@ class MemoryBackend:
                     lane.previous_failed = status is not Status.FINISHED
                 if lane.current is None:
                     self._work.append(("lane", opts.lane))
-        callbacks = self._done_callbacks.pop(entry.id, None)
-        name = {Status.FINISHED: ev.FINISHED, Status.FAILED: ev.FAILED}.get(status, ev.CANCELLED)
-        if callbacks or self._bus.wants(name):
+        if self._latches:
+            for latch in self._latches.pop(entry.id, ()):
+                latch.ended(status)
+        callbacks = self._done_callbacks.pop(entry.id, None) if self._done_callbacks else None
+        name = _END_EVENTS[status]
+        wanted = self._bus.wants(name)
+        if callbacks or wanted:
             record = self._record(entry)
-            if self._bus.wants(name):
+            if wanted:
                 self._effects.append(lambda: self._bus.emit(name, record))
             for callback in callbacks or ():
                 self._effects.append(lambda cb=callback: cb(record))  # type: ignore[misc]
@@ -552,8 +672,9 @@ class MemoryBackend:
                 if entry.pending_deps == 0:
                     self._consider(entry)
             else:
-                self._end(entry, Status.CANCELLED,
-                          reason=rules.cascade_reason(dep.id, dep.status.value))
+                self._end(
+                    entry, Status.CANCELLED, reason=rules.cascade_reason(dep.id, dep.status.value)
+                )
         dep.dependents = []
 
     def _advance_lane(self, name: str | int) -> None:
@@ -568,8 +689,11 @@ class MemoryBackend:
                 lane.previous_failed = True
                 continue
             if lane.previous_failed and entry.opts.stop_on_lane_error:
-                self._end(entry, Status.CANCELLED, reason=rules.lane_reason(
-                    lane.previous or "?", name, "failed or was cancelled"))
+                self._end(
+                    entry,
+                    Status.CANCELLED,
+                    reason=rules.lane_reason(lane.previous or "?", name, "failed or was cancelled"),
+                )
                 lane.current = None  # _end queued another advance; this loop goes on
                 continue
             self._consider(entry)
@@ -592,9 +716,7 @@ class MemoryBackend:
             return
         entry.where = _READY
         heapq.heappush(self._ready[entry.mode], entry.item())
-        cond = self._claimable.get(entry.mode)
-        if cond is not None:
-            cond.notify()
+        self._wakeups[entry.mode] += 1
 
     def _tick(self, now: float) -> None:
         """Apply every timer due by ``now``: delays ending, retries due, expiry."""
@@ -633,6 +755,13 @@ class MemoryBackend:
             self._effects.append(lambda: self._bus.emit(name, record))
 
     def _take_effects(self) -> list[Callable[[], object]]:
+        """Wake the claimers the change calls for; hand back the callbacks to run unlocked."""
+        if self._wakeups:
+            for mode, count in self._wakeups.items():
+                cond = self._claimable.get(mode)
+                if cond is not None:
+                    cond.notify(count)
+            self._wakeups.clear()
         effects = self._effects
         if effects:
             self._effects = []
@@ -640,8 +769,8 @@ class MemoryBackend:
 
     def _run_locked_effects(self) -> None:
         """Effects produced by a claim that found nothing (expiry ticks) run before it waits."""
-        if self._effects:
-            effects = self._take_effects()
+        effects = self._take_effects()
+        if effects:
             self._lock.release()
             try:
                 self._run(effects)
@@ -659,13 +788,26 @@ class MemoryBackend:
         stamp = JobRecord.timestamp
         opts = entry.opts
         return JobRecord(
-            id=entry.id, task=entry.task, status=entry.status, args=entry.args,
-            kwargs=entry.kwargs, priority=opts.priority, lane=opts.lane, after=opts.after,
-            exclusive=opts.exclusive, incompatible=opts.incompatible, attempts=entry.attempts,
-            worker=entry.worker, submitted=stamp(entry.submitted), started=stamp(started),
+            id=entry.id,
+            task=entry.task,
+            status=entry.status,
+            args=entry.args,
+            kwargs=entry.kwargs,
+            priority=opts.priority,
+            lane=opts.lane,
+            after=opts.after,
+            exclusive=opts.exclusive,
+            incompatible=opts.incompatible,
+            attempts=entry.attempts,
+            worker=entry.worker,
+            submitted=stamp(entry.submitted),
+            started=stamp(started),
             ended=stamp(ended),
             runtime=None if started is None or ended is None else max(0.0, ended - started),
-            result=entry.result, error=entry.error, traceback=entry.traceback, meta=opts.meta,
+            result=entry.result,
+            error=entry.error,
+            traceback=entry.traceback,
+            meta=opts.meta,
         )
 
     def _entry(self, job_id: str) -> _Entry:
@@ -690,8 +832,9 @@ class MemoryBackend:
     def query(self, status: Status | None = None) -> list[JobRecord]:
         with self._lock:
             self._tick(self._clock.now())
-            records = [self._record(e) for e in self._jobs.values()
-                       if status is None or e.status is status]
+            records = [
+                self._record(e) for e in self._jobs.values() if status is None or e.status is status
+            ]
             effects = self._take_effects()
         self._run(effects)
         return records
@@ -704,8 +847,9 @@ class MemoryBackend:
         self._run(effects)
         return counts
 
-    def pop_finished(self, limit: int | None = None, *,
-                     timeout: float | None = 0) -> list[JobRecord]:
+    def pop_finished(
+        self, limit: int | None = None, *, timeout: float | None = 0
+    ) -> list[JobRecord]:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while True:
@@ -756,20 +900,62 @@ class MemoryBackend:
             record = self._record(entry)
         callback(record)
 
-    def wait_done(self, job_id: str, timeout: float | None = None) -> JobRecord:
-        with self._lock:
-            self._tick(self._clock.now())
+    def _latch(self, job_ids: Sequence[str], first_failure: bool) -> _Latch | None:
+        """A latch on the jobs of ``job_ids`` still active; None if there is nothing to wait for."""
+        waiting = []
+        for job_id in job_ids:
             entry = self._entry(job_id)
-            if entry.status in TERMINAL:
-                return self._record(entry)
-            done = threading.Event()
-            self._done_callbacks.setdefault(job_id, []).append(lambda _record: done.set())
-        if not done.wait(timeout):
-            raise TimeoutError(f"job {job_id!r} did not end within {timeout} s")
+            if entry.status not in TERMINAL:
+                waiting.append(job_id)
+            elif first_failure and entry.status is not Status.FINISHED:
+                return None
+        if not waiting:
+            return None
+        latch = _Latch(waiting, first_failure)
+        for job_id in waiting:
+            self._latches.setdefault(job_id, []).append(latch)
+        return latch
+
+    def wait_done(self, job_id: str, timeout: float | None = None) -> JobRecord:
+        self._wait_ended([job_id], timeout, first_failure=False)
         return self.get(job_id)
 
-    def wait_idle(self, timeout: float | None = None,
-                  on_change: Callable[[dict[Status, int]], object] | None = None) -> int:
+    def wait_results(
+        self, job_ids: Sequence[str], timeout: float | None = None, *, first_failure: bool = False
+    ) -> list[tuple[Status, Any, str | None]]:
+        """Wait until every job has ended (or one did not finish, with ``first_failure``);
+        return ``(status, result, error)`` per job, in order (active ones as they are)."""
+        self._wait_ended(job_ids, timeout, first_failure=first_failure)
+        with self._lock:
+            return [
+                (e.status, e.result, e.error) for e in (self._entry(job_id) for job_id in job_ids)
+            ]
+
+    def _wait_ended(
+        self, job_ids: Sequence[str], timeout: float | None, *, first_failure: bool
+    ) -> None:
+        with self._lock:
+            self._tick(self._clock.now())
+            effects = self._take_effects()
+            latch = self._latch(job_ids, first_failure)
+        self._run(effects)
+        if latch is None:
+            return
+        if not latch.event.wait(timeout):
+            with self._lock:  # stop watching, so the latch does not outlive the call
+                for job_id in latch.job_ids:
+                    watching = self._latches.get(job_id)
+                    if watching is not None and latch in watching:
+                        watching.remove(latch)
+                        if not watching:
+                            del self._latches[job_id]
+            raise TimeoutError(f"{latch.count} job(s) did not end within {timeout} s")
+
+    def wait_idle(
+        self,
+        timeout: float | None = None,
+        on_change: Callable[[dict[Status, int]], object] | None = None,
+    ) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
         last: dict[Status, int] | None = None
         while True:
@@ -777,8 +963,7 @@ class MemoryBackend:
                 self._tick(self._clock.now())
                 effects = self._take_effects()
                 counts = {status: self._counts[status] for status in Status}
-                active = counts[Status.WAITING] + counts[Status.SCHEDULED] + counts[
-                    Status.RUNNING]
+                active = counts[Status.WAITING] + counts[Status.SCHEDULED] + counts[Status.RUNNING]
                 remaining = None if deadline is None else deadline - time.monotonic()
                 done = not active or self._closed or (remaining is not None and remaining <= 0)
                 if not done and not effects and (on_change is None or counts == last):
@@ -801,9 +986,13 @@ class MemoryBackend:
     # ---------------------------------------------------------- worker support
     def heartbeat(self, worker: str, ids: Collection[str]) -> set[str]:
         with self._lock:
-            return {job_id for job_id in ids
-                    if (entry := self._jobs.get(job_id)) is None
-                    or entry.status is not Status.RUNNING or entry.worker != worker}
+            return {
+                job_id
+                for job_id in ids
+                if (entry := self._jobs.get(job_id)) is None
+                or entry.status is not Status.RUNNING
+                or entry.worker != worker
+            }
 
     def recover_expired(self) -> int:
         return 0  # workers live in this process: nothing holds a lease to outlive

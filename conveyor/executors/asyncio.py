@@ -45,8 +45,9 @@ class AsyncExecutor:
 
     def start(self, worker: Worker) -> None:
         self._worker = worker
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True,
-                                        name="conveyor-async-loop")
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(self._main(),), daemon=True, name="conveyor-async-loop"
+        )
         self._thread.start()
 
     async def _main(self) -> None:

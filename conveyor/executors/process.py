@@ -41,7 +41,8 @@ DEFAULT_START_METHOD = "forkserver" if sys.platform.startswith("linux") else "sp
 
 def encode_function(fn: Callable[..., Any]) -> bytes:
     """Pickle ``fn`` by reference if it is importable, else by value (lambdas, closures)."""
-    return cloudpickle.dumps(fn)
+    data: bytes = cloudpickle.dumps(fn)
+    return data
 
 
 def encode_payload(fn_bytes: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
@@ -75,8 +76,14 @@ def child_main(conn: Connection, context: bytes | None, max_jobs: int | None) ->
         try:
             message = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
-            message = pickle.dumps((False, ErrorInfo(
-                "NotSerializable", f"the job's result cannot be pickled: {exc}", None)))
+            message = pickle.dumps(
+                (
+                    False,
+                    ErrorInfo(
+                        "NotSerializable", f"the job's result cannot be pickled: {exc}", None
+                    ),
+                )
+            )
         conn.send_bytes(message)
         done += 1
 
@@ -112,9 +119,14 @@ class ProcessExecutor:
 
     mode = "process"
 
-    def __init__(self, slots: int, context: Callable[[], Any] | None = None, *,
-                 max_jobs_per_process: int | None = None,
-                 start_method: str = DEFAULT_START_METHOD) -> None:
+    def __init__(
+        self,
+        slots: int,
+        context: Callable[[], Any] | None = None,
+        *,
+        max_jobs_per_process: int | None = None,
+        start_method: str = DEFAULT_START_METHOD,
+    ) -> None:
         self.slots = slots
         self._ctx = multiprocessing.get_context(start_method)
         self._context = None if context is None else cloudpickle.dumps(context)
@@ -130,14 +142,16 @@ class ProcessExecutor:
     def start(self, worker: Worker) -> None:
         self._worker = worker
         for n in range(self.slots):
-            thread = threading.Thread(target=self._loop, daemon=True,
-                                      name=f"conveyor-process-slot-{n + 1}")
+            thread = threading.Thread(
+                target=self._loop, daemon=True, name=f"conveyor-process-slot-{n + 1}"
+            )
             self._threads.append(thread)
             thread.start()
 
     def _spawn(self) -> _Child:
-        child = _Child(self._ctx, self._context, self._max_jobs,
-                       f"conveyor-worker-{next(self._names)}")
+        child = _Child(
+            self._ctx, self._context, self._max_jobs, f"conveyor-worker-{next(self._names)}"
+        )
         with self._lock:
             self._children.add(child)
         return child
@@ -190,8 +204,13 @@ class ProcessExecutor:
         if answer is None:
             code = child.process.exitcode
             self._drop(child, kill=True)
-            worker.failed(job, ErrorInfo(
-                "WorkerDied", f"the worker process died while running the job (exit code {code})"))
+            worker.failed(
+                job,
+                ErrorInfo(
+                    "WorkerDied",
+                    f"the worker process died while running the job (exit code {code})",
+                ),
+            )
             return None
         if answer == "timeout":
             self._drop(child, kill=True)

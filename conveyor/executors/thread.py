@@ -90,7 +90,9 @@ class ThreadExecutor:
         slot = _Slot()
         assert self._worker is not None
         thread = threading.Thread(
-            target=self._loop, args=(slot,), daemon=True,
+            target=self._loop,
+            args=(slot,),
+            daemon=True,
             name=f"conveyor-thread-{next(self._names)}",
         )
         with self._lock:
@@ -105,30 +107,37 @@ class ThreadExecutor:
         try:
             if self._context is not None:
                 set_context(self._context())
-            while not slot.abandoned:
-                jobs = worker.claim(1)
-                if not jobs:
-                    return
-                self._run(worker, slot, jobs[0])
+            jobs = worker.claim(1)
+            while jobs:
+                job = jobs[0]
+                outcome = self._run(slot, job)
+                if outcome is None:
+                    return  # abandoned: the watchdog or a cancel settled the job
+                ok, value = outcome
+                if ok:
+                    jobs = worker.finished(job, value, claim_next=1)
+                else:
+                    worker.failed(job, value)
+                    jobs = worker.claim(1)
         except JobInterrupted:
             if not slot.abandoned:
                 raise
         except Exception:
             log.exception("worker thread %s crashed", threading.current_thread().name)
 
-    def _run(self, worker: Worker, slot: _Slot, job: ClaimedJob) -> None:
+    def _run(self, slot: _Slot, job: ClaimedJob) -> tuple[bool, Any] | None:
+        """Run one job: ``(True, result)``, ``(False, exception)``, or None if abandoned."""
         if job.timeout is not None:
             self._ensure_watchdog().watch(job.timeout, slot, job)
-        with self._lock:
-            self._running[job.id] = slot
+        running = self._running  # dict operations are atomic: no shared lock on the hot path
+        running[job.id] = slot
         slot.job = job
-        ok, value = False, None
+        outcome: tuple[bool, Any] = (False, None)
         try:
             try:
-                value = run_call(job)
-                ok = True
+                outcome = (True, run_call(job))
             except BaseException as exc:
-                value = exc
+                outcome = (False, exc)
             finally:
                 with slot.lock:
                     slot.job = None
@@ -136,15 +145,8 @@ class ThreadExecutor:
                         _raise_in_thread(slot.thread_id, None)  # drop a late interrupt
         except JobInterrupted:
             pass
-        with self._lock:
-            if self._running.get(job.id) is slot:
-                del self._running[job.id]
-        if slot.abandoned:
-            return  # the watchdog or a cancel already settled this job
-        if ok:
-            worker.finished(job, value)
-        else:
-            worker.failed(job, value)  # type: ignore[arg-type]
+        running.pop(job.id, None)
+        return None if slot.abandoned else outcome
 
     def interrupt(self, slot: _Slot, job: ClaimedJob) -> bool:
         """Abandon ``slot`` if it still runs ``job``: raise inside it and start a new slot."""
@@ -165,8 +167,7 @@ class ThreadExecutor:
             self._worker.failed(job, ErrorInfo("TimeoutError", timeout_message(job.timeout)))
 
     def stop_job(self, job_id: str, reason: str) -> None:
-        with self._lock:
-            slot = self._running.get(job_id)
+        slot = self._running.get(job_id)
         job = slot.job if slot is not None else None
         if slot is not None and job is not None and job.id == job_id:
             self.interrupt(slot, job)
