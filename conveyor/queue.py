@@ -209,7 +209,7 @@ class Queue:
         job_id: str | None,
     ) -> JobSpec:
         if not isinstance(args, tuple):
-            if isinstance(args, str | bytes | dict) or not isinstance(args, Iterable):
+            if not isinstance(args, list):
                 raise InvalidJob(f"args must be a tuple or list, got {type(args).__name__}")
             args = tuple(args)
         if kwargs is None:

@@ -218,8 +218,10 @@ class MemoryBackend:
                 if holder is None and held is not None:
                     job_id, until = held
                     entry = self._jobs.get(job_id)
-                    active = entry is not None and entry.status not in TERMINAL
-                    if active or (until is not None and until > now):
+                    # a popped or forgotten holder frees its key: no handle on a gone job
+                    if entry is not None and (
+                        entry.status not in TERMINAL or (until is not None and until > now)
+                    ):
                         holder = job_id
                     else:
                         del self._unique[key]
@@ -286,12 +288,11 @@ class MemoryBackend:
             self._limits[entry.task] = entry.limit
         if opts.unique:
             self._unique[opts.unique] = (entry.id, None)
+        self._counts[Status.WAITING] += 1
         if opts.at is not None and opts.at > now:
             self._set_status(entry, Status.SCHEDULED)
             entry.due = opts.at
             heapq.heappush(self._timers, (opts.at, entry.seq, _DUE, entry.id))
-        else:
-            self._counts[Status.WAITING] += 1
         if opts.expires_at is not None:
             heapq.heappush(self._timers, (opts.expires_at, entry.seq, _EXPIRE, entry.id))
         if opts.lane is not None:
@@ -698,7 +699,10 @@ class MemoryBackend:
                 continue
             self._consider(entry)
             return
-        del self._lanes[name]
+        if not lane.previous_failed:
+            # an empty lane whose last job failed is kept: the next stop_on_lane_error job
+            # put into it must still see that failure
+            del self._lanes[name]
 
     def _lane_allows(self, entry: _Entry) -> bool:
         lane = self._lanes.get(entry.opts.lane)  # type: ignore[arg-type]
