@@ -308,20 +308,31 @@ class Queue:
     # --------------------------------------------------------------- waiting
     def wait(self, timeout: float | None = None, *, progress: bool = False) -> int:
         """Block until nothing is waiting, scheduled or running; return how many still are."""
-        self._drain_inline()
-        if not progress:
-            return self.backend.wait_idle(timeout)
-        bar = progress_bar(self.size(), f"queue {self.name}")
+        watchers: list[Callable[[dict[Status, int]], object]] = []
+        inline = self._workers.get("inline")
+        if inline is not None and isinstance(inline.executor, InlineExecutor):
+            # inline jobs run in the waiting thread, as they become due
+            executor = inline.executor
+            watchers.append(lambda _counts: executor.drain())
+        bar = progress_bar(self.size(), f"queue {self.name}") if progress else None
+        if bar is not None:
 
-        def show(counts: dict[Status, int]) -> None:
-            bar.total = sum(counts.values())
-            bar.n = sum(counts[status] for status in TERMINAL)
-            bar.refresh()
+            def show(counts: dict[Status, int]) -> None:
+                bar.total = sum(counts.values())
+                bar.n = sum(counts[status] for status in TERMINAL)
+                bar.refresh()
+
+            watchers.append(show)
+
+        def on_change(counts: dict[Status, int]) -> None:
+            for watcher in watchers:
+                watcher(counts)
 
         try:
-            return self.backend.wait_idle(timeout, on_change=show)
+            return self.backend.wait_idle(timeout, on_change=on_change if watchers else None)
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
 
     def get(self, *, wait: bool = False, timeout: float | None = None) -> JobRecord | None:
         """Pop one ended job (the earliest to end); None if there is none.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -38,6 +39,8 @@ from conveyor.errors import (
 )
 from conveyor.events import EventBus
 from conveyor.job import PENDING, TERMINAL, ErrorInfo, JobOptions, JobRecord, Status
+
+log = logging.getLogger("conveyor.backends.memory")
 
 _HeapItem = tuple[int, int, str]  # (priority, seq, job id)
 _Key = tuple[str, str]  # ("group" | "job" | "task" | "limit", name)
@@ -784,7 +787,10 @@ class MemoryBackend:
     @staticmethod
     def _run(effects: list[Callable[[], object]]) -> None:
         for effect in effects:
-            effect()
+            try:
+                effect()
+            except Exception:  # a callback's error must not skip the others nor lose a job
+                log.exception("a callback of the memory backend failed")
 
     # ---------------------------------------------------------------- reading
     def _record(self, entry: _Entry) -> JobRecord:

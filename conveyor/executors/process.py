@@ -157,7 +157,9 @@ class ProcessExecutor:
         return child
 
     def _drop(self, child: _Child, *, kill: bool) -> None:
-        with self._lock:
+        with self._lock:  # the slot and stop() may both drop a child: only the first does
+            if child not in self._children:
+                return
             self._children.discard(child)
         if kill:
             child.kill()

@@ -150,6 +150,8 @@ class ThreadExecutor:
 
     def interrupt(self, slot: _Slot, job: ClaimedJob) -> bool:
         """Abandon ``slot`` if it still runs ``job``: raise inside it and start a new slot."""
+        if slot.thread_id == threading.get_ident():
+            return False  # a job cancelling itself: its report is dropped, the slot goes on
         with slot.lock:
             if slot.job is not job or slot.abandoned:
                 return False
