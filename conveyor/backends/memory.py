@@ -19,7 +19,7 @@ import itertools
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -171,7 +171,7 @@ class MemoryBackend:
         self._declared: dict[str, set[str]] = {}
         self._limits: dict[str, int] = {}
         self._counts: Counter[Status] = Counter()
-        self._ended: deque[str] = deque()
+        self._ended: OrderedDict[str, None] = OrderedDict()  # ended, not yet popped
         self._done_callbacks: dict[str, list[Callable[[JobRecord], object]]] = {}
         self._latches: dict[str, list[_Latch]] = {}
         self._unique: dict[str, tuple[str, float | None]] = {}
@@ -623,7 +623,7 @@ class MemoryBackend:
             entry.error, entry.traceback, entry.exception = str(error), error.traceback, exception
         else:
             entry.error = reason
-        self._ended.append(entry.id)
+        self._ended[entry.id] = None
         opts = entry.opts
         if opts.unique and self._unique.get(opts.unique, ("",))[0] == entry.id:
             if opts.unique_for:
@@ -866,7 +866,7 @@ class MemoryBackend:
                 self._tick(self._clock.now())
                 popped: list[JobRecord] = []
                 while self._ended and (limit is None or len(popped) < limit):
-                    entry = self._jobs.get(self._ended.popleft())
+                    entry = self._jobs.get(self._ended.popitem(last=False)[0])
                     if entry is None or entry.status not in TERMINAL:
                         continue  # forgotten, or retried since it was queued here
                     del self._jobs[entry.id]
@@ -890,6 +890,7 @@ class MemoryBackend:
             if entry.status not in TERMINAL:
                 raise InvalidJob(f"job {job_id!r} is {entry.status.value}; cancel it first")
             del self._jobs[job_id]
+            self._ended.pop(job_id, None)
             self._counts[entry.status] -= 1
 
     def forget_many(self, job_ids: Collection[str]) -> None:
@@ -899,6 +900,7 @@ class MemoryBackend:
                 entry = self._jobs.get(job_id)
                 if entry is not None and entry.status in TERMINAL:
                     del self._jobs[job_id]
+                    self._ended.pop(job_id, None)
                     self._counts[entry.status] -= 1
 
     def add_done_callback(self, job_id: str, callback: Callable[[JobRecord], object]) -> None:
