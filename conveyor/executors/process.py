@@ -187,11 +187,11 @@ class ProcessExecutor:
     def _run(self, worker: Worker, child: _Child, job: ClaimedJob) -> _Child | None:
         """Run one job in ``child``; return the child to use next (None: spawn one)."""
         assert job.payload is not None, "process jobs carry an encoded payload"
-        with self._lock:
-            self._running[job.id] = child
         try:
             try:
-                child.conn.send_bytes(job.payload)
+                child = self._send(child, job.payload)
+                with self._lock:
+                    self._running[job.id] = child
                 answer = self._receive(child, job)
             except (OSError, EOFError):
                 answer = None
@@ -228,6 +228,19 @@ class ProcessExecutor:
         if self._max_jobs is not None and child.jobs >= self._max_jobs:
             self._drop(child, kill=False)
             return None
+        return child
+
+    def _send(self, child: _Child, payload: bytes) -> _Child:
+        """Send ``payload`` to ``child``, or to a fresh child if this one died while idle."""
+        if child.process.is_alive():
+            try:
+                child.conn.send_bytes(payload)
+                return child
+            except OSError:
+                pass  # it died between the check and the send: the job never reached it
+        self._drop(child, kill=True)
+        child = self._spawn()
+        child.conn.send_bytes(payload)
         return child
 
     @staticmethod

@@ -127,8 +127,10 @@ class ThreadExecutor:
 
     def _run(self, slot: _Slot, job: ClaimedJob) -> tuple[bool, Any] | None:
         """Run one job: ``(True, result)``, ``(False, exception)``, or None if abandoned."""
+        watched = None
         if job.timeout is not None:
-            self._ensure_watchdog().watch(job.timeout, slot, job)
+            watchdog = self._ensure_watchdog()
+            watched = watchdog.watch(job.timeout, slot, job)
         running = self._running  # dict operations are atomic: no shared lock on the hot path
         running[job.id] = slot
         slot.job = job
@@ -146,6 +148,8 @@ class ThreadExecutor:
         except JobInterrupted:
             pass
         running.pop(job.id, None)
+        if watched is not None:
+            watchdog.unwatch(watched)
         return None if slot.abandoned else outcome
 
     def interrupt(self, slot: _Slot, job: ClaimedJob) -> bool:
@@ -195,21 +199,48 @@ class ThreadExecutor:
             thread.join(remaining)
 
 
+class _Deadline:
+    """One watched job; ``job`` is cleared when it ends so nothing outlives the job."""
+
+    __slots__ = ("at", "job", "seq", "slot")
+
+    def __init__(self, at: float, seq: int, slot: _Slot, job: ClaimedJob) -> None:
+        self.at, self.seq, self.slot = at, seq, slot
+        self.job: ClaimedJob | None = job
+
+    def __lt__(self, other: _Deadline) -> bool:
+        return (self.at, self.seq) < (other.at, other.seq)
+
+
 class _Watchdog:
     """One thread that fails and interrupts jobs past their timeout (monotonic time)."""
 
     def __init__(self, executor: ThreadExecutor) -> None:
         self._executor = executor
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _Slot, ClaimedJob]] = []
+        self._heap: list[_Deadline] = []
+        self._ended = 0  # entries in the heap whose job already ended
         self._seq = itertools.count()
         self._stopped = False
         threading.Thread(target=self._loop, daemon=True, name="conveyor-watchdog").start()
 
-    def watch(self, seconds: float, slot: _Slot, job: ClaimedJob) -> None:
+    def watch(self, seconds: float, slot: _Slot, job: ClaimedJob) -> _Deadline:
+        """Start watching ``job``; pass the result to :meth:`unwatch` when it ends."""
+        deadline = _Deadline(time.monotonic() + seconds, next(self._seq), slot, job)
         with self._cond:
-            heapq.heappush(self._heap, (time.monotonic() + seconds, next(self._seq), slot, job))
+            heapq.heappush(self._heap, deadline)
             self._cond.notify()
+        return deadline
+
+    def unwatch(self, deadline: _Deadline) -> None:
+        """The job ended in time: drop it, and compact the heap once half of it is dead."""
+        with self._cond:
+            deadline.job = None
+            self._ended += 1
+            if self._ended * 2 > len(self._heap):
+                self._heap = [d for d in self._heap if d.job is not None]
+                heapq.heapify(self._heap)
+                self._ended = 0
 
     def stop(self) -> None:
         with self._cond:
@@ -220,10 +251,14 @@ class _Watchdog:
         while True:
             with self._cond:
                 while not self._stopped:
-                    if self._heap and self._heap[0][0] <= time.monotonic():
-                        _, _, slot, job = heapq.heappop(self._heap)
+                    if self._heap and self._heap[0].at <= time.monotonic():
+                        due = heapq.heappop(self._heap)
+                        job, slot = due.job, due.slot
+                        if job is None:
+                            self._ended -= 1
+                            continue
                         break
-                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                    wait = self._heap[0].at - time.monotonic() if self._heap else None
                     self._cond.wait(wait)
                 else:
                     return
