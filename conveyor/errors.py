@@ -13,6 +13,7 @@ The tree::
     ├── JobCancelled                       cancelled, expired, or a dependency failed
     ├── QueueFull                          put(block=False) on a queue at max_size
     ├── QueueClosed                        put on a closed queue
+    ├── PayloadRefused                     a stored payload is unsigned, forged or corrupt
     └── MissingExtra (also ImportError)    an optional dependency is not installed
 """
 
@@ -93,6 +94,10 @@ class QueueFull(ConveyorError):
 
 class QueueClosed(ConveyorError):
     """The queue was closed; it takes no more jobs."""
+
+
+class PayloadRefused(ConveyorError):
+    """A stored payload failed its signature check or could not be decoded; it was not run."""
 
 
 class MissingExtra(ConveyorError, ImportError):

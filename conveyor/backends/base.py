@@ -29,6 +29,9 @@ class JobSpec:
     payload: bytes | None = None
     #: the task's max_concurrency, if it has one
     max_concurrency: int | None = None
+    #: how a worker in another process finds the function: a registered task name or
+    #: ``module:qualname`` (durable backends)
+    ref: str | None = None
 
 
 @dataclass(slots=True)
@@ -104,6 +107,10 @@ class Backend(Protocol):
         self, job_id: str, attempt: int, error: ErrorInfo, exception: BaseException | None = None
     ) -> bool:
         """Record a failed attempt: schedule a retry if any are left, else fail and cascade."""
+        ...
+
+    def requeue(self, job_id: str, attempt: int) -> bool:
+        """Put a running attempt back to waiting without counting it (graceful shutdown)."""
         ...
 
     def cancel(self, job_id: str, reason: str = "cancelled") -> bool:

@@ -537,6 +537,20 @@ class MemoryBackend:
         self._run(effects)
         return True
 
+    def requeue(self, job_id: str, attempt: int) -> bool:
+        with self._lock:
+            entry = self._holding(job_id, attempt)
+            if entry is None:
+                return False
+            self._release(entry)
+            entry.attempts -= 1  # a stopped worker, not a failed attempt
+            self._set_status(entry, Status.WAITING)
+            self._consider(entry)
+            self._process()
+            effects = self._take_effects()
+        self._run(effects)
+        return True
+
     def _holding(self, job_id: str, attempt: int) -> _Entry | None:
         entry = self._jobs.get(job_id)
         if entry is None or entry.status is not Status.RUNNING or entry.attempts != attempt:
