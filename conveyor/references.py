@@ -18,8 +18,11 @@ def reference(fn: Callable[..., Any], name: str) -> str:
     if not module or not qualname or "<" in qualname or module == "__main__":
         raise NotSerializable(
             f"{name!r} cannot be found by a worker in another process: "
-            + ("it is defined in __main__" if module == "__main__"
-               else "a lambda or a function defined inside another function has no import path")
+            + (
+                "it is defined in __main__"
+                if module == "__main__"
+                else "a lambda or a function defined inside another function has no import path"
+            )
             + "; define it at module level of an importable module, or register it with "
             "@queue.task(name=...)"
         )

@@ -49,6 +49,19 @@ class ClaimedJob:
     timeout: float | None
 
 
+@dataclass(slots=True)
+class WorkerInfo:
+    """One worker as the backend knows it (for ``conveyor status`` and the dashboard)."""
+
+    id: str
+    host: str
+    pid: int
+    mode: str
+    slots: int
+    started: float
+    last_seen: float
+
+
 class Backend(Protocol):
     """Stores jobs and enforces the scheduling rules atomically."""
 
@@ -81,7 +94,24 @@ class Backend(Protocol):
         ...
 
     def heartbeat(self, worker: str, ids: Collection[str]) -> set[str]:
-        """Renew the leases of ``ids``; return those no longer held by ``worker`` (cancelled)."""
+        """Renew the leases of ``ids`` and the worker's last_seen; return the ids no longer
+        running under ``worker`` (cancelled, or recovered after a lost lease).
+
+        A job's recorded worker is ``"<worker id>/<slot>"``; it belongs to ``worker`` when it
+        starts with ``worker + "/"``.
+        """
+        ...
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        """Record a worker that started (``conveyor status`` lists them)."""
+        ...
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Forget a worker that stopped."""
+        ...
+
+    def workers(self) -> list[WorkerInfo]:
+        """The workers known to be alive (seen within the lease)."""
         ...
 
     def finish(self, job_id: str, attempt: int, result: Any) -> bool:

@@ -14,6 +14,7 @@ callbacks, stop requests) after releasing it.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -25,7 +26,7 @@ from typing import Any
 
 from conveyor import events as ev
 from conveyor import rules
-from conveyor.backends.base import ClaimedJob, JobSpec
+from conveyor.backends.base import ClaimedJob, JobSpec, WorkerInfo
 from conveyor.backends.locking import YieldingLock
 from conveyor.clock import Clock
 from conveyor.errors import (
@@ -180,6 +181,7 @@ class MemoryBackend:
         self._effects: list[Callable[[], object]] = []
         self._stop_hook: Callable[[str, str], object] | None = None
         self._waiters = 0
+        self._workers: dict[str, WorkerInfo] = {}
         self._closed = False
         self._clock.subscribe(self.wake)
 
@@ -1011,14 +1013,30 @@ class MemoryBackend:
 
     # ---------------------------------------------------------- worker support
     def heartbeat(self, worker: str, ids: Collection[str]) -> set[str]:
+        prefix = worker + "/"
         with self._lock:
+            info = self._workers.get(worker)
+            if info is not None:
+                info.last_seen = self._clock.now()
             return {
                 job_id
                 for job_id in ids
                 if (entry := self._jobs.get(job_id)) is None
                 or entry.status is not Status.RUNNING
-                or entry.worker != worker
+                or not (entry.worker or "").startswith(prefix)
             }
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        with self._lock:
+            self._workers[info.id] = info
+
+    def unregister_worker(self, worker_id: str) -> None:
+        with self._lock:
+            self._workers.pop(worker_id, None)
+
+    def workers(self) -> list[WorkerInfo]:
+        with self._lock:
+            return [dataclasses.replace(info) for info in self._workers.values()]
 
     def recover_expired(self) -> int:
         return 0  # workers live in this process: nothing holds a lease to outlive
