@@ -36,6 +36,7 @@ from conveyor.executors.thread import ThreadExecutor
 from conveyor.handle import Job
 from conveyor.job import MODES, TERMINAL, JobOptions, JobRecord, Status
 from conveyor.observe.progress import progress_bar
+from conveyor.references import reference, resolve
 from conveyor.settings import Settings
 from conveyor.task import Task
 from conveyor.worker import Worker
@@ -46,12 +47,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 class _Prepared:
     """What every job of one put or map shares: function, task name, mode, options."""
 
-    __slots__ = ("fn", "limit", "mode", "name", "options")
+    __slots__ = ("fn", "limit", "mode", "name", "options", "ref")
 
     def __init__(
-        self, fn: Callable[..., Any], name: str, mode: str, options: JobOptions, limit: int | None
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        mode: str,
+        options: JobOptions,
+        limit: int | None,
+        ref: str | None = None,
     ) -> None:
         self.fn, self.name, self.mode, self.options, self.limit = fn, name, mode, options, limit
+        self.ref = ref
 
 
 class Queue:
@@ -93,9 +101,12 @@ class Queue:
         self.settings = Settings.load(name, **settings)
         self.clock = clock or Clock()
         self.events = EventBus()
+        self.tasks: dict[str, Task[Any, Any]] = {}  # registered by @task, found by name
         self.backend: Backend = from_url(
-            url, clock=self.clock, events=self.events, settings=self.settings
-        )
+            url, clock=self.clock, events=self.events, settings=self.settings,
+            resolver=self.resolve,
+        )  # fmt: skip
+        self.durable = bool(getattr(self.backend, "durable", False))
         self.slots = (os.cpu_count() or 1) if workers is None else workers
         self._context = context
         self._workers: dict[str, Worker] = {}
@@ -188,9 +199,10 @@ class Queue:
         if self._closed:
             raise QueueClosed("the queue is closed; it takes no more jobs")
         limit = None
-        if isinstance(fn, Task):
-            options = {**fn.defaults, **options}
-            name, mode, limit, fn = fn.name, fn.mode or self.mode, fn.max_concurrency, fn.fn
+        task = fn if isinstance(fn, Task) else None
+        if task is not None:
+            options = {**task.defaults, **options}
+            name, mode, limit, fn = task.name, task.mode or self.mode, task.max_concurrency, task.fn
         elif callable(fn):
             name, mode = getattr(fn, "__qualname__", None) or repr(fn), self.mode
         else:
@@ -199,7 +211,17 @@ class Queue:
             job_options = JobOptions.build(now=self.clock.now(), **options)
         except TypeError as exc:
             raise InvalidJob(f"unknown put option: {exc}") from None
-        return _Prepared(fn, name, mode, job_options, limit)
+        ref = self._reference(fn, name, task) if self.durable else None
+        return _Prepared(fn, name, mode, job_options, limit, ref)
+
+    def _reference(self, fn: Callable[..., Any], name: str, task: Task[Any, Any] | None) -> str:
+        """How a worker process will find ``fn``: its import path, else its task name."""
+        try:
+            return reference(fn, name)
+        except NotSerializable:
+            if task is not None and self.tasks.get(task.name) is task:
+                return task.name
+            raise
 
     def _spec(
         self,
@@ -223,20 +245,37 @@ class Queue:
         options = prepared.options
         if options.unique == "":
             options = options.replace(unique=rules.unique_key(prepared.name, args, kwargs))
-        payload = None
-        if prepared.mode == "process":
+        payload = ref = None
+        if self.durable:
+            ref, payload = prepared.ref, self._encode_durable(args, kwargs, job_id)
+        elif prepared.mode == "process":
             payload = self._encode(prepared, args, kwargs, job_id)
         return JobSpec(
-            job_id,
-            prepared.name,
-            prepared.mode,
-            options,
-            prepared.fn,
-            args,
-            kwargs,
-            payload,
-            prepared.limit,
-        )
+            job_id, prepared.name, prepared.mode, options, prepared.fn, args, kwargs, payload,
+            prepared.limit, ref,
+        )  # fmt: skip
+
+    def _encode_durable(self, args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str) -> bytes:
+        serializer = self.backend.serializer  # type: ignore[attr-defined]
+        try:
+            encoded: bytes = serializer.dumps([list(args), kwargs])
+        except NotSerializable as exc:
+            raise NotSerializable(
+                f"the arguments of job {job_id!r} cannot be stored: {exc}"
+            ) from None
+        return encoded
+
+    def resolve(self, ref: str) -> Callable[..., Any]:
+        """The function a stored job names: a registered task name or ``module:qualname``."""
+        task = self.tasks.get(ref)
+        if task is not None:
+            return task.fn
+        if ":" not in ref:
+            raise LookupError(
+                f"no task named {ref!r} is registered with this queue; import the module that "
+                "defines it in the worker's app"
+            )
+        return resolve(ref)
 
     def _encode(
         self, prepared: _Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 from conveyor.errors import ConveyorError
 
@@ -13,16 +14,41 @@ if TYPE_CHECKING:
     from conveyor.events import EventBus
     from conveyor.settings import Settings
 
-SCHEMES = ("memory",)
+SCHEMES = ("memory", "sqlite")
 
 
-def from_url(url: str, *, clock: Clock, events: EventBus, settings: Settings) -> Backend:
-    """Build the backend that ``url`` names (``memory://``)."""
-    scheme = urlsplit(url).scheme
+def from_url(
+    url: str,
+    *,
+    clock: Clock,
+    events: EventBus,
+    settings: Settings,
+    resolver: Callable[[str], Callable[..., Any]] | None = None,
+) -> Backend:
+    """Build the backend that ``url`` names: ``memory://`` or ``sqlite:///path/to.db``."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
     if scheme == "memory":
         from conveyor.backends.memory import MemoryBackend
 
         return MemoryBackend(clock=clock, events=events, max_size=settings.max_size)
+    if scheme == "sqlite":
+        from conveyor.backends.sqlite import SQLiteBackend
+        from conveyor.serializer import Serializer
+
+        path = unquote(parts.netloc + parts.path)
+        if path.startswith("/") and parts.netloc == "" and url.startswith("sqlite:///"):
+            path = path[1:] if not url.startswith("sqlite:////") else path
+        if not path:
+            raise ConveyorError(
+                f"{url!r} names no file; use sqlite:///relative.db or sqlite:////absolute/path.db"
+            )
+        secret = settings.secret.get_secret_value() if settings.secret else None
+        return SQLiteBackend(
+            path, clock=clock, events=events, max_size=settings.max_size,
+            serializer=Serializer(settings.serializer or "json", secret),
+            resolver=resolver, lease=settings.lease, result_ttl=settings.result_ttl,
+        )  # fmt: skip
     raise ConveyorError(
         f"unsupported queue URL {url!r}; this version supports: "
         + ", ".join(f"{s}://" for s in SCHEMES)

@@ -186,10 +186,13 @@ class ProcessExecutor:
 
     def _run(self, worker: Worker, child: _Child, job: ClaimedJob) -> _Child | None:
         """Run one job in ``child``; return the child to use next (None: spawn one)."""
-        assert job.payload is not None, "process jobs carry an encoded payload"
+        payload = job.payload
+        if payload is None:  # claimed from a durable backend: encode for the child here
+            assert job.fn is not None
+            payload = encode_payload(encode_function(job.fn), job.args, job.kwargs)
         try:
             try:
-                child = self._send(child, job.payload)
+                child = self._send(child, payload)
                 with self._lock:
                     self._running[job.id] = child
                 answer = self._receive(child, job)

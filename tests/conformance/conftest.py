@@ -14,13 +14,17 @@ import pytest
 import conveyor
 from tests.conformance.jobs import Board
 
-BACKENDS = ["memory://"]
-BACKEND_IDS = ["memory"]
+BACKENDS = ["memory://", "sqlite:///{tmp}/queue.db"]
+BACKEND_IDS = ["memory", "sqlite"]
 
 
 @pytest.fixture(params=BACKENDS, ids=BACKEND_IDS)
-def backend_url(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def backend_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A backend URL; a file-backed one gets a fresh folder per test."""
+    url = str(request.param)
+    if "{tmp}" in url:
+        url = url.replace("{tmp}", str(tmp_path_factory.mktemp("db")).lstrip("/"))
+    return url
 
 
 @pytest.fixture
