@@ -41,7 +41,6 @@ class Settings(BaseSettings):
         None, description="payload encoding on durable backends (None: json)"
     )
     secret: SecretStr | None = Field(None, description="HMAC key signing every payload")
-    log_file: str | None = Field(None, description="append a CSV line per ended job here")
 
     @classmethod
     def load(cls, queue_name: str = "default", **given: Any) -> Settings:
