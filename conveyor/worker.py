@@ -1,4 +1,5 @@
-"""The worker: claims jobs of one mode for an executor's slots and reports how they ended.
+"""The worker: claims jobs of one mode for an executor's slots, reports how they ended,
+heartbeats, and stops gracefully.
 
 ::
 
@@ -6,9 +7,17 @@
           ^                                                                   │
           └─────────────────────── backend.finish / fail <─────────────────────┘
 
+    heartbeat thread (``start(heartbeat=True)``), every lease / 3 seconds:
+        backend.heartbeat(worker id, running ids) ──> executor.stop_job(each id it lost)
+        backend.recover_expired()                     (jobs of workers that died)
+
 Each executor slot pulls its own work through :meth:`Worker.claim` (one lock round trip, no
 dispatcher thread in between), so an idle slot wakes the moment a job becomes startable.
-Recovering jobs of dead workers is the backend's job, not the worker's.
+Recovering jobs of dead workers is the backend's job; the heartbeat only asks for it.
+
+The worker keeps the jobs it runs in :attr:`Worker.running` (set on claim, popped on report).
+A dict set or pop is atomic under the GIL, so the per-job path takes no lock; the lock below
+is taken only by what is rare (a stop, a cancel) or opted into (``burst``, ``max_jobs``).
 """
 
 from __future__ import annotations
@@ -18,10 +27,15 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from conveyor.backends.base import WorkerInfo
+from conveyor.clock import Clock
 from conveyor.job import ErrorInfo
+from conveyor.settings import DEFAULT_LEASE
 
 if TYPE_CHECKING:
     from conveyor.backends.base import Backend, ClaimedJob
@@ -30,6 +44,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.worker")
 _numbers = itertools.count(1)
 
+#: a burst slot that found nothing startable while the worker's other jobs run re-checks this
+#: often (seconds), so a job put by another process meanwhile is not left for the end
+BURST_RECHECK = 0.5
+
 
 def error_info(exc: BaseException) -> ErrorInfo:
     """Describe an exception so it can cross processes: type, message, traceback text."""
@@ -37,42 +55,225 @@ def error_info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(type(exc).__qualname__, str(exc), text)
 
 
-class Worker:
-    """Connects one executor's slots to a backend for jobs of one mode."""
+class _Tally:
+    """A counter bumped by many threads without a lock (``next`` on ``itertools.count`` is
+    atomic); reading it consumes one number, so reads are counted and serialised."""
 
-    def __init__(self, backend: Backend, executor: Executor, *, name: str | None = None) -> None:
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self.bump = self._count.__next__
+        self._reads = 0
+        self._lock = threading.Lock()
+
+    def value(self) -> int:
+        with self._lock:
+            value = next(self._count) - self._reads
+            self._reads += 1
+        return value
+
+
+class Worker:
+    """Connects one executor's slots to a backend for jobs of one mode.
+
+    Args:
+        backend: where jobs are claimed and reported.
+        executor: runs the jobs (its mode is the worker's mode).
+        name: the worker id (default ``host:pid:mode-n``); a job's recorded worker is
+            ``"<id>/<slot thread name>"``.
+        lease: the queue's lease in seconds; the heartbeat beats every ``lease / 3``.
+        clock: the queue's clock (for the times the worker registry shows).
+        max_jobs: claim no more than this many jobs in all; :attr:`done` is set once claimed.
+        burst: claim only what may start now; once nothing may and nothing of this worker
+            runs, :attr:`done` is set and every slot stops claiming.
+        on_change: called (from any thread) when :attr:`done` is set, and when the last
+            running job ends after :meth:`stop_claiming`.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        executor: Executor,
+        *,
+        name: str | None = None,
+        lease: float = DEFAULT_LEASE,
+        clock: Clock | None = None,
+        max_jobs: int | None = None,
+        burst: bool = False,
+        on_change: Callable[[], object] | None = None,
+    ) -> None:
+        if max_jobs is not None and max_jobs < 1:
+            raise ValueError(f"max_jobs must be >= 1 or None, got {max_jobs!r}")
         self.backend = backend
         self.executor = executor
         self.mode = executor.mode
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{self.mode}-{next(_numbers)}"
+        self.lease = lease
+        self.clock = clock or Clock()
+        #: the jobs this worker runs now, by id
+        self.running: dict[str, ClaimedJob] = {}
+        #: set once the worker has no more work to claim (burst drained, max_jobs claimed)
+        self.done = threading.Event()
         self._stopping = threading.Event()
+        self._draining = False  # a plain copy of _stopping, cheaper to test per job
+        self._refusing = False  # running jobs were put back: a claim landing now is put back
+        self._cond = threading.Condition()  # guards the rare paths; notified when a job ends
+        self._burst = burst
+        self._left = max_jobs  # jobs still to claim (None: no limit)
+        self._reserved = 0  # of _left, held by claims in progress
+        self._careful = burst or max_jobs is not None
+        self._on_change = on_change
+        self._claimed = _Tally()
+        self._requeued = 0
+        self._beat_stop = threading.Event()
+        self._beat_thread: threading.Thread | None = None
+        self._registered = False
 
+    # ------------------------------------------------------------ life cycle
     @property
     def stopping(self) -> bool:
         """True once :meth:`stop` was called: slots finish their job and claim no more."""
         return self._stopping.is_set()
 
-    def start(self) -> None:
-        """Start the executor's slots."""
-        self.executor.start(self)
+    @property
+    def ran(self) -> int:
+        """How many jobs this worker started and did not put back."""
+        return self._claimed.value() - self._requeued
 
-    def claim(self, limit: int = 1, timeout: float | None = None) -> list[ClaimedJob]:
-        """Block until up to ``limit`` jobs may start; ``[]`` when the worker is stopping."""
-        return self.backend.claim(
-            self.slot_name(), self.mode, limit, timeout=timeout, stop=self._stopping.is_set
+    def start(self, *, heartbeat: bool = False) -> None:
+        """Register the worker and start the executor's slots; with ``heartbeat``, also the
+        heartbeat thread (long-running workers on durable backends)."""
+        now = self.clock.now()
+        self.backend.register_worker(
+            WorkerInfo(
+                self.id, socket.gethostname(), os.getpid(), self.mode, self.executor.slots, now, now
+            )
         )
+        self._registered = True
+        self.executor.start(self)
+        if heartbeat:
+            self._beat_thread = threading.Thread(
+                target=self._beat_loop, daemon=True, name=f"conveyor-heartbeat-{self.id}"
+            )
+            self._beat_thread.start()
 
+    def stop(
+        self,
+        graceful_timeout: float | None = None,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> list[str]:
+        """Stop claiming, let running jobs end, put back those that do not; return their ids.
+
+        Args:
+            graceful_timeout: seconds the running jobs get to end (None: as long as they
+                take; 0: none). A job still running then goes back to waiting with its attempt
+                not counted, and is stopped where it runs: a process is killed; a thread cannot
+                be, so it runs on, its result dropped, until this process exits.
+            wait: False stops claiming and returns at once, leaving running jobs to end on
+                their own (what ``Queue.close(wait=False)`` does with in-process jobs).
+            timeout: the former name of ``graceful_timeout``.
+        """
+        if graceful_timeout is None:
+            graceful_timeout = timeout
+        self.stop_claiming()
+        if not wait:
+            self.executor.stop(wait=False)
+            self._shutdown()
+            return []
+        deadline = None if graceful_timeout is None else time.monotonic() + graceful_timeout
+        self.wait_idle(graceful_timeout)
+        requeued = self.requeue_running()
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self.executor.stop(wait=True, timeout=remaining)
+        requeued += self.requeue_running()  # claimed in the instant before the stop
+        self._shutdown()
+        return requeued
+
+    def stop_claiming(self) -> None:
+        """Let no slot claim again; running jobs go on."""
+        self._stopping.set()
+        self._draining = True
+        with self._cond:
+            self._cond.notify_all()
+        self.backend.wake()
+        if not self.running:
+            self._changed()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no job of this worker runs (or ``timeout``); True if none does."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self.running:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def requeue_running(self) -> list[str]:
+        """Put every running job back to waiting (attempt not counted) and stop it where it
+        runs; a claim that lands afterwards is put back too. Return the ids put back."""
+        with self._cond:
+            self._refusing = True
+            jobs = list(self.running.values())
+            self.running.clear()
+            self._cond.notify_all()
+        requeued = []
+        for job in jobs:
+            # stop it first, so that the slot drops its report rather than racing the requeue
+            self.executor.stop_job(job.id, "requeued: its worker is stopping")
+            if self.backend.requeue(job.id, job.attempt):
+                requeued.append(job.id)
+        self._requeued += len(requeued)
+        if requeued:
+            log.warning(
+                "worker %s put back %d running job(s): %s", self.id, len(requeued), requeued
+            )
+        return requeued
+
+    def _shutdown(self) -> None:
+        self._beat_stop.set()
+        thread = self._beat_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        if self._registered:
+            self._registered = False
+            self.backend.unregister_worker(self.id)
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
+    # -------------------------------------------------------- the slots' calls
     def slot_name(self) -> str:
         """Who runs the job, as recorded on it: the worker id and the calling slot thread."""
         return f"{self.id}/{threading.current_thread().name}"
 
+    def claim(self, limit: int = 1, timeout: float | None = None) -> list[ClaimedJob]:
+        """Block until up to ``limit`` jobs may start; ``[]`` when the worker is stopping
+        (or, with ``burst`` or ``max_jobs``, has no more work to claim)."""
+        if self._careful:
+            return self._claim_careful(limit, timeout)
+        jobs = self.backend.claim(
+            self.slot_name(), self.mode, limit, timeout=timeout, stop=self._stopping.is_set
+        )
+        return self._track(jobs) if jobs else jobs
+
     def finished(self, job: ClaimedJob, result: Any, *, claim_next: int = 0) -> list[ClaimedJob]:
         """Report that ``job`` returned ``result``; with ``claim_next``, claim that many more
         in the same backend call (blocking like :meth:`claim`)."""
+        if self._careful:
+            self.backend.finish(job.id, job.attempt, result)
+            self._ended(job)
+            return self.claim(claim_next) if claim_next else []
+        self.running.pop(job.id, None)
+        if self._draining:
+            self._ended(None)
         if not claim_next:
             self.backend.finish(job.id, job.attempt, result)
             return []
-        return self.backend.finish_and_claim(
+        jobs = self.backend.finish_and_claim(
             job.id,
             job.attempt,
             result,
@@ -81,20 +282,125 @@ class Worker:
             claim_next,
             stop=self._stopping.is_set,
         )
+        return self._track(jobs) if jobs else jobs
 
     def failed(self, job: ClaimedJob, error: BaseException | ErrorInfo) -> None:
         """Report that ``job`` failed (it raised, timed out, or its process died)."""
+        if not self._careful:
+            self.running.pop(job.id, None)
+            if self._draining:
+                self._ended(None)
         if isinstance(error, BaseException):
             self.backend.fail(job.id, job.attempt, error_info(error), error)
         else:
             self.backend.fail(job.id, job.attempt, error)
+        if self._careful:
+            self._ended(job)
 
     def stop_job(self, job_id: str, reason: str) -> None:
         """Stop ``job_id`` where it runs (it was cancelled); its report will be dropped."""
+        job = self.running.get(job_id)
+        if job is not None:
+            self._ended(job)
         self.executor.stop_job(job_id, reason)
 
-    def stop(self, *, wait: bool = True, timeout: float | None = None) -> None:
-        """Stop claiming; with ``wait``, let running jobs finish (up to ``timeout`` seconds)."""
-        self._stopping.set()
-        self.backend.wake()
-        self.executor.stop(wait=wait, timeout=timeout)
+    def _track(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+        running, bump = self.running, self._claimed.bump
+        for job in jobs:
+            running[job.id] = job
+            bump()
+        if self._refusing:
+            return self._refuse(jobs)
+        return jobs
+
+    def _refuse(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+        """Put back jobs claimed after :meth:`requeue_running` emptied the worker."""
+        with self._cond:
+            late = [job for job in jobs if self.running.pop(job.id, None) is not None]
+        self._requeued += sum(self.backend.requeue(job.id, job.attempt) for job in late)
+        return []
+
+    def _ended(self, job: ClaimedJob | None) -> None:
+        """A job of this worker ended (``None``: already popped): wake who waits on that."""
+        with self._cond:
+            if job is not None and self.running.get(job.id) is job:
+                del self.running[job.id]
+            self._cond.notify_all()
+            idle = not self.running
+        if idle and self._draining:
+            self._changed()
+
+    # -------------------------------------------------- burst and max_jobs claims
+    def _claim_careful(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
+        if self._burst:
+            return self._claim_burst(limit)
+        with self._cond:
+            assert self._left is not None
+            allowed = min(limit, self._left - self._reserved)
+            if allowed <= 0 or self._draining:
+                return []  # the rest of the budget is held by claims in progress
+            self._reserved += allowed
+        jobs: list[ClaimedJob] = []
+        try:
+            jobs = self.backend.claim(
+                self.slot_name(), self.mode, allowed, timeout=timeout, stop=self._stopping.is_set
+            )
+        finally:
+            with self._cond:
+                self._reserved -= allowed
+                self._left -= len(jobs)
+                exhausted = self._left == 0
+        if exhausted and not self.done.is_set():
+            self._mark_done()
+        return self._track(jobs) if jobs else jobs
+
+    def _claim_burst(self, limit: int) -> list[ClaimedJob]:
+        """Claim what may start now. Claims and the ends of jobs (popped only after their
+        report) go through one lock, so "nothing startable and nothing of ours running" is
+        decided on a consistent view: a job that ours would unblock is never left behind."""
+        with self._cond:
+            while True:
+                if self._draining or self.done.is_set():
+                    return []
+                allowed = limit if self._left is None else min(limit, self._left)
+                jobs = []
+                if allowed > 0:
+                    jobs = self.backend.claim(self.slot_name(), self.mode, allowed, timeout=0)
+                if jobs:
+                    if self._left is not None:
+                        self._left -= len(jobs)
+                    return self._track(jobs)
+                if not self.running or allowed <= 0:
+                    self._mark_done()
+                    return []
+                # ours still run and may unblock more: wait for one to end, then look again
+                self._cond.wait(BURST_RECHECK)
+
+    def _mark_done(self) -> None:
+        self.done.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._changed()
+
+    # -------------------------------------------------------------- heartbeat
+    def _beat_loop(self) -> None:
+        interval = self.lease / 3
+        while not self._beat_stop.wait(interval):
+            try:
+                self.beat()
+            except Exception:  # a backend hiccup must not end the heartbeat
+                log.exception("worker %s: heartbeat failed", self.id)
+
+    def beat(self) -> None:
+        """Renew the leases of the running jobs; stop those this worker no longer holds
+        (cancelled elsewhere, or recovered after a lost lease); recover expired leases."""
+        running = self.running.copy()  # one C call: atomic under the GIL
+        lost = self.backend.heartbeat(self.id, list(running))
+        for job_id in lost:
+            job = running.get(job_id)
+            if job is not None and self.running.get(job_id) is job:
+                log.info("worker %s: job %s is no longer ours; stopping it", self.id, job_id)
+                self.stop_job(job_id, "cancelled")
+        recovered = self.backend.recover_expired()
+        if recovered:
+            log.warning("recovered %d job(s) whose worker stopped heartbeating", recovered)

@@ -59,7 +59,7 @@ LOST_LEASE_ALLOWANCE = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,  -- max + 1 on insert: submission order, no AUTOINCREMENT page
     id TEXT NOT NULL UNIQUE,
     task TEXT NOT NULL,
     mode TEXT NOT NULL,
@@ -99,7 +99,7 @@ CREATE INDEX IF NOT EXISTS jobs_parked ON jobs (parked, mode, priority, seq)
     WHERE parked IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due) WHERE status = 'scheduled';
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at)
-    WHERE expires_at IS NOT NULL AND attempts = 0;
+    WHERE expires_at IS NOT NULL AND attempts = 0 AND status IN ('waiting', 'scheduled');
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (ended, seq) WHERE ended IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
@@ -125,21 +125,20 @@ CREATE TABLE IF NOT EXISTS workers (
 INSERT_JOB = """
 INSERT INTO jobs (id, task, mode, ref, payload, status, priority, lane, stop_on_lane_error,
     after, exclusive, incompatible, timeout, retries, retry_delay, backoff, due, expires_at,
-    unique_key, unique_for, meta, submitted)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    unique_key, unique_for, meta, submitted, ready)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 READY_TOP = "SELECT * FROM jobs WHERE ready = 1 AND mode = ? ORDER BY priority, seq LIMIT 1"
 PARKED_TOP = "SELECT * FROM jobs WHERE parked = ? AND mode = ? ORDER BY priority, seq LIMIT 1"
-DUE = "SELECT id FROM jobs WHERE status = 'scheduled' AND due <= ? ORDER BY due"
-EXPIRED = (
-    "SELECT id FROM jobs WHERE expires_at <= ? AND attempts = 0"
-    " AND status IN ('waiting', 'scheduled')"
-)
-NEXT_TIMER = """
+# timers read through their partial indexes only (INDEXED BY: the planner would otherwise
+# pick jobs_status and walk every waiting job)
+DUE = "SELECT id FROM jobs INDEXED BY jobs_due WHERE status = 'scheduled' AND due <= ? ORDER BY due"
+_EXPIRY_WHERE = "expires_at IS NOT NULL AND attempts = 0 AND status IN ('waiting', 'scheduled')"
+EXPIRED = f"SELECT id FROM jobs INDEXED BY jobs_expiry WHERE {_EXPIRY_WHERE} AND expires_at <= ?"
+NEXT_TIMER = f"""
 SELECT min(t) FROM (
-    SELECT min(due) AS t FROM jobs WHERE status = 'scheduled'
-    UNION ALL SELECT min(expires_at) FROM jobs WHERE expires_at IS NOT NULL AND attempts = 0
-        AND status IN ('waiting', 'scheduled'))
+    SELECT min(due) AS t FROM jobs INDEXED BY jobs_due WHERE status = 'scheduled'
+    UNION ALL SELECT min(expires_at) FROM jobs INDEXED BY jobs_expiry WHERE {_EXPIRY_WHERE})
 """
 LANE_TOP = "SELECT job FROM lane_members WHERE lane = ? ORDER BY priority, seq LIMIT 1"
 ACTIVE_COUNT = "SELECT count(*) FROM jobs WHERE status IN ('waiting', 'scheduled', 'running')"
@@ -342,6 +341,8 @@ class SQLiteBackend:
         opts = spec.options
         scheduled = opts.at is not None and opts.at > now
         lane = None if opts.lane is None else json.dumps(opts.lane)
+        # the common job (no lane, no dependency, not delayed) is ready from its first row
+        ready = int(not scheduled and lane is None and not opts.after)
         cursor = db.execute(
             INSERT_JOB,
             (
@@ -350,7 +351,7 @@ class SQLiteBackend:
                 opts.priority, lane, int(opts.stop_on_lane_error), json.dumps(opts.after),
                 json.dumps(opts.exclusive), json.dumps(opts.incompatible), opts.timeout,
                 opts.retries, opts.retry_delay, opts.backoff, opts.at if scheduled else None,
-                opts.expires_at, opts.unique, opts.unique_for, json.dumps(opts.meta), now,
+                opts.expires_at, opts.unique, opts.unique_for, json.dumps(opts.meta), now, ready,
             ),
         )  # fmt: skip
         seq = cursor.lastrowid
@@ -393,7 +394,7 @@ class SQLiteBackend:
             )
         elif lane is not None:
             self._cascade(self._advance_lane(lane))
-        else:
+        elif not ready:
             self._consider(spec.id)
 
     # ------------------------------------------------------------------- claim

@@ -1,0 +1,205 @@
+"""Run a long-lived worker for a queue until it is told to stop: ``conveyor worker`` in code.
+
+::
+
+    main thread                      worker threads
+    ───────────                      ──────────────
+    start the worker (heartbeat) ──> slots claim, run, report
+    block on a wake-up socket   <─── "done" (max_jobs claimed, burst drained), "idle"
+         ^  signal handler writes one byte: SIGTERM/SIGINT (graceful), SIGINT again (now)
+    stop claiming, wait for the running jobs (up to graceful_timeout after a signal),
+    put back the jobs still running, stop the executor, return how many jobs ran
+
+The main thread blocks on a socket rather than an Event because a signal handler runs on the
+main thread between two bytecodes, possibly while that thread holds the Event's lock; writing
+to a socket takes no lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from conveyor.executors.asyncio import AsyncExecutor
+from conveyor.executors.base import Executor
+from conveyor.executors.process import ProcessExecutor
+from conveyor.executors.thread import ThreadExecutor
+from conveyor.worker import Worker
+
+if TYPE_CHECKING:
+    from conveyor.queue import Queue
+
+log = logging.getLogger("conveyor.runner")
+
+#: the modes a standalone worker can run (inline jobs run in the caller's thread)
+WORKER_MODES = ("thread", "process", "async")
+
+
+def run_worker(
+    queue: Queue,
+    *,
+    workers: int | None = None,
+    mode: str | None = None,
+    max_jobs: int | None = None,
+    burst: bool = False,
+    handle_signals: bool = True,
+) -> int:
+    """Run jobs of ``queue`` in this process until told to stop; return how many ran.
+
+    Args:
+        queue: the queue whose jobs to run (usually a producer-only ``Queue(url, workers=0)``).
+        workers: slots (threads, processes, or concurrent coroutines); default: the queue's
+            ``workers`` if it has any, else the CPU count.
+        mode: ``"thread"``, ``"process"`` or ``"async"``; default: the queue's mode. The
+            worker claims only jobs of this mode.
+        max_jobs: stop (gracefully) once this many jobs have been claimed and have ended.
+        burst: stop once nothing may start for this worker and nothing of it runs (jobs
+            scheduled for later are left for another worker).
+        handle_signals: stop on SIGTERM or SIGINT: the first stops claiming and gives the
+            running jobs ``queue.settings.graceful_timeout`` seconds to end, then puts back
+            those still running; a second SIGINT puts them back at once (killing worker
+            processes). Only in the main thread; elsewhere, or when False, signals are left
+            alone.
+
+    Jobs put back wait again with their attempt not counted, so none is lost. A thread cannot
+    be killed: a job put back while running in a thread runs on, its result dropped, until
+    this process exits.
+    """
+    mode = mode or queue.mode
+    if mode not in WORKER_MODES:
+        raise ValueError(f"a worker runs jobs of mode {', '.join(WORKER_MODES)}; got {mode!r}")
+    for name, value in (("workers", workers), ("max_jobs", max_jobs)):
+        if value is not None and (isinstance(value, bool) or value < 1):
+            raise ValueError(f"{name} must be an int >= 1 or None, got {value!r}")
+    slots = workers or queue.slots or os.cpu_count() or 1
+    return _Runner(queue, mode, slots, max_jobs, burst).run(handle_signals)
+
+
+def build_executor(queue: Queue, mode: str, slots: int) -> Executor:
+    """The executor a worker of ``queue`` uses for ``mode`` with ``slots`` slots."""
+    context = queue._context
+    if mode == "thread":
+        return ThreadExecutor(slots, context)
+    if mode == "process":
+        return ProcessExecutor(
+            slots, context, max_jobs_per_process=queue.settings.max_jobs_per_process
+        )
+    if mode == "async":
+        return AsyncExecutor(slots, context)
+    raise ValueError(f"no standalone executor for mode {mode!r}")
+
+
+class _Runner:
+    """The state of one :func:`run_worker` call; the main thread drives it."""
+
+    def __init__(
+        self, queue: Queue, mode: str, slots: int, max_jobs: int | None, burst: bool
+    ) -> None:
+        self.queue = queue
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.worker = Worker(
+            queue.backend,
+            build_executor(queue, mode, slots),
+            lease=queue.settings.lease,
+            clock=queue.clock,
+            max_jobs=max_jobs,
+            burst=burst,
+            on_change=self._wake,
+        )
+        self._signals = 0  # how many stop signals arrived
+        self._immediate = False
+
+    def _wake(self) -> None:
+        """Wake the main thread; safe from any thread and from a signal handler."""
+        with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
+            self._wake_w.send(b"\0")
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1 and signum == signal.SIGINT:
+            self._immediate = True
+        self._wake()
+
+    def run(self, handle_signals: bool) -> int:
+        worker = self.worker
+        try:
+            with self._signal_handlers(handle_signals):
+                worker.start(heartbeat=True)
+                log.info(
+                    "worker %s: %d %s slot(s) on %s",
+                    worker.id,
+                    worker.executor.slots,
+                    worker.mode,
+                    self.queue.url,
+                )
+                self._serve()
+                worker.stop(0)  # puts back what still runs (none, unless time ran out)
+        finally:
+            if not worker.stopping:  # an error above: never leave jobs claimed
+                worker.stop(0)
+            self._wake_r.close()
+            self._wake_w.close()
+        ran = worker.ran
+        log.info("worker %s stopped; ran %d job(s)", worker.id, ran)
+        return ran
+
+    def _serve(self) -> None:
+        """Block until the work is done or a signal says stop, then until the running jobs
+        end (or the graceful deadline passes, or a second SIGINT)."""
+        worker = self.worker
+        deadline: float | None = None
+        while True:
+            if self._immediate:
+                log.warning("worker %s: stopping now", worker.id)
+                return
+            if self._signals and deadline is None:
+                grace = self.queue.settings.graceful_timeout
+                deadline = time.monotonic() + grace
+                log.warning(
+                    "worker %s: stopping; %d running job(s) get %g s to end (SIGINT again: now)",
+                    worker.id,
+                    len(worker.running),
+                    grace,
+                )
+                worker.stop_claiming()
+            if worker.done.is_set() and not worker.stopping:
+                worker.stop_claiming()
+            if worker.stopping and not worker.running:
+                return
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return
+            self._sleep(remaining)
+
+    def _sleep(self, timeout: float | None) -> None:
+        readable, _, _ = select.select([self._wake_r], [], [], timeout)
+        if readable:
+            with contextlib.suppress(BlockingIOError):
+                while self._wake_r.recv(4096):
+                    pass
+
+    @contextlib.contextmanager
+    def _signal_handlers(self, wanted: bool) -> Iterator[None]:
+        if not wanted or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {
+            signum: signal.signal(signum, self._on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
