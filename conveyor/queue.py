@@ -463,10 +463,13 @@ class Queue:
 
     # ---------------------------------------------------------------- closing
     def close(self, wait: bool = True) -> None:
-        """Stop the embedded workers; with ``wait``, after every queued job has ended."""
+        """Stop the embedded workers; with ``wait``, after every queued job has ended.
+
+        A producer-only queue (``workers=0``) never waits: its jobs are for other workers.
+        """
         if self._closed:
             return
-        if wait:
+        if wait and self.slots:
             self.wait()
         self._closed = True
         timeout = None if wait else self.settings.graceful_timeout

@@ -1,0 +1,178 @@
+"""What only the SQLite backend has: a file shared by processes, stored payloads, indexes."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import conveyor
+from conveyor.backends.sqlite import DUE, EXPIRED, NEXT_TIMER, PARKED_TOP, READY_TOP
+from tests.backends import sqlite_jobs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/queue.db"
+
+
+def test_jobs_and_results_outlive_the_queue_object(url: str) -> None:
+    with conveyor.Queue(url, workers=1) as q:
+        job = q.put(sqlite_jobs.identity, args=({"a": [1, 2]},), id="kept")
+        assert job.result(timeout=10) == {"a": [1, 2]}
+
+    reopened = conveyor.Queue(url, workers=0)
+    try:
+        assert reopened.status("kept") == "finished"
+        assert reopened.result("kept") == {"a": [1, 2]}
+        assert [r.id for r in reopened.collect()] == ["kept"]
+    finally:
+        reopened.close()
+
+
+def test_a_lambda_or_closure_is_refused_at_put_and_says_what_to_do(url: str) -> None:
+    q = conveyor.Queue(url, workers=0)
+    try:
+
+        def closure() -> int:
+            return 1
+
+        for fn in (lambda: 1, closure):
+            with pytest.raises(conveyor.NotSerializable, match="module level"):
+                q.put(fn)
+        assert q.size() == 0
+    finally:
+        q.close()
+
+
+def test_json_refuses_what_it_cannot_carry_and_names_pickle(url: str) -> None:
+    q = conveyor.Queue(url, workers=0)
+    try:
+        with pytest.raises(conveyor.NotSerializable, match='serializer="pickle"'):
+            q.put(sqlite_jobs.identity, args=({1, 2},))
+        assert q.size() == 0
+    finally:
+        q.close()
+
+
+def test_pickle_serializer_carries_python_objects(tmp_path: Path) -> None:
+    with conveyor.Queue(f"sqlite:///{tmp_path}/p.db", workers=1, serializer="pickle") as q:
+        assert q.put(sqlite_jobs.identity, args=({1, 2},)).result(timeout=10) == {1, 2}
+
+
+def test_a_forged_payload_is_recorded_failed_and_never_unpickled(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/signed.db"
+    mark = tmp_path / "mark"
+    producer = conveyor.Queue(db, workers=0, serializer="pickle", secret="right key")
+    forged = conveyor.Queue(db, workers=0, serializer="pickle", secret="wrong key")
+    try:
+        bad = forged.put(sqlite_jobs.identity, args=(sqlite_jobs.Bomb(str(mark)),), id="bad")
+        good = producer.put(sqlite_jobs.identity, args=(7,), id="good")
+    finally:
+        forged.close()
+    producer.close()
+    with conveyor.Queue(db, workers=1, serializer="pickle", secret="right key") as worker:
+        assert worker.result(good.id, timeout=10) == 7
+        with pytest.raises(conveyor.JobFailed) as failure:
+            worker.result(bad.id, timeout=10)
+    assert failure.value.error_type == "PayloadRefused"
+    assert not mark.exists()
+
+
+def test_a_corrupt_row_fails_that_job_only_and_the_worker_lives(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    q = conveyor.Queue(f"sqlite:///{path}", workers=0)
+    q.put(sqlite_jobs.identity, args=(1,), id="corrupt", priority=0)
+    q.put(sqlite_jobs.identity, args=(2,), id="fine", priority=1)
+    q.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE jobs SET payload = ? WHERE id = 'corrupt'", (b"\x00garbage",))
+
+    with conveyor.Queue(f"sqlite:///{path}", workers=1) as q:
+        assert q.result("fine", timeout=10) == 2
+        with pytest.raises(conveyor.JobFailed, match="PayloadRefused"):
+            q.result("corrupt", timeout=10)
+
+
+def test_result_ttl_deletes_ended_jobs_after_it(tmp_path: Path) -> None:
+    from conveyor.testing import ManualClock
+
+    clock = ManualClock()
+    with conveyor.Queue(f"sqlite:///{tmp_path}/ttl.db", workers=1, clock=clock, result_ttl=60) as q:
+        job = q.put(sqlite_jobs.identity, args=(1,))
+        assert job.result(timeout=10) == 1
+        clock.advance(59)
+        assert q.status(job.id) == "finished"
+        clock.advance(2)
+        with pytest.raises(conveyor.UnknownJob):
+            q.status(job.id)
+
+
+@pytest.mark.parametrize(
+    ("query", "args", "index"),
+    [
+        (READY_TOP, ("thread",), "jobs_ready"),
+        (PARKED_TOP, ("group:db", "thread"), "jobs_parked"),
+        (DUE, (1e12,), "jobs_due"),
+        (EXPIRED, (1e12,), "jobs_expiry"),
+        (NEXT_TIMER, (), "jobs_due"),
+    ],
+)
+def test_claim_and_timer_queries_use_their_index_not_a_scan(
+    url: str, query: str, args: tuple[object, ...], index: str
+) -> None:
+    q = conveyor.Queue(url, workers=0)
+    try:
+        for n in range(50):
+            q.put(sqlite_jobs.identity, args=(n,), delay=n % 2 * 100, expires=1000)
+        backend = q.backend
+        plan = " ".join(
+            str(row) for row in backend._db.execute("EXPLAIN QUERY PLAN " + query, args)
+        )  # type: ignore[attr-defined]
+    finally:
+        q.close()
+    assert index in plan
+    assert "SCAN jobs" not in plan
+
+
+DRAIN = textwrap.dedent(
+    """
+    import sys
+    import conveyor
+    q = conveyor.Queue(sys.argv[1], workers=2)
+    q.wait()
+    q.close()
+    """
+)
+
+
+def test_two_worker_processes_share_the_file_and_run_each_job_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/shared.db"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    q = conveyor.Queue(url, workers=0)
+    ids = [q.put(sqlite_jobs.note, args=(str(marks), f"job{n}")).id for n in range(200)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    workers = [
+        subprocess.Popen([sys.executable, "-c", DRAIN, url], env=env, cwd=ROOT) for _ in range(2)
+    ]
+    try:
+        for worker in workers:
+            assert worker.wait(timeout=120) == 0
+    finally:
+        for worker in workers:
+            worker.kill()
+    outcomes = q.backend.wait_results(ids, timeout=10)
+    q.close()
+    assert all(status == "finished" for status, _, _ in outcomes)
+    runs = sorted(p.name.split(".")[0] for p in marks.iterdir())
+    assert runs == sorted(f"job{n}" for n in range(200))  # each exactly once
+    pids = {p.name.split(".")[1] for p in marks.iterdir()}
+    assert len(pids) == 2  # both processes took work
