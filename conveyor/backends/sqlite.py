@@ -140,8 +140,14 @@ SELECT min(t) FROM (
     SELECT min(due) AS t FROM jobs INDEXED BY jobs_due WHERE status = 'scheduled'
     UNION ALL SELECT min(expires_at) FROM jobs INDEXED BY jobs_expiry WHERE {_EXPIRY_WHERE})
 """
+EXPIRED_RESULT = "SELECT 1 AS x FROM jobs WHERE ended IS NOT NULL AND ended < ? LIMIT 1"
 LANE_TOP = "SELECT job FROM lane_members WHERE lane = ? ORDER BY priority, seq LIMIT 1"
 ACTIVE_COUNT = "SELECT count(*) FROM jobs WHERE status IN ('waiting', 'scheduled', 'running')"
+
+
+def _names(column: str) -> list[str]:
+    """A JSON list column; most jobs have none, so skip the decoder for "[]"."""
+    return [] if column == "[]" else list(json.loads(column))
 
 
 def _row_factory(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
@@ -493,8 +499,8 @@ class SQLiteBackend:
 
     def _conflict(self, row: dict[str, Any]) -> str | None:
         """The key of the resource that keeps ``row`` from starting now, or None."""
-        groups = [f"group:{g}" for g in json.loads(row["exclusive"])]
-        incompatible = json.loads(row["incompatible"])
+        groups = [f"group:{g}" for g in _names(row["exclusive"])]
+        incompatible = _names(row["incompatible"])
         task = row["task"]
         keys = [*groups, *(f"task:{n}" for n in incompatible), f"decl:{row['id']}",
                 f"decl:{task}", f"task:{task}"]  # fmt: skip
@@ -560,10 +566,10 @@ class SQLiteBackend:
             " ended = NULL, worker = ?, lease_until = ? WHERE id = ?",
             (now, worker, now + self._lease, job_id),
         )
-        for group in json.loads(row["exclusive"]):
+        for group in _names(row["exclusive"]):
             self._hold(f"group:{group}", 1)
         self._hold(f"task:{row['task']}", 1)
-        for name in json.loads(row["incompatible"]):
+        for name in _names(row["incompatible"]):
             self._hold(f"decl:{name}", 1)
         if row["lane"] is not None:
             lane = self._one("SELECT current FROM lanes WHERE lane = ?", row["lane"])
@@ -612,9 +618,9 @@ class SQLiteBackend:
             return False
         self._release(row)
         if isinstance(encoded, ErrorInfo):
-            self._end(job_id, Status.FAILED, error=encoded)
+            self._end(job_id, Status.FAILED, error=encoded, row=row)
         else:
-            self._end(job_id, Status.FINISHED, result=encoded)
+            self._end(job_id, Status.FINISHED, result=encoded, row=row)
         return True
 
     def fail(
@@ -677,11 +683,11 @@ class SQLiteBackend:
     def _release(self, row: dict[str, Any]) -> None:
         """Give back what a running job held and mark the keys it frees."""
         keys = [f"job:{row['id']}", f"task:{row['task']}", f"limit:{row['task']}"]
-        for group in json.loads(row["exclusive"]):
+        for group in _names(row["exclusive"]):
             self._hold(f"group:{group}", -1)
             keys.append(f"group:{group}")
         self._hold(f"task:{row['task']}", -1)
-        for name in json.loads(row["incompatible"]):
+        for name in _names(row["incompatible"]):
             self._hold(f"decl:{name}", -1)
             keys.append(f"decl:{name}")
         if self._one("SELECT 1 AS x FROM jobs WHERE parked IS NOT NULL LIMIT 1") is None:
@@ -718,6 +724,7 @@ class SQLiteBackend:
         result: bytes | None = None,
         error: ErrorInfo | None = None,
         reason: str | None = None,
+        row: dict[str, Any] | None = None,
     ) -> None:
         """Make a job terminal and apply every cascade it causes."""
         text = None if status == Status.FINISHED else (str(error) if error else reason)
@@ -727,16 +734,20 @@ class SQLiteBackend:
             (status.value, self._clock.now(), result, text,
              error.traceback if error else None, job_id),
         )  # fmt: skip
-        self._cascade([job_id])
+        known = None if row is None else {**row, "status": status.value}
+        self._cascade([job_id], known)
 
-    def _cascade(self, ended: list[str]) -> None:
+    def _cascade(self, ended: list[str], known: dict[str, Any] | None = None) -> None:
         """Settle what the ended jobs free or doom: dependents, lanes, unique keys, events.
 
         Iterative (a work list), so a chain of thousands of dependents cannot overflow.
+        ``known`` is the first job's row as it is now, if the caller has it.
         """
         work = list(ended)
         while work:
-            row = self._one("SELECT * FROM jobs WHERE id = ?", work.pop())
+            job_id = work.pop()
+            row = known if known is not None and known["id"] == job_id else None
+            row = row or self._one("SELECT * FROM jobs WHERE id = ?", job_id)
             assert row is not None
             work += self._after_end(row)
 
@@ -898,8 +909,8 @@ class SQLiteBackend:
             id=row["id"], task=row["task"], status=Status(row["status"]), args=tuple(args),
             kwargs=dict(kwargs), priority=row["priority"],
             lane=None if row["lane"] is None else json.loads(row["lane"]),
-            after=tuple(json.loads(row["after"])), exclusive=tuple(json.loads(row["exclusive"])),
-            incompatible=tuple(json.loads(row["incompatible"])), attempts=row["attempts"],
+            after=tuple(json.loads(row["after"])), exclusive=tuple(_names(row["exclusive"])),
+            incompatible=tuple(_names(row["incompatible"])), attempts=row["attempts"],
             worker=row["worker"], submitted=stamp(row["submitted"]), started=stamp(started),
             ended=stamp(ended),
             runtime=None if started is None or ended is None else max(0.0, ended - started),
@@ -908,17 +919,19 @@ class SQLiteBackend:
         )  # fmt: skip
 
     def _tick_if_due(self) -> None:
+        """Before a read: apply the timers (and result_ttl) that are due, if any are."""
+        now = self._clock.now()
         with self._lock:
+            if self._closed:
+                return
             row = self._one(NEXT_TIMER)
-            due = (
-                row is not None
-                and next(iter(row.values())) is not None
-                and next(iter(row.values())) <= self._clock.now()
-            )
+            timer = next(iter(row.values())) if row else None
+            due = timer is not None and timer <= now
+            if not due and self._result_ttl is not None:
+                due = self._one(EXPIRED_RESULT, now - self._result_ttl) is not None
         if due:
             with self._tx():
                 self._tick(self._clock.now())
-            self._flush()
 
     def get(self, job_id: str) -> JobRecord:
         self._tick_if_due()
