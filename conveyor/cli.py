@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -234,7 +234,9 @@ def status(app: conveyor.Queue) -> None:
     help="Show the N most recently submitted (0: all).",
 )
 def jobs(app: conveyor.Queue, status_: str | None, limit: int) -> None:
-    """List APP's jobs in submission order: id, task, status, attempts, worker, times.
+    """List APP's jobs: id, task, status, attempts, worker, times.
+
+    Jobs are listed in submission order.
 
     \b
     APP is module:variable naming a conveyor.Queue, e.g. myapp:queue.
@@ -354,7 +356,9 @@ def find_task(queue: conveyor.Queue, name: str) -> Callable[..., Any]:
 @app_argument
 @click.argument("job_id", metavar="ID")
 def cancel(app: conveyor.Queue, job_id: str) -> None:
-    """Cancel job ID of APP's queue, stopping it if it runs (exit code 1 if it had ended).
+    """Cancel job ID of APP's queue, stopping it if it runs.
+
+    Exits with code 1 if the job had already ended.
 
     \b
     APP is module:variable naming a conveyor.Queue, e.g. myapp:queue.
@@ -391,17 +395,23 @@ def cancel(app: conveyor.Queue, job_id: str) -> None:
     "--dir",
     "workdir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where to write the report (default: a temporary folder).",
+    default=Path("conveyor-demo"),
+    show_default=True,
+    help="Where to keep the queue file (queue.db) and the reports; a second run finds the first.",
 )
-def demo(workers: int | None, mode: str, workdir: Path | None) -> None:
-    """Run a small real pipeline over the standard library and show what ran when.
+def demo(workers: int | None, mode: str, workdir: Path) -> None:
+    """Run a small real pipeline and show what ran when.
+
+    The pipeline reads the standard library's source files.
 
     Jobs: `count` per batch of files (priorities: biggest first), `append` per batch in the
     sequential lane "report" after its count, and `summarise` after every append.
     """
-    folder = workdir or Path(tempfile.mkdtemp(prefix="conveyor-demo-"))
-    summary, records = demo_pipeline.run(workers, mode, folder)
+    folder = workdir.resolve()
+    summary, records, earlier = demo_pipeline.run(workers, mode, folder)
+    if earlier:
+        click.echo(f"Earlier runs, still in {folder / 'queue.db'}:")
+        click.echo(runs_table(earlier) + "\n")
     click.echo(timeline(records))
     click.echo(
         f"\n{summary['batches']} batches, {summary['files']:,} files, {summary['lines']:,} lines,"
@@ -413,17 +423,38 @@ def demo(workers: int | None, mode: str, workdir: Path | None) -> None:
 
 
 # -------------------------------------------------------------------- printing
+def runs_table(records: list[conveyor.JobRecord]) -> str:
+    """One line per demo run found in the queue file: its jobs by status and when it ran."""
+    runs: dict[object, list[conveyor.JobRecord]] = {}
+    for record in records:
+        runs.setdefault(record.meta.get("run", "?"), []).append(record)
+    lines = [f"{'run':>4} {'jobs':>5}  {'statuses':<28} {'first submit':<20} last end"]
+    for run, items in sorted(runs.items(), key=lambda kv: str(kv[0])):
+        statuses = ", ".join(
+            f"{n} {status}" for status, n in sorted(Counter(r.status.value for r in items).items())
+        )
+        first = min((r.submitted for r in items if r.submitted), default=None)
+        last = max((r.ended for r in items if r.ended), default=None)
+        lines.append(
+            f"{run!s:>4} {len(items):>5}  {statuses:<28} "
+            f"{first.astimezone().strftime('%Y-%m-%d %H:%M:%S') if first else '':<20} "
+            f"{last.astimezone().strftime('%H:%M:%S') if last else ''}"
+        )
+    return "\n".join(lines)
+
+
 def timeline(records: list[conveyor.JobRecord]) -> str:
     """A table of what ran when: start and end in ms after the first submit, worker, status."""
     if not records:
         return "no jobs"
     origin = min(r.submitted for r in records if r.submitted is not None)
-    rows = [f"{'job':<12} {'status':<9} {'start ms':>9} {'end ms':>8} {'lane':<7} worker"]
+    width = max(12, *(len(r.id) for r in records))
+    rows = [f"{'job':<{width}} {'status':<9} {'start ms':>9} {'end ms':>8} {'lane':<7} worker"]
     for record in sorted(records, key=lambda r: (r.started or origin, r.id)):
         start = (record.started - origin).total_seconds() * 1000 if record.started else None
         end = (record.ended - origin).total_seconds() * 1000 if record.ended else None
         rows.append(
-            f"{record.id:<12} {record.status.value:<9} "
+            f"{record.id:<{width}} {record.status.value:<9} "
             f"{'' if start is None else f'{start:9.1f}':>9} "
             f"{'' if end is None else f'{end:8.1f}':>8} {record.lane or '':<7} "
             f"{(record.worker or '').rsplit('/', 1)[-1]}"

@@ -72,27 +72,49 @@ def batches(root: Path, count_: int) -> list[list[str]]:
     return [group for group in groups if group]
 
 
-def run(workers: int | None, mode: str, workdir: Path) -> tuple[dict[str, Any], list[Any]]:
-    """Run the pipeline in ``workdir``; return the summary and every job's record."""
+def run(
+    workers: int | None, mode: str, workdir: Path
+) -> tuple[dict[str, Any], list[conveyor.JobRecord], list[conveyor.JobRecord]]:
+    """Run the pipeline on the queue file in ``workdir``.
+
+    Returns the summary, this run's records, and the records earlier runs left in the file.
+    """
     root = Path(sysconfig.get_paths()["stdlib"])
+    workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    report = workdir / "report.jsonl"
-    report.write_text("", encoding="utf-8")
-    with conveyor.Queue(workers=workers, mode=mode, name="demo") as q:
+    with conveyor.Queue(
+        f"sqlite:///{workdir}/queue.db", workers=workers, mode=mode, name="demo"
+    ) as q:
+        earlier = q.jobs()
+        run_no = 1 + max((int(r.meta.get("run", 0)) for r in earlier), default=0)
+        report = workdir / f"report-{run_no}.jsonl"
+        report.write_text("", encoding="utf-8")
+        meta = {"run": run_no}
         appends = []
         for n, group in enumerate(batches(root, BATCHES)):
-            part = str(workdir / f"part-{n:02d}.json")
+            part = str(workdir / f"part-{run_no}-{n:02d}.json")
             # a bigger batch gets a lower priority number, so it starts sooner
-            counted = q.put(count, args=(group, part), id=f"count-{n:02d}", priority=-len(group))
+            counted = q.put(
+                count,
+                args=(group, part),
+                id=f"run{run_no}-count-{n:02d}",
+                priority=-len(group),
+                meta=meta,
+            )
             appends.append(
                 q.put(
                     append,
                     args=(part, str(report)),
-                    id=f"append-{n:02d}",
+                    id=f"run{run_no}-append-{n:02d}",
                     after=[counted],
                     lane="report",
+                    meta=meta,
                 )
             )
-        total = q.put(summarise, args=(str(report),), id="summarise", after=appends)
+        total = q.put(
+            summarise, args=(str(report),), id=f"run{run_no}-summarise", after=appends, meta=meta
+        )
         q.wait(progress=True)
-        return total.result(), q.jobs()
+        summary = total.result()
+        mine = [r for r in q.jobs() if r.meta.get("run") == run_no]
+    return summary, mine, earlier

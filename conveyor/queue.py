@@ -319,8 +319,11 @@ class Queue:
         with self._lock:
             worker = self._workers.get(mode)
             if worker is None:
-                worker = Worker(self.backend, self._executor(mode))
-                worker.start()
+                worker = Worker(
+                    self.backend, self._executor(mode), lease=self.settings.lease, clock=self.clock
+                )
+                # on a durable backend other processes recover expired leases: keep ours fresh
+                worker.start(heartbeat=self.durable)
                 self._workers[mode] = worker
             return worker
 
@@ -472,9 +475,13 @@ class Queue:
         if wait and self.slots:
             self.wait()
         self._closed = True
-        timeout = None if wait else self.settings.graceful_timeout
         for worker in list(self._workers.values()):
-            worker.stop(wait=wait, timeout=timeout)
+            if wait:
+                worker.stop(None)
+            elif self.durable:
+                worker.stop(0)  # put running jobs back now rather than after their lease
+            else:
+                worker.stop(wait=False)
         self.backend.close()
 
     def __enter__(self) -> Queue:

@@ -262,40 +262,49 @@ class Worker:
 
     def finished(self, job: ClaimedJob, result: Any, *, claim_next: int = 0) -> list[ClaimedJob]:
         """Report that ``job`` returned ``result``; with ``claim_next``, claim that many more
-        in the same backend call (blocking like :meth:`claim`)."""
+        in the same backend call (blocking like :meth:`claim`).
+
+        A job leaves :attr:`running` only once its report is recorded, so a worker that stops
+        once nothing runs never exits with a report still on its way.
+        """
         if self._careful:
             self.backend.finish(job.id, job.attempt, result)
             self._ended(job)
             return self.claim(claim_next) if claim_next else []
-        self.running.pop(job.id, None)
-        if self._draining:
-            self._ended(None)
         if not claim_next:
             self.backend.finish(job.id, job.attempt, result)
-            return []
-        jobs = self.backend.finish_and_claim(
-            job.id,
-            job.attempt,
-            result,
-            self.slot_name(),
-            self.mode,
-            claim_next,
-            stop=self._stopping.is_set,
-        )
-        return self._track(jobs) if jobs else jobs
+            jobs: list[ClaimedJob] = []
+        else:
+            # no waiting inside: the finished job must leave `running` before this slot idles
+            jobs = self.backend.finish_and_claim(
+                job.id,
+                job.attempt,
+                result,
+                self.slot_name(),
+                self.mode,
+                claim_next,
+                timeout=0,
+                stop=self._stopping.is_set,
+            )
+        running = self.running
+        if running.get(job.id) is job:
+            del running[job.id]
+        if self._draining:
+            self._ended(None)
+        if jobs:
+            return self._track(jobs)
+        if claim_next:
+            return self.claim(claim_next)
+        return jobs
 
     def failed(self, job: ClaimedJob, error: BaseException | ErrorInfo) -> None:
         """Report that ``job`` failed (it raised, timed out, or its process died)."""
-        if not self._careful:
-            self.running.pop(job.id, None)
-            if self._draining:
-                self._ended(None)
         if isinstance(error, BaseException):
             self.backend.fail(job.id, job.attempt, error_info(error), error)
         else:
             self.backend.fail(job.id, job.attempt, error)
-        if self._careful:
-            self._ended(job)
+        # under the lock: a retry of the job may already run in another slot, under its id
+        self._ended(job)
 
     def stop_job(self, job_id: str, reason: str) -> None:
         """Stop ``job_id`` where it runs (it was cancelled); its report will be dropped."""
@@ -350,9 +359,10 @@ class Worker:
                 self._reserved -= allowed
                 self._left -= len(jobs)
                 exhausted = self._left == 0
+        tracked = self._track(jobs) if jobs else jobs
         if exhausted and not self.done.is_set():
-            self._mark_done()
-        return self._track(jobs) if jobs else jobs
+            self._mark_done()  # after tracking: whoever wakes on it sees the jobs running
+        return tracked
 
     def _claim_burst(self, limit: int) -> list[ClaimedJob]:
         """Claim what may start now. Claims and the ends of jobs (popped only after their
@@ -399,7 +409,7 @@ class Worker:
         for job_id in lost:
             job = running.get(job_id)
             if job is not None and self.running.get(job_id) is job:
-                log.info("worker %s: job %s is no longer ours; stopping it", self.id, job_id)
+                log.info("worker %s: job %s is no longer its own; stopping it", self.id, job_id)
                 self.stop_job(job_id, "cancelled")
         recovered = self.backend.recover_expired()
         if recovered:

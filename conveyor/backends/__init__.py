@@ -36,9 +36,9 @@ def from_url(
         from conveyor.backends.sqlite import SQLiteBackend
         from conveyor.serializer import Serializer
 
-        path = unquote(parts.netloc + parts.path)
-        if path.startswith("/") and parts.netloc == "" and url.startswith("sqlite:///"):
-            path = path[1:] if not url.startswith("sqlite:////") else path
+        # sqlite:///relative/path.db, sqlite:////absolute/path.db (as SQLAlchemy reads them)
+        path = unquote(url[len("sqlite://") :].split("?", 1)[0])
+        path = "/" + path.lstrip("/") if path.startswith("//") else path.lstrip("/")
         if not path:
             raise ConveyorError(
                 f"{url!r} names no file; use sqlite:///relative.db or sqlite:////absolute/path.db"

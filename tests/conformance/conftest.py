@@ -14,7 +14,7 @@ import pytest
 import conveyor
 from tests.conformance.jobs import Board
 
-BACKENDS = ["memory://", "sqlite:///{tmp}/queue.db"]
+BACKENDS = ["memory://", "sqlite:///{tmp}/queue.db"]  # {tmp} is absolute: four slashes
 BACKEND_IDS = ["memory", "sqlite"]
 
 
@@ -23,7 +23,7 @@ def backend_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     """A backend URL; a file-backed one gets a fresh folder per test."""
     url = str(request.param)
     if "{tmp}" in url:
-        url = url.replace("{tmp}", str(tmp_path_factory.mktemp("db")).lstrip("/"))
+        url = url.replace("{tmp}", str(tmp_path_factory.mktemp("db")))
     return url
 
 

@@ -1,0 +1,173 @@
+"""Crash tests, for real: worker processes killed with SIGKILL, a producer killed mid-map.
+
+Workers run as ``python -m conveyor worker APP`` processes on one SQLite file, with a short
+lease so that a dead worker's jobs come back quickly. A job may run twice only if the worker
+running it was killed: every run leaves start/end marks naming its process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+import conveyor
+from tests.crash import crash_jobs
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(240)
+
+
+def _app(tmp_path: Path) -> str:
+    (tmp_path / "crash_app.py").write_text(
+        textwrap.dedent(
+            f"""
+            import conveyor
+            q = conveyor.Queue("sqlite:///{tmp_path}/crash.db", workers=0)
+            """
+        ),
+        encoding="utf-8",
+    )
+    return "crash_app:q"
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+        "CONVEYOR_LEASE": "1",
+        "CONVEYOR_GRACEFUL_TIMEOUT": "1",
+    }
+
+
+def _worker(tmp_path: Path, app: str, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "worker", app, "--workers", "2", *extra],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _wait_until(condition, timeout: float = 120.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def _runs(marks: Path) -> dict[str, list[tuple[int, bool]]]:
+    """job -> [(pid, ended)] for every run that started."""
+    runs: dict[str, list[tuple[int, bool]]] = defaultdict(list)
+    for start in marks.glob("*.start"):
+        job, pid, _ = start.name.split(".")
+        runs[job].append((int(pid), (marks / f"{job}.{pid}.end").exists()))
+    return runs
+
+
+def test_sigkilled_workers_lose_no_job_and_repeat_only_killed_runs(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    q = conveyor.Queue(f"sqlite:///{tmp_path}/crash.db", workers=0)
+    ids = [
+        q.put(crash_jobs.mark, args=(str(marks), f"job{n:03d}", 0.01), id=f"job{n:03d}").id
+        for n in range(500)
+    ]
+    steady = _worker(tmp_path, app)
+    victim = _worker(tmp_path, app)
+    killed: set[int] = set()
+    try:
+        for round_ in range(3):
+            # kill the victim while it is running jobs, then start a new one in its place
+            _wait_until(lambda r=round_: q.size("finished") >= 100 * (r + 1))
+            _wait_until(
+                lambda v=victim: any(
+                    pid == v.pid for r in _runs(marks).values() for pid, ended in r if not ended
+                )
+            )
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=10)
+            killed.add(victim.pid)
+            victim = _worker(tmp_path, app)
+        _wait_until(lambda: q.size("finished") == 500, timeout=180)
+    finally:
+        for worker in (steady, victim):
+            worker.send_signal(signal.SIGTERM)
+        for worker in (steady, victim):
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    records = {r.id: r for r in q.jobs()}
+    q.close()
+
+    assert sorted(records) == ids
+    assert all(r.status == "finished" for r in records.values())
+    runs = _runs(marks)
+    assert sorted(runs) == ids  # every job ran
+    repeated = {job: r for job, r in runs.items() if len(r) > 1}
+    assert repeated, "the kills hit no running job; the test proved nothing"
+    for job, job_runs in repeated.items():
+        # the run that counted is the recorded worker's; every other run was in a killed process
+        final_pid = int((records[job].worker or "").split(":")[1])
+        others = [pid for pid, _ended in job_runs if pid != final_pid]
+        assert len(others) == len(job_runs) - 1, (job, job_runs, final_pid)
+        assert set(others) <= killed, (job, job_runs, killed)
+        assert records[job].attempts >= len(job_runs)
+
+
+PRODUCER = textwrap.dedent(
+    """
+    import sys
+    import conveyor
+    from tests.crash import crash_jobs
+    q = conveyor.Queue(sys.argv[1], workers=0)
+    print("mapping", flush=True)
+    q.map(crash_jobs.mark_item, [[sys.argv[2], f"job{n}"] for n in range(300)])  # waits
+    """
+)
+
+
+def test_a_producer_killed_mid_map_loses_nothing_it_submitted(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/crash.db"
+    app = _app(tmp_path)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    q = conveyor.Queue(url, workers=0)
+    producer = subprocess.Popen(
+        [sys.executable, "-c", PRODUCER, url, str(marks)],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert producer.stdout is not None
+        assert producer.stdout.readline().strip() == b"mapping"
+        _wait_until(lambda: q.size() > 0)
+        producer.send_signal(signal.SIGKILL)
+        producer.wait(timeout=10)
+    finally:
+        producer.kill()
+        producer.wait()
+        if producer.stdout is not None:
+            producer.stdout.close()
+    submitted = q.size()
+    assert submitted == 300  # map submits its jobs in one transaction: all of them
+    worker = _worker(tmp_path, app, "--burst")
+    try:
+        assert worker.wait(timeout=120) == 0
+    finally:
+        worker.kill()
+    assert q.size("finished") == 300
+    q.close()
+    assert len(list(marks.glob("*.end"))) == 300
