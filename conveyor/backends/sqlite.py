@@ -135,6 +135,13 @@ PARKED_TOP = "SELECT * FROM jobs WHERE parked = ? AND mode = ? ORDER BY priority
 DUE = "SELECT id FROM jobs INDEXED BY jobs_due WHERE status = 'scheduled' AND due <= ? ORDER BY due"
 _EXPIRY_WHERE = "expires_at IS NOT NULL AND attempts = 0 AND status IN ('waiting', 'scheduled')"
 EXPIRED = f"SELECT id FROM jobs INDEXED BY jobs_expiry WHERE {_EXPIRY_WHERE} AND expires_at <= ?"
+# both timers in one statement: a claim pays one read for them, not two
+TIMERS = (
+    "SELECT id, 'due' AS kind FROM jobs INDEXED BY jobs_due"
+    " WHERE status = 'scheduled' AND due <= ?"
+    f" UNION ALL SELECT id, 'expired' FROM jobs INDEXED BY jobs_expiry"
+    f" WHERE {_EXPIRY_WHERE} AND expires_at <= ?"
+)
 NEXT_TIMER = f"""
 SELECT min(t) FROM (
     SELECT min(due) AS t FROM jobs INDEXED BY jobs_due WHERE status = 'scheduled'
@@ -481,17 +488,15 @@ class SQLiteBackend:
                     best = top
             if best is None:
                 return None
-            self._db.execute(
-                "UPDATE jobs SET ready = 0, parked = NULL WHERE seq = ?", (best["seq"],)
+            stale = best["status"] != Status.WAITING or (
+                best["lane"] is not None and not self._lane_allows(best["lane"], best["id"])
             )
-            if best["status"] != Status.WAITING:
-                continue
-            if best["lane"] is not None and not self._lane_allows(best["lane"], best["id"]):
-                continue
-            blocker = self._conflict(best)
-            if blocker is None:
-                return best
-            self._db.execute("UPDATE jobs SET parked = ? WHERE seq = ?", (blocker, best["seq"]))
+            blocker = None if stale else self._conflict(best)
+            if not stale and blocker is None:
+                return best  # _start takes it out of the ready index in its own UPDATE
+            self._db.execute(
+                "UPDATE jobs SET ready = 0, parked = ? WHERE seq = ?", (blocker, best["seq"])
+            )
 
     def _held(self, key: str) -> int:
         row = self._one("SELECT count FROM held WHERE key = ?", key)
@@ -562,7 +567,8 @@ class SQLiteBackend:
             self._end(job_id, Status.FAILED, error=ErrorInfo(type(exc).__name__, str(exc)))
             return None
         self._db.execute(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, started = ?,"
+            "UPDATE jobs SET status = 'running', ready = 0, parked = NULL,"
+            " attempts = attempts + 1, started = ?,"
             " ended = NULL, worker = ?, lease_until = ? WHERE id = ?",
             (now, worker, now + self._lease, job_id),
         )
@@ -864,13 +870,17 @@ class SQLiteBackend:
 
     def _tick(self, now: float) -> None:
         """Apply timers due by ``now``: delays and retries ending, expiry, result_ttl."""
-        for row in self._db.execute(DUE, (now,)).fetchall():
-            self._db.execute(
-                "UPDATE jobs SET status = 'waiting', due = NULL WHERE id = ?", (row["id"],)
-            )
-            self._consider(row["id"])
-        for row in self._db.execute(EXPIRED, (now,)).fetchall():
-            self._end(row["id"], Status.CANCELLED, reason="expired")
+        for row in self._db.execute(TIMERS, (now, now)).fetchall():
+            if row["kind"] == "due":
+                self._db.execute(
+                    "UPDATE jobs SET status = 'waiting', due = NULL WHERE id = ?", (row["id"],)
+                )
+                self._consider(row["id"])
+            elif self._one(  # a cascade earlier in this loop may have ended it already
+                "SELECT 1 AS x FROM jobs WHERE id = ? AND status IN ('waiting', 'scheduled')",
+                row["id"],
+            ):
+                self._end(row["id"], Status.CANCELLED, reason="expired")
         if self._result_ttl is not None:
             self._db.execute(
                 "DELETE FROM jobs WHERE ended IS NOT NULL AND ended < ?", (now - self._result_ttl,)
