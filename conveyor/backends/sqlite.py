@@ -54,6 +54,10 @@ log = logging.getLogger("conveyor.backends.sqlite")
 
 #: seconds between looks at ``PRAGMA data_version`` while waiting for another process
 POLL_INTERVAL = 0.005
+#: seconds a write transaction waits for another process's before it gives up
+BUSY_TIMEOUT = 60.0
+#: seconds between tries to begin a write transaction while another process holds the lock
+NAP = 0.0002
 #: a job whose worker vanished this many times more than its retries allow is failed
 LOST_LEASE_ALLOWANCE = 5
 
@@ -226,7 +230,7 @@ class SQLiteBackend:
             if self._db.in_transaction:
                 yield self._db
                 return
-            self._db.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 yield self._db
             except BaseException:
@@ -243,6 +247,30 @@ class SQLiteBackend:
         with self._lock:
             self._commits += 1
             self._changed.notify_all()
+
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE, waiting for another process's write transaction in short naps.
+
+        SQLite's own busy handler sleeps 1, 2, 5 ... 100 ms between tries, so a worker process
+        whose partner commits every few hundred microseconds can starve; here a waiter retries
+        every NAP seconds. The busy timeout is off only around this statement: reads and the
+        statements of a transaction keep SQLite's.
+        """
+        db = self._db
+        db.execute("PRAGMA busy_timeout=0")
+        try:
+            deadline = time.monotonic() + BUSY_TIMEOUT
+            while True:
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    busy = "locked" in str(exc) or "busy" in str(exc)
+                    if not busy or time.monotonic() > deadline:
+                        raise
+                time.sleep(NAP)
+        finally:
+            db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
 
     def _flush(self) -> None:
         """Callbacks run at the end of each transaction (kept for call sites' clarity)."""
