@@ -7,7 +7,7 @@ heartbeats, and stops gracefully.
           ^                                                                   │
           └─────────────────────── backend.finish / fail <─────────────────────┘
 
-    heartbeat thread (``start(heartbeat=True)``), every lease / 3 seconds:
+    heartbeat thread (``start(heartbeat=True)``), every lease / 3 seconds (1 s at most):
         backend.heartbeat(worker id, running ids) ──> executor.stop_job(each id it lost)
         backend.recover_expired()                     (jobs of workers that died)
 
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from conveyor.executors.base import Executor
 
 log = logging.getLogger("conveyor.worker")
+
+#: seconds between heartbeats at most (lease / 3 when that is shorter)
+MAX_BEAT_INTERVAL = 1.0
 _numbers = itertools.count(1)
 
 #: a burst slot that found nothing startable while the worker's other jobs run re-checks this
@@ -394,7 +397,9 @@ class Worker:
 
     # -------------------------------------------------------------- heartbeat
     def _beat_loop(self) -> None:
-        interval = self.lease / 3
+        # at least once a second: the beat is also how a cancel made in another process
+        # reaches the job (its slot is freed within a second, not lease / 3)
+        interval = min(self.lease / 3, MAX_BEAT_INTERVAL)
         while not self._beat_stop.wait(interval):
             try:
                 self.beat()

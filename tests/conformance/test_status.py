@@ -9,17 +9,25 @@ import conveyor
 from tests.conformance import jobs
 
 
-@pytest.fixture
-def held(queue_factory, board, events):
+def _hold_the_worker(queue_factory, board, events=None):
     """One worker busy with the job "busy" (gate "go"), so that jobs put next are waiting."""
     q = queue_factory(workers=1, mode="thread")
-    events.attach(q)
+    if events is not None:
+        events.attach(q)
     busy = q.put(jobs.blocker, args=(board.key, "busy", "go"), id="busy")
     board.wait_started("busy")
-    events.wait_count("started", 1, "busy")
+    if events is not None:
+        events.wait_count("started", 1, "busy")
     return q, busy
 
 
+@pytest.fixture
+def held(queue_factory, board, events):
+    """``_hold_the_worker`` with every event of the queue logged."""
+    return _hold_the_worker(queue_factory, board, events)
+
+
+@pytest.mark.needs_local_events
 def test_waiting_running_finished(held, board, events):
     q, _busy = held
     job = q.put(jobs.blocker, args=(board.key, "job", "job"), id="job")
@@ -46,6 +54,7 @@ def test_waiting_running_finished(held, board, events):
     assert q.size("failed", "cancelled") == 0
 
 
+@pytest.mark.needs_local_events
 def test_waiting_running_failed(held, board, events):
     q, _busy = held
     job = q.put(jobs.fail, args=(board.key, "job"), id="job")
@@ -66,6 +75,7 @@ def test_waiting_running_failed(held, board, events):
     assert record.started is not None and record.ended is not None
 
 
+@pytest.mark.needs_local_events
 def test_waiting_cancelled(held, board, events):
     q, busy = held
     job = q.put(jobs.record, args=(board.key, "job"), id="job")
@@ -83,6 +93,7 @@ def test_waiting_cancelled(held, board, events):
     assert job.record().started is None
 
 
+@pytest.mark.needs_local_events
 def test_retrying_goes_back_to_waiting(held, board, events):
     q, _busy = held
     job = q.put(jobs.flaky, args=(board.key, "job", 1), id="job", retries=1)
@@ -100,23 +111,33 @@ def test_retrying_goes_back_to_waiting(held, board, events):
     assert events.of("job")[-1] == ("finished", "finished", 2)
 
 
+@pytest.mark.needs_local_events
 def test_cancelling_a_running_job(held, board, events):
     q, busy = held
 
     assert busy.cancel() is True
 
     assert busy.status == "cancelled"
-    with pytest.raises(conveyor.JobCancelled):
-        busy.result(timeout=5)
     events.wait_count("cancelled", 1, "busy")
     assert [event for event, _, _ in events.of("busy")] == ["queued", "started", "cancelled"]
+    assert q.size("running") == 0
+
+
+def test_cancelling_a_running_job_frees_its_slot(queue_factory, board):
+    q, busy = _hold_the_worker(queue_factory, board)
+
+    assert busy.cancel() is True
+
+    assert busy.status == "cancelled"
+    with pytest.raises(conveyor.JobCancelled):
+        busy.result(timeout=5)
     assert q.size("running") == 0
     # the slot is free again: a new job runs although "busy" never returned
     assert q.put(jobs.record, args=(board.key, "next")).result(timeout=5) == "next"
 
 
-def test_the_jobs_listing_follows_the_statuses(held, board):
-    q, _busy = held
+def test_the_jobs_listing_follows_the_statuses(queue_factory, board):
+    q, _busy = _hold_the_worker(queue_factory, board)
     waiting = q.put(jobs.record, args=(board.key, "w"), id="w")
     cancelled = q.put(jobs.record, args=(board.key, "c"), id="c")
     cancelled.cancel()

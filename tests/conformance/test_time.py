@@ -26,6 +26,7 @@ def _probe(q, board, label):
     assert q.put(jobs.record, args=(board.key, label)).result(timeout=5) == label
 
 
+@pytest.mark.needs_local_clock
 def test_delay_keeps_a_job_scheduled_until_the_clock_passes_it(queue_factory, board, clock):
     q = queue_factory(workers=1, mode="thread", clock=clock)
     job = q.put(jobs.record, args=(board.key, "late"), delay=30)
@@ -51,6 +52,7 @@ def test_a_delayed_job_is_counted_and_waited_for(queue_factory, board, clock):
     assert q.wait(timeout=0.05) == 1  # still one job ahead
 
 
+@pytest.mark.needs_local_clock
 @pytest.mark.parametrize(
     "make_at",
     [
@@ -78,6 +80,7 @@ def test_at_in_the_past_runs_at_once(queue_factory, board, clock):
     assert job.result(timeout=5) == "past"
 
 
+@pytest.mark.needs_local_clock
 @pytest.mark.parametrize("relative", [True, False], ids=["seconds", "datetime"])
 def test_expires_cancels_a_job_that_has_not_started(queue_factory, board, clock, relative):
     q = queue_factory(workers=1, mode="thread", clock=clock)
@@ -101,6 +104,7 @@ def test_expires_cancels_a_job_that_has_not_started(queue_factory, board, clock,
     assert "stale" not in board.spans
 
 
+@pytest.mark.needs_local_clock
 def test_expires_also_cancels_a_scheduled_job(queue_factory, board, clock):
     q = queue_factory(workers=1, mode="thread", clock=clock)
     job = q.put(jobs.record, args=(board.key, "stale"), delay=20, expires=10)
@@ -111,6 +115,7 @@ def test_expires_also_cancels_a_scheduled_job(queue_factory, board, clock):
     assert "stale" not in board.spans
 
 
+@pytest.mark.needs_local_clock
 def test_expires_does_not_touch_a_job_that_already_started(queue_factory, board, clock):
     q = queue_factory(workers=1, mode="thread", clock=clock)
     job = q.put(jobs.blocker, args=(board.key, "slow", "go"), expires=10)
@@ -124,6 +129,8 @@ def test_expires_does_not_touch_a_job_that_already_started(queue_factory, board,
     assert job.status == "finished"
 
 
+@pytest.mark.needs_local_clock
+@pytest.mark.needs_local_events
 def test_retries_wait_retry_delay_times_backoff(queue_factory, board, clock, events):
     q = queue_factory(workers=1, mode="thread", clock=clock)
     events.attach(q, "retrying", "finished")
@@ -159,6 +166,8 @@ def test_retries_wait_retry_delay_times_backoff(queue_factory, board, clock, eve
     assert events.count("finished", job.id) == 1
 
 
+@pytest.mark.needs_local_clock
+@pytest.mark.needs_local_events
 def test_a_job_that_exhausts_its_retries_fails_with_the_remote_error(
     queue_factory, board, clock, events
 ):
@@ -196,6 +205,8 @@ def test_retries_without_a_delay_run_again_at_once(queue_factory, board, clock):
     assert job.record().attempts == 4
 
 
+@pytest.mark.needs_local_clock
+@pytest.mark.needs_local_events
 def test_expires_does_not_cancel_a_job_waiting_to_retry(queue_factory, board, clock, events):
     q = queue_factory(workers=1, mode="thread", clock=clock)
     events.attach(q, "retrying")

@@ -70,6 +70,7 @@ def test_unique_true_counts_keyword_arguments(queue_factory):
     assert c.id == a.id
 
 
+@pytest.mark.needs_local_clock
 def test_unique_for_keeps_returning_the_ended_job_until_it_passes(queue_factory, board, clock):
     clock.set(float(math.ceil(clock.now())))
     q = queue_factory(workers=1, mode="thread", clock=clock)
