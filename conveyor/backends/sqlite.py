@@ -272,9 +272,6 @@ class SQLiteBackend:
         finally:
             db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
 
-    def _flush(self) -> None:
-        """Callbacks run at the end of each transaction (kept for call sites' clarity)."""
-
     def _one(self, sql: str, *args: Any) -> dict[str, Any] | None:
         row: dict[str, Any] | None = self._db.execute(sql, args).fetchone()
         return row
@@ -310,7 +307,6 @@ class SQLiteBackend:
                         self._insert(db, spec, now, aliases)
                     break
             self._wait(since, deadline)
-        self._flush()
         return [holder or s.id for s, holder in zip(specs, resolved, strict=True)]
 
     def _has_room(self, count: int, block: bool, deadline: float | None) -> bool:
@@ -673,7 +669,6 @@ class SQLiteBackend:
                 self._retry(row, error)
             else:
                 self._end(job_id, Status.FAILED, error=error)
-        self._flush()
         return True
 
     def requeue(self, job_id: str, attempt: int) -> bool:
@@ -688,7 +683,6 @@ class SQLiteBackend:
                 (job_id,),
             )
             self._consider(job_id)
-        self._flush()
         return True
 
     def _holding(self, job_id: str, attempt: int) -> dict[str, Any] | None:
@@ -746,7 +740,6 @@ class SQLiteBackend:
                 if hook is not None:
                     self._effects.append(lambda: hook(job_id, reason))
             self._end(job_id, Status.CANCELLED, reason=reason)
-        self._flush()
         return True
 
     # ------------------------------------------------------ the rules' bookkeeping
@@ -1014,7 +1007,6 @@ class SQLiteBackend:
                 for row in rows:
                     db.execute("DELETE FROM jobs WHERE seq = ?", (row["seq"],))
                 records = [self._record(row) for row in rows]
-            self._flush()
             if records or self._closed or (deadline is not None and time.monotonic() >= deadline):
                 return records
             self._wait(since, deadline)
@@ -1212,7 +1204,6 @@ class SQLiteBackend:
                 )
                 self._consider(row["id"])
             db.execute("DELETE FROM workers WHERE last_seen < ?", (now - 3 * self._lease,))
-        self._flush()
         return len(rows)
 
     def register_worker(self, info: WorkerInfo) -> None:
