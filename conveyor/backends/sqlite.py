@@ -153,7 +153,6 @@ SELECT min(t) FROM (
 """
 EXPIRED_RESULT = "SELECT 1 AS x FROM jobs WHERE ended IS NOT NULL AND ended < ? LIMIT 1"
 LANE_TOP = "SELECT job FROM lane_members WHERE lane = ? ORDER BY priority, seq LIMIT 1"
-ACTIVE_COUNT = "SELECT count(*) FROM jobs WHERE status IN ('waiting', 'scheduled', 'running')"
 
 
 def _names(column: str) -> list[str]:
