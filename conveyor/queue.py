@@ -34,7 +34,7 @@ from conveyor.executors.inline import InlineExecutor
 from conveyor.executors.process import ProcessExecutor, encode_function, encode_payload
 from conveyor.executors.thread import ThreadExecutor
 from conveyor.handle import Job
-from conveyor.job import MODES, TERMINAL, JobOptions, JobRecord, Status
+from conveyor.job import ACTIVE, MODES, TERMINAL, JobOptions, JobRecord, Status
 from conveyor.observe.progress import progress_bar
 from conveyor.references import reference, resolve
 from conveyor.settings import Settings
@@ -107,6 +107,11 @@ class Queue:
             resolver=self.resolve,
         )  # fmt: skip
         self.durable = bool(getattr(self.backend, "durable", False))
+        self._ended_at_open = (
+            sum(n for status, n in self.backend.counts().items() if status in TERMINAL)
+            if self.durable
+            else 0
+        )
         self.slots = (os.cpu_count() or 1) if workers is None else workers
         self._context = context
         self._workers: dict[str, Worker] = {}
@@ -356,12 +361,18 @@ class Queue:
             # inline jobs run in the waiting thread, as they become due
             executor = inline.executor
             watchers.append(lambda _counts: executor.drain())
-        bar = progress_bar(self.size(), f"queue {self.name}") if progress else None
-        if bar is not None:
+        bar = None
+        if progress:
+            # jobs that had ended before this queue object was built (earlier runs on a
+            # durable file) are not this run's progress
+            start = self.backend.counts()
+            ended_before = min(self._ended_at_open, sum(start[status] for status in TERMINAL))
+            bar = progress_bar(sum(start.values()) - ended_before, f"queue {self.name}")
 
             def show(counts: dict[Status, int]) -> None:
-                bar.total = sum(counts.values())
-                bar.n = sum(counts[status] for status in TERMINAL)
+                ended = max(0, sum(counts[status] for status in TERMINAL) - ended_before)
+                bar.total = ended + sum(counts[status] for status in ACTIVE)
+                bar.n = ended
                 bar.refresh()
 
             watchers.append(show)
