@@ -28,11 +28,10 @@ from conveyor.errors import (
     UnknownJob,
 )
 from conveyor.events import EventBus
-from conveyor.executors.asyncio import AsyncExecutor
+from conveyor.executors import build as build_executor
 from conveyor.executors.base import Executor
 from conveyor.executors.inline import InlineExecutor
-from conveyor.executors.process import ProcessExecutor, encode_function, encode_payload
-from conveyor.executors.thread import ThreadExecutor
+from conveyor.executors.process import encode_function, encode_payload
 from conveyor.handle import Job
 from conveyor.job import ACTIVE, MODES, TERMINAL, JobOptions, JobRecord, Status
 from conveyor.observe.progress import progress_bar
@@ -333,15 +332,12 @@ class Queue:
             return worker
 
     def _executor(self, mode: str) -> Executor:
-        if mode == "thread":
-            return ThreadExecutor(self.slots, self._context)
-        if mode == "process":
-            return ProcessExecutor(
-                self.slots, self._context, max_jobs_per_process=self.settings.max_jobs_per_process
-            )
-        if mode == "async":
-            return AsyncExecutor(self.slots, self._context)
-        return InlineExecutor()
+        return build_executor(
+            mode,
+            self.slots,
+            context=self._context,
+            max_jobs_per_process=self.settings.max_jobs_per_process,
+        )
 
     def _drain_inline(self) -> None:
         worker = self._workers.get("inline")

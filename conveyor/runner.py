@@ -29,10 +29,8 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from conveyor.executors.asyncio import AsyncExecutor
+from conveyor import executors
 from conveyor.executors.base import Executor
-from conveyor.executors.process import ProcessExecutor
-from conveyor.executors.thread import ThreadExecutor
 from conveyor.worker import Worker
 
 if TYPE_CHECKING:
@@ -86,16 +84,14 @@ def run_worker(
 
 def build_executor(queue: Queue, mode: str, slots: int) -> Executor:
     """The executor a worker of ``queue`` uses for ``mode`` with ``slots`` slots."""
-    context = queue._context
-    if mode == "thread":
-        return ThreadExecutor(slots, context)
-    if mode == "process":
-        return ProcessExecutor(
-            slots, context, max_jobs_per_process=queue.settings.max_jobs_per_process
-        )
-    if mode == "async":
-        return AsyncExecutor(slots, context)
-    raise ValueError(f"no standalone executor for mode {mode!r}")
+    if mode not in WORKER_MODES:
+        raise ValueError(f"no standalone executor for mode {mode!r}")
+    return executors.build(
+        mode,
+        slots,
+        context=queue._context,
+        max_jobs_per_process=queue.settings.max_jobs_per_process,
+    )
 
 
 class _Runner:
