@@ -7,8 +7,25 @@ holds state or a lock.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from conveyor.errors import DependencyCycle, DuplicateJob, UnknownDependency
+
+
+class _OptionsLike(Protocol):
+    @property
+    def after(self) -> tuple[str, ...]: ...
+
+
+class JobSpecLike(Protocol):
+    """What the batch check reads of a job spec."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def options(self) -> _OptionsLike: ...
 
 
 def order_key(priority: int, seq: int) -> tuple[int, int]:
@@ -66,3 +83,51 @@ def cascade_reason(dependency: str, status: str) -> str:
 def lane_reason(previous: str, lane: str | int, status: str) -> str:
     """Why a stop_on_lane_error job was cancelled."""
     return f"previous job {previous!r} in lane {lane!r} {status}"
+
+
+def unique_still_held(active: bool, until: float | None, now: float) -> bool:
+    """A unique key stays held while its job is active, or ended less than unique_for ago."""
+    return active or (until is not None and until > now)
+
+
+def resolve_unique(
+    jobs: Sequence[tuple[str, str | None]], holder_of: Callable[[str], str | None]
+) -> list[str | None]:
+    """For each ``(job id, unique key)`` of a batch: the id of the job already holding the key
+    (``holder_of`` asks the backend; an earlier job of the batch holds it too), or None."""
+    resolved: list[str | None] = []
+    batch: dict[str, str] = {}
+    for job_id, key in jobs:
+        holder = None
+        if key:
+            holder = batch.get(key) or holder_of(key)
+            if holder is None:
+                batch[key] = job_id
+        resolved.append(holder)
+    return resolved
+
+
+def check_batch(
+    fresh: Sequence[JobSpecLike], batch_ids: set[str], exists: Callable[[str], bool]
+) -> None:
+    """Refuse a batch with a taken id, an unknown or self dependency, or a cycle.
+
+    Raises DuplicateJob, UnknownDependency or DependencyCycle; ``exists`` asks the backend.
+    """
+    seen: set[str] = set()
+    for spec in fresh:
+        if spec.id in seen or exists(spec.id):
+            raise DuplicateJob(f"job id {spec.id!r} is already in the queue; pick another id")
+        seen.add(spec.id)
+    for spec in fresh:
+        for dep in spec.options.after:
+            if dep == spec.id:
+                raise DependencyCycle(f"job {spec.id!r} cannot depend on itself")
+            if dep not in batch_ids and not exists(dep):
+                raise UnknownDependency(
+                    f"unknown dependency {dep!r} of job {spec.id!r}; put it first or drop it"
+                )
+    if len(fresh) > 1:
+        cycle = find_cycle({spec.id: spec.options.after for spec in fresh})
+        if cycle:
+            raise DependencyCycle("dependency cycle: " + " -> ".join(cycle))

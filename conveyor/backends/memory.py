@@ -30,12 +30,9 @@ from conveyor.backends.base import ClaimedJob, JobSpec, WorkerInfo
 from conveyor.backends.locking import YieldingLock
 from conveyor.clock import Clock
 from conveyor.errors import (
-    DependencyCycle,
-    DuplicateJob,
     InvalidJob,
     QueueClosed,
     QueueFull,
-    UnknownDependency,
     UnknownJob,
 )
 from conveyor.events import EventBus
@@ -197,7 +194,7 @@ class MemoryBackend:
             fresh = [
                 spec for spec, existing in zip(specs, resolved, strict=True) if existing is None
             ]
-            self._validate(fresh, resolved, specs)
+            self._validate(fresh, specs)
             self._wait_for_room(len(fresh), block, deadline)
             aliases = {
                 spec.id: existing
@@ -212,53 +209,26 @@ class MemoryBackend:
         return [existing or spec.id for spec, existing in zip(specs, resolved, strict=True)]
 
     def _resolve_unique(self, specs: Sequence[JobSpec], now: float) -> list[str | None]:
-        resolved: list[str | None] = []
-        batch: dict[str, str] = {}
-        for spec in specs:
-            key = spec.options.unique
-            holder = None
-            if key:
-                holder = batch.get(key)
-                held = self._unique.get(key)
-                if holder is None and held is not None:
-                    job_id, until = held
-                    entry = self._jobs.get(job_id)
-                    # a popped or forgotten holder frees its key: no handle on a gone job
-                    if entry is not None and (
-                        entry.status not in TERMINAL or (until is not None and until > now)
-                    ):
-                        holder = job_id
-                    else:
-                        del self._unique[key]
-                if holder is None:
-                    batch[key] = spec.id
-            resolved.append(holder)
-        return resolved
+        def holder_of(key: str) -> str | None:
+            held = self._unique.get(key)
+            if held is None:
+                return None
+            job_id, until = held
+            entry = self._jobs.get(job_id)
+            # a popped or forgotten holder frees its key: no handle on a gone job
+            if entry is not None and rules.unique_still_held(
+                entry.status not in TERMINAL, until, now
+            ):
+                return job_id
+            del self._unique[key]
+            return None
 
-    def _validate(
-        self, fresh: Sequence[JobSpec], resolved: Sequence[str | None], specs: Sequence[JobSpec]
-    ) -> None:
+        return rules.resolve_unique([(s.id, s.options.unique) for s in specs], holder_of)
+
+    def _validate(self, fresh: Sequence[JobSpec], specs: Sequence[JobSpec]) -> None:
         if self._closed:
             raise QueueClosed("the queue is closed; it takes no more jobs")
-        batch_ids = {spec.id for spec in specs}
-        seen: set[str] = set()
-        for spec in fresh:
-            if spec.id in self._jobs or spec.id in seen:
-                raise DuplicateJob(f"job id {spec.id!r} is already in the queue; pick another id")
-            seen.add(spec.id)
-        for spec in fresh:
-            for dep in spec.options.after:
-                if dep == spec.id:
-                    raise DependencyCycle(f"job {spec.id!r} cannot depend on itself")
-                if dep not in self._jobs and dep not in batch_ids:
-                    raise UnknownDependency(
-                        f"unknown dependency {dep!r} of job {spec.id!r}; put it first or drop it"
-                    )
-        if len(fresh) > 1:
-            edges = {spec.id: spec.options.after for spec in fresh}
-            cycle = rules.find_cycle(edges)
-            if cycle:
-                raise DependencyCycle("dependency cycle: " + " -> ".join(cycle))
+        rules.check_batch(fresh, {spec.id for spec in specs}, self._jobs.__contains__)
 
     def _wait_for_room(self, count: int, block: bool, deadline: float | None) -> None:
         if self._max_size is None or count == 0:

@@ -36,14 +36,11 @@ from conveyor import rules
 from conveyor.backends.base import ClaimedJob, JobSpec, WorkerInfo
 from conveyor.clock import Clock
 from conveyor.errors import (
-    DependencyCycle,
-    DuplicateJob,
     InvalidJob,
     NotSerializable,
     PayloadRefused,
     QueueClosed,
     QueueFull,
-    UnknownDependency,
     UnknownJob,
 )
 from conveyor.events import EventBus
@@ -325,51 +322,29 @@ class SQLiteBackend:
         return False
 
     def _resolve_unique(self, specs: Sequence[JobSpec], now: float) -> list[str | None]:
-        resolved: list[str | None] = []
-        batch: dict[str, str] = {}
-        for spec in specs:
-            key = spec.options.unique
-            holder = None
-            if key:
-                holder = batch.get(key)
-                row = None if holder else self._one("SELECT * FROM unique_keys WHERE key = ?", key)
-                if row is not None:
-                    job = self._one("SELECT status FROM jobs WHERE id = ?", row["job"])
-                    if job is not None and (
-                        job["status"] not in TERMINAL
-                        or (row["until"] is not None and row["until"] > now)
-                    ):
-                        holder = row["job"]
-                    else:
-                        self._db.execute("DELETE FROM unique_keys WHERE key = ?", (key,))
-                if holder is None:
-                    batch[key] = spec.id
-            resolved.append(holder)
-        return resolved
+        def holder_of(key: str) -> str | None:
+            row = self._one("SELECT * FROM unique_keys WHERE key = ?", key)
+            if row is None:
+                return None
+            job = self._one("SELECT status FROM jobs WHERE id = ?", row["job"])
+            if job is not None and rules.unique_still_held(
+                job["status"] not in TERMINAL, row["until"], now
+            ):
+                return str(row["job"])
+            self._db.execute("DELETE FROM unique_keys WHERE key = ?", (key,))
+            return None
+
+        return rules.resolve_unique([(s.id, s.options.unique) for s in specs], holder_of)
 
     def _validate(self, fresh: Sequence[JobSpec], specs: Sequence[JobSpec]) -> None:
-        batch_ids = {spec.id for spec in specs}
-        seen: set[str] = set()
         for spec in fresh:
-            if spec.id in seen or self._one("SELECT 1 AS x FROM jobs WHERE id = ?", spec.id):
-                raise DuplicateJob(f"job id {spec.id!r} is already in the queue; pick another id")
-            seen.add(spec.id)
             if spec.ref is None or spec.payload is None:
                 raise InvalidJob(f"job {spec.id!r} has no function reference or payload")
-        for spec in fresh:
-            for dep in spec.options.after:
-                if dep == spec.id:
-                    raise DependencyCycle(f"job {spec.id!r} cannot depend on itself")
-                if dep not in batch_ids and not self._one(
-                    "SELECT 1 AS x FROM jobs WHERE id = ?", dep
-                ):
-                    raise UnknownDependency(
-                        f"unknown dependency {dep!r} of job {spec.id!r}; put it first or drop it"
-                    )
-        if len(fresh) > 1:
-            cycle = rules.find_cycle({spec.id: spec.options.after for spec in fresh})
-            if cycle:
-                raise DependencyCycle("dependency cycle: " + " -> ".join(cycle))
+        rules.check_batch(
+            fresh,
+            {spec.id for spec in specs},
+            lambda job_id: self._one("SELECT 1 AS x FROM jobs WHERE id = ?", job_id) is not None,
+        )
 
     def _insert(
         self, db: sqlite3.Connection, spec: JobSpec, now: float, aliases: dict[str, str]
