@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +61,8 @@ class Job:
         self.queue.backend.add_done_callback(self.id, lambda _record: callback(self))
 
     def __await__(self) -> Generator[Any, None, Any]:
+        import asyncio  # here, not at the top: most programs never await a job
+
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()
 

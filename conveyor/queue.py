@@ -3,7 +3,6 @@ the scheduling rules live in the backend, never here."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import os
@@ -31,7 +30,6 @@ from conveyor.events import EventBus
 from conveyor.executors import build as build_executor
 from conveyor.executors.base import Executor
 from conveyor.executors.inline import InlineExecutor
-from conveyor.executors.process import encode_function, encode_payload
 from conveyor.handle import Job
 from conveyor.job import ACTIVE, MODES, TERMINAL, JobOptions, JobRecord, Status
 from conveyor.observe.progress import progress_bar
@@ -284,6 +282,8 @@ class Queue:
     def _encode(
         self, prepared: _Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str
     ) -> bytes:
+        from conveyor.executors.process import encode_function, encode_payload
+
         fn = prepared.fn
         try:
             fn_bytes = self._encoded[fn]
@@ -324,7 +324,11 @@ class Queue:
             worker = self._workers.get(mode)
             if worker is None:
                 worker = Worker(
-                    self.backend, self._executor(mode), lease=self.settings.lease, clock=self.clock
+                    self.backend,
+                    self._executor(mode),
+                    lease=self.settings.lease,
+                    clock=self.clock,
+                    prefetch=self.settings.prefetch if self.durable else 0,
                 )
                 # on a durable backend other processes recover expired leases: keep ours fresh
                 worker.start(heartbeat=self.durable)
@@ -511,6 +515,8 @@ class Queue:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        import asyncio  # here, not at the top: it costs a worker's start-up 30 ms
+
         await asyncio.to_thread(self.close, exc_type is None)
 
     def __repr__(self) -> str:

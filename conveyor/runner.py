@@ -112,6 +112,7 @@ class _Runner:
             max_jobs=max_jobs,
             burst=burst,
             on_change=self._wake,
+            prefetch=queue.settings.prefetch if queue.durable else 0,
         )
         self._signals = 0  # how many stop signals arrived
         self._immediate = False

@@ -17,6 +17,8 @@ from conveyor.errors import ConveyorError
 DEFAULT_LEASE = 60.0
 #: seconds a stopping worker waits for its running jobs
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
+#: jobs a worker on a durable backend claims beyond its free slots while its jobs are short
+DEFAULT_PREFETCH = 8
 
 
 class Settings(BaseSettings):
@@ -30,6 +32,11 @@ class Settings(BaseSettings):
     )
     max_jobs_per_process: int | None = Field(
         None, gt=0, description="replace a worker process after this many jobs (None: never)"
+    )
+    prefetch: int = Field(
+        DEFAULT_PREFETCH,
+        ge=0,
+        description="jobs a worker claims beyond its free slots while jobs are short (durable)",
     )
     max_size: int | None = Field(
         None, gt=0, description="jobs not yet started before put waits (None: unbounded)"

@@ -29,10 +29,11 @@ import socket
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from conveyor.backends.base import WorkerInfo
+from conveyor.backends.base import Finished, WorkerInfo
 from conveyor.clock import Clock
 from conveyor.job import ErrorInfo
 from conveyor.settings import DEFAULT_LEASE
@@ -50,6 +51,10 @@ _numbers = itertools.count(1)
 #: a burst slot that found nothing startable while the worker's other jobs run re-checks this
 #: often (seconds), so a job put by another process meanwhile is not left for the end
 BURST_RECHECK = 0.5
+
+#: a batching worker claims extra jobs only while its jobs lately ran shorter than this
+#: (seconds), so that long jobs are never hoarded by one worker while another idles
+PREFETCH_BELOW = 0.02
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
@@ -90,6 +95,11 @@ class Worker:
             runs, :attr:`done` is set and every slot stops claiming.
         on_change: called (from any thread) when :attr:`done` is set, and when the last
             running job ends after :meth:`stop_claiming`.
+        prefetch: batch the backend calls (for durable backends, where each is a
+            transaction): claim up to this many jobs beyond the slots' own while recent jobs
+            ran shorter than ``PREFETCH_BELOW``, and write the reports of jobs that end while
+            claimed jobs are at hand together with the next claim (at the latest at the next
+            heartbeat). 0 (the default, and always with ``max_jobs``): one call per report.
     """
 
     def __init__(
@@ -103,9 +113,12 @@ class Worker:
         max_jobs: int | None = None,
         burst: bool = False,
         on_change: Callable[[], object] | None = None,
+        prefetch: int = 0,
     ) -> None:
         if max_jobs is not None and max_jobs < 1:
             raise ValueError(f"max_jobs must be >= 1 or None, got {max_jobs!r}")
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {prefetch!r}")
         self.backend = backend
         self.executor = executor
         self.mode = executor.mode
@@ -130,6 +143,12 @@ class Worker:
         self._beat_stop = threading.Event()
         self._beat_thread: threading.Thread | None = None
         self._registered = False
+        # batching (prefetch > 0), all guarded by _cond
+        self._prefetch = 0 if max_jobs is not None else prefetch
+        self._at_hand: deque[ClaimedJob] = deque()  # claimed, not yet given to a slot
+        self._reports: list[Finished] = []  # finished, not yet written
+        self._given: dict[str, tuple[float, float]] = {}  # id: (monotonic, clock) given
+        self._recent_runtime: float | None = None  # moving average, seconds
 
     # ------------------------------------------------------------ life cycle
     @property
@@ -194,11 +213,13 @@ class Worker:
         return requeued
 
     def stop_claiming(self) -> None:
-        """Let no slot claim again; running jobs go on."""
+        """Let no slot claim again; running jobs go on (jobs claimed ahead go back)."""
         self._stopping.set()
         self._draining = True
         with self._cond:
             self._cond.notify_all()
+        if self._prefetch:
+            self._hand_back()
         self.backend.wake()
         if not self.running:
             self._changed()
@@ -219,6 +240,8 @@ class Worker:
         runs; a claim that lands afterwards is put back too. Return the ids put back."""
         with self._cond:
             self._refusing = True
+            self._write_reports()  # finished jobs are reported, not put back
+            self._at_hand.clear()
             jobs = list(self.running.values())
             self.running.clear()
             self._cond.notify_all()
@@ -256,6 +279,8 @@ class Worker:
     def claim(self, limit: int = 1, timeout: float | None = None) -> list[ClaimedJob]:
         """Block until up to ``limit`` jobs may start; ``[]`` when the worker is stopping
         (or, with ``burst`` or ``max_jobs``, has no more work to claim)."""
+        if self._prefetch:
+            return self._claim_batched(limit, timeout)
         if self._careful:
             return self._claim_careful(limit, timeout)
         jobs = self.backend.claim(
@@ -270,10 +295,10 @@ class Worker:
         A job leaves :attr:`running` only once its report is recorded, so a worker that stops
         once nothing runs never exits with a report still on its way.
         """
+        if self._prefetch:
+            return self._finish_batched(job, result, claim_next)
         if self._careful:
-            self.backend.finish(job.id, job.attempt, result)
-            self._ended(job)
-            return self.claim(claim_next) if claim_next else []
+            return self._finish_careful(job, result, claim_next)
         if not claim_next:
             self.backend.finish(job.id, job.attempt, result)
             jobs: list[ClaimedJob] = []
@@ -311,6 +336,10 @@ class Worker:
 
     def stop_job(self, job_id: str, reason: str) -> None:
         """Stop ``job_id`` where it runs (it was cancelled); its report will be dropped."""
+        if self._at_hand:
+            with self._cond:
+                for waiting in [j for j in self._at_hand if j.id == job_id]:
+                    self._at_hand.remove(waiting)
         job = self.running.get(job_id)
         if job is not None:
             self._ended(job)
@@ -342,6 +371,98 @@ class Worker:
         if idle and self._draining:
             self._changed()
 
+    # ----------------------------------------------------------- batched calls
+    def _claim_batched(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
+        with self._cond:
+            if self._at_hand and not self._draining:
+                return self._give(limit)
+        return self._exchange(limit, timeout)
+
+    def _finish_batched(self, job: ClaimedJob, result: Any, claim_next: int) -> list[ClaimedJob]:
+        given = self._given.pop(job.id, None)
+        started = None
+        if given is not None:
+            runtime = time.monotonic() - given[0]
+            recent = self._recent_runtime
+            self._recent_runtime = runtime if recent is None else 0.8 * recent + 0.2 * runtime
+            started = given[1]
+        with self._cond:
+            self._reports.append(Finished(job.id, job.attempt, result, started))
+            if claim_next and self._at_hand and not self._draining:
+                return self._give(claim_next)  # the report goes with the next backend call
+        return self._exchange(claim_next, None)
+
+    def _give(self, limit: int) -> list[ClaimedJob]:
+        """(Under ``_cond``) up to ``limit`` jobs at hand for the calling slot, which starts
+        them now: the time is noted for their reports and the runtime average."""
+        jobs = [self._at_hand.popleft() for _ in range(min(limit, len(self._at_hand)))]
+        mono, now = time.monotonic(), self.clock.now()
+        for job in jobs:
+            self._given[job.id] = (mono, now)
+        return jobs
+
+    def _exchange(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
+        """Write the pending reports and claim up to ``limit`` jobs for the calling slot (and
+        some at hand while jobs are short) in one backend call; when none may start, block
+        like :meth:`claim` (a burst worker instead ends once none of its jobs runs)."""
+        while True:
+            with self._cond:
+                stopping = self._draining or self.done.is_set()
+                want = 0 if stopping or not limit else limit + self._extra()
+                self._at_hand.extend(self._write_reports(want))
+                if self._at_hand:
+                    return self._give(limit)
+                if not want:
+                    return []
+                if self._burst:
+                    if not self.running:
+                        self._mark_done()
+                        return []
+                    self._cond.wait(BURST_RECHECK)  # ours still run and may unblock more
+                    continue
+            jobs = self.backend.claim(
+                self.slot_name(), self.mode, want, timeout=timeout, stop=self._stopping.is_set
+            )
+            if not jobs:
+                return []
+            with self._cond:
+                self._at_hand.extend(self._track(jobs))
+                return self._give(limit)
+
+    def _extra(self) -> int:
+        recent = self._recent_runtime
+        return self._prefetch if recent is not None and recent < PREFETCH_BELOW else 0
+
+    def _write_reports(self, claim: int = 0) -> list[ClaimedJob]:
+        """(Under ``_cond``) write the pending reports and claim up to ``claim`` jobs in one
+        backend call; the reported jobs leave :attr:`running`."""
+        reports, self._reports = self._reports, []
+        if not reports and not claim:
+            return []
+        jobs = self.backend.finish_many_and_claim(
+            reports, self.slot_name(), self.mode, claim, stop=self._stopping.is_set
+        )
+        running = self.running
+        for report in reports:
+            job = running.get(report.job_id)
+            if job is not None and job.attempt == report.attempt:
+                del running[report.job_id]
+        if reports:
+            self._cond.notify_all()
+            if self._draining and not running:
+                self._changed()
+        return self._track(jobs) if jobs else jobs
+
+    def _hand_back(self) -> None:
+        """Stopping: write the pending reports, put back the jobs at hand (not started)."""
+        with self._cond:
+            self._write_reports()
+            spare = list(self._at_hand)
+            self._at_hand.clear()
+            for job in spare:
+                self.running.pop(job.id, None)
+        self._requeued += sum(self.backend.requeue(job.id, job.attempt) for job in spare)
+
     # -------------------------------------------------- burst and max_jobs claims
     def _claim_careful(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
         if self._burst:
@@ -366,6 +487,31 @@ class Worker:
         if exhausted and not self.done.is_set():
             self._mark_done()  # after tracking: whoever wakes on it sees the jobs running
         return tracked
+
+    def _finish_careful(self, job: ClaimedJob, result: Any, claim_next: int) -> list[ClaimedJob]:
+        """``finished`` for burst and max_jobs workers: the report and the next claim share one
+        backend call when the budget allows, under the lock their claims take."""
+        with self._cond:
+            allowed = (
+                claim_next if self._left is None else min(claim_next, self._left - self._reserved)
+            )
+            if allowed <= 0 or self._draining or self.done.is_set():
+                jobs: list[ClaimedJob] = []
+                self.backend.finish(job.id, job.attempt, result)
+            else:
+                jobs = self.backend.finish_and_claim(
+                    job.id, job.attempt, result, self.slot_name(), self.mode, allowed,
+                    timeout=0, stop=self._stopping.is_set,
+                )  # fmt: skip
+                if self._left is not None:
+                    self._left -= len(jobs)
+            self._ended(job)
+            tracked = self._track(jobs) if jobs else jobs
+        if self._left == 0 and not self.done.is_set():
+            self._mark_done()
+        if tracked or not claim_next:
+            return tracked
+        return self.claim(claim_next)
 
     def _claim_burst(self, limit: int) -> list[ClaimedJob]:
         """Claim what may start now. Claims and the ends of jobs (popped only after their
@@ -409,6 +555,9 @@ class Worker:
     def beat(self) -> None:
         """Renew the leases of the running jobs; stop those this worker no longer holds
         (cancelled elsewhere, or recovered after a lost lease); recover expired leases."""
+        if self._reports:
+            with self._cond:
+                self._write_reports()  # a report held back no longer than a beat
         running = self.running.copy()  # one C call: atomic under the GIL
         lost = self.backend.heartbeat(self.id, list(running))
         for job_id in lost:

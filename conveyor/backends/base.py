@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from conveyor.job import ErrorInfo, JobOptions, JobRecord, Status
 
@@ -47,6 +47,16 @@ class ClaimedJob:
     kwargs: dict[str, Any]
     payload: bytes | None
     timeout: float | None
+
+
+class Finished(NamedTuple):
+    """A finished attempt, as a worker reports it: the job, its attempt, what it returned, and
+    when (queue clock) its slot started it; None keeps the time of the claim."""
+
+    job_id: str
+    attempt: int
+    result: Any
+    started: float | None = None
 
 
 @dataclass(slots=True)
@@ -131,6 +141,19 @@ class Backend(Protocol):
         stop: Callable[[], bool] | None = None,
     ) -> list[ClaimedJob]:
         """``finish`` then ``claim`` in one atomic step (one round trip for a busy slot)."""
+        ...
+
+    def finish_many_and_claim(
+        self,
+        finished: Sequence[Finished],
+        worker: str,
+        mode: str,
+        limit: int,
+        *,
+        stop: Callable[[], bool] | None = None,
+    ) -> list[ClaimedJob]:
+        """Record every finished attempt (those that no longer hold their job are dropped),
+        then claim up to ``limit`` jobs, in one atomic step; never blocks."""
         ...
 
     def fail(

@@ -26,7 +26,7 @@ from typing import Any
 
 from conveyor import events as ev
 from conveyor import rules
-from conveyor.backends.base import ClaimedJob, JobSpec, WorkerInfo
+from conveyor.backends.base import ClaimedJob, Finished, JobSpec, WorkerInfo
 from conveyor.backends.locking import YieldingLock
 from conveyor.clock import Clock
 from conveyor.errors import (
@@ -491,6 +491,31 @@ class MemoryBackend:
             effects = self._take_effects()
         self._run(effects)
         return True
+
+    def finish_many_and_claim(
+        self,
+        finished: Sequence[Finished],
+        worker: str,
+        mode: str,
+        limit: int,
+        *,
+        stop: Callable[[], bool] | None = None,
+    ) -> list[ClaimedJob]:
+        """Every ``finish``, then a ``claim`` that does not wait, under one lock."""
+        with self._lock:
+            for report in finished:
+                entry = self._holding(report.job_id, report.attempt)
+                if entry is None:
+                    continue
+                if report.started is not None:
+                    entry.started = report.started
+                self._release(entry)
+                self._end(entry, Status.FINISHED, result=report.result)
+            self._process()
+            got = self._claim(worker, mode, limit, 0, stop) if limit > 0 else []
+            effects = self._take_effects()
+        self._run(effects)
+        return got
 
     def fail(
         self, job_id: str, attempt: int, error: ErrorInfo, exception: BaseException | None = None

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor import rules
-from conveyor.backends.base import ClaimedJob, JobSpec, WorkerInfo
+from conveyor.backends.base import ClaimedJob, Finished, JobSpec, WorkerInfo
 from conveyor.clock import Clock
 from conveyor.errors import (
     InvalidJob,
@@ -149,6 +149,13 @@ SELECT min(t) FROM (
     UNION ALL SELECT min(expires_at) FROM jobs INDEXED BY jobs_expiry WHERE {_EXPIRY_WHERE})
 """
 EXPIRED_RESULT = "SELECT 1 AS x FROM jobs WHERE ended IS NOT NULL AND ended < ? LIMIT 1"
+#: ends a running job's attempt as finished, if the attempt is still the one that runs
+FINISH = """
+UPDATE jobs SET status = 'finished', started = coalesce(?, started), ended = ?, ready = 0,
+    parked = NULL, lease_until = NULL, result = ?, error = NULL, traceback = NULL
+WHERE id = ? AND status = 'running' AND attempts = ? RETURNING *"""
+#: ``UPDATE ... RETURNING`` came with SQLite 3.35
+RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 LANE_TOP = "SELECT job FROM lane_members WHERE lane = ? ORDER BY priority, seq LIMIT 1"
 
 
@@ -425,11 +432,14 @@ class SQLiteBackend:
             since = self._generation()
             try:
                 with self._tx():
-                    got = self._claim_now(worker, mode, limit)
+                    rows = self._claim_now(worker, mode, limit)
             except QueueClosed:
                 return []
-            if got:
-                return got
+            if rows:
+                got = self._unpack(rows)
+                if got:
+                    return got
+                continue  # every job claimed had a payload this worker cannot run
             if deadline is not None and time.monotonic() >= deadline:
                 return []
             self._wait(since, deadline, stop)
@@ -452,25 +462,76 @@ class SQLiteBackend:
             with self._tx():
                 self._finish_now(job_id, attempt, encoded)
                 stopping = stop is not None and stop()
-                got = [] if stopping else self._claim_now(worker, mode, limit)
+                rows = [] if stopping else self._claim_now(worker, mode, limit)
         except QueueClosed:
             return []
+        got = self._unpack(rows) if rows else []
         if got:
             return got
         return self.claim(worker, mode, limit, timeout=timeout, stop=stop)
 
-    def _claim_now(self, worker: str, mode: str, limit: int) -> list[ClaimedJob]:
+    def finish_many_and_claim(
+        self,
+        finished: Sequence[Finished],
+        worker: str,
+        mode: str,
+        limit: int,
+        *,
+        stop: Callable[[], bool] | None = None,
+    ) -> list[ClaimedJob]:
+        """Every ``finish``, then a ``claim`` that does not wait, in one transaction."""
+        encoded = [(f, self._encode_result(f.job_id, f.attempt, f.result)) for f in finished]
+        try:
+            with self._tx():
+                for report, result in encoded:
+                    self._finish_now(report.job_id, report.attempt, result, report.started)
+                stopping = limit <= 0 or (stop is not None and stop())
+                rows = [] if stopping else self._claim_now(worker, mode, limit)
+        except QueueClosed:
+            return []
+        return self._unpack(rows) if rows else []
+
+    def _claim_now(self, worker: str, mode: str, limit: int) -> list[dict[str, Any]]:
+        """Start up to ``limit`` jobs; their rows, as they were before the claim."""
         now = self._clock.now()
         self._tick(now)
-        got: list[ClaimedJob] = []
-        while len(got) < limit:
+        rows: list[dict[str, Any]] = []
+        while len(rows) < limit:
             row = self._next_startable(mode)
             if row is None:
                 break
-            claimed = self._start(row, worker, now)
-            if claimed is not None:
-                got.append(claimed)
+            self._start(row, worker, now)
+            rows.append(row)
+        return rows
+
+    def _unpack(self, rows: list[dict[str, Any]]) -> list[ClaimedJob]:
+        """Claimed rows as jobs to run, decoded outside the transaction (the write lock is not
+        held for it). A corrupt or forged payload, or a function this worker cannot find,
+        fails that job (no retry can mend it); the worker lives."""
+        got: list[ClaimedJob] = []
+        for row in rows:
+            attempt = row["attempts"] + 1
+            try:
+                fn = self._resolve(row["ref"])
+                args, kwargs = self.serializer.loads(row["payload"])
+                args, kwargs = tuple(args), dict(kwargs)
+            except (PayloadRefused, LookupError, ImportError, ValueError, TypeError) as exc:
+                self._fail_unrunnable(row["id"], attempt, ErrorInfo(type(exc).__name__, str(exc)))
+                continue
+            timeout = row["timeout"]
+            got.append(
+                ClaimedJob(
+                    row["id"], attempt, row["task"], row["mode"], fn, args, kwargs, None, timeout
+                )
+            )
         return got
+
+    def _fail_unrunnable(self, job_id: str, attempt: int, error: ErrorInfo) -> None:
+        with self._tx():
+            row = self._holding(job_id, attempt)
+            if row is not None:
+                self._release(row)
+                self._end(job_id, Status.FAILED, error=error)
 
     def _next_startable(self, mode: str) -> dict[str, Any] | None:
         while True:
@@ -550,20 +611,8 @@ class SQLiteBackend:
             (key, delta),
         )  # a count of 0 means free: rows are kept, not deleted, to save a statement
 
-    def _start(self, row: dict[str, Any], worker: str, now: float) -> ClaimedJob | None:
+    def _start(self, row: dict[str, Any], worker: str, now: float) -> None:
         job_id = row["id"]
-        try:
-            fn = self._resolve(row["ref"])
-            args, kwargs = self.serializer.loads(row["payload"])
-        except (PayloadRefused, LookupError, ImportError, ValueError, TypeError) as exc:
-            # a corrupt or forged payload, or a function this worker cannot find: the job
-            # fails, the worker lives
-            self._db.execute(
-                "UPDATE jobs SET attempts = attempts + 1, started = ?, worker = ? WHERE id = ?",
-                (now, worker, job_id),
-            )
-            self._end(job_id, Status.FAILED, error=ErrorInfo(type(exc).__name__, str(exc)))
-            return None
         self._db.execute(
             "UPDATE jobs SET status = 'running', ready = 0, parked = NULL,"
             " attempts = attempts + 1, started = ?,"
@@ -585,17 +634,6 @@ class SQLiteBackend:
                     "UPDATE lanes SET current = ? WHERE lane = ?", (job_id, row["lane"])
                 )
         self._event("started", job_id)
-        return ClaimedJob(
-            job_id,
-            row["attempts"] + 1,
-            row["task"],
-            row["mode"],
-            fn,
-            tuple(args),
-            dict(kwargs),
-            None,
-            row["timeout"],
-        )
 
     def _resolve(self, ref: str) -> Callable[..., Any]:
         if self._resolver is not None:
@@ -616,11 +654,31 @@ class SQLiteBackend:
         with self._tx():
             return self._finish_now(job_id, attempt, encoded)
 
-    def _finish_now(self, job_id: str, attempt: int, encoded: bytes | ErrorInfo) -> bool:
+    def _finish_now(
+        self,
+        job_id: str,
+        attempt: int,
+        encoded: bytes | ErrorInfo,
+        started: float | None = None,
+    ) -> bool:
+        if RETURNING and not isinstance(encoded, ErrorInfo):
+            # one statement checks the claim and ends the job; the row it returns is the ended
+            # job's, as the cascade wants it
+            values = (started, self._clock.now(), encoded, job_id, attempt)
+            ended = self._db.execute(FINISH, values)
+            row = ended.fetchone()
+            ended.close()
+            if row is None:
+                return False  # cancelled, recovered or timed out meanwhile: dropped
+            self._release(row)
+            self._cascade([job_id], row)
+            return True
         row = self._holding(job_id, attempt)
         if row is None:
             return False
         self._release(row)
+        if started is not None:
+            self._db.execute("UPDATE jobs SET started = ? WHERE id = ?", (started, job_id))
         if isinstance(encoded, ErrorInfo):
             self._end(job_id, Status.FAILED, error=encoded, row=row)
         else:

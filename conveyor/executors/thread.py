@@ -10,7 +10,6 @@ must be stopped for real.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import heapq
 import inspect
@@ -51,6 +50,8 @@ def run_call(job: ClaimedJob) -> Any:
     assert job.fn is not None, "thread and inline jobs carry their callable"
     result = job.fn(*job.args, **job.kwargs)
     if inspect.iscoroutine(result):
+        import asyncio  # only for coroutine functions run in threads
+
         result = asyncio.run(result)
     return result
 

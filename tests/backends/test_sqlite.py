@@ -158,7 +158,9 @@ def test_two_worker_processes_share_the_file_and_run_each_job_once(tmp_path: Pat
     marks = tmp_path / "marks"
     marks.mkdir()
     q = conveyor.Queue(url, workers=0)
-    ids = [q.put(sqlite_jobs.note, args=(str(marks), f"job{n}")).id for n in range(200)]
+    # one meeting job per slot (2 processes x 2): each process must take some of them
+    meet = [q.put(sqlite_jobs.rendezvous, args=(str(marks), f"meet{n}", 2)).id for n in range(4)]
+    ids = meet + [q.put(sqlite_jobs.note, args=(str(marks), f"job{n}")).id for n in range(200)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     workers = [
         subprocess.Popen([sys.executable, "-c", DRAIN, url], env=env, cwd=ROOT) for _ in range(2)
@@ -173,6 +175,7 @@ def test_two_worker_processes_share_the_file_and_run_each_job_once(tmp_path: Pat
     q.close()
     assert all(status == "finished" for status, _, _ in outcomes)
     runs = sorted(p.name.split(".")[0] for p in marks.iterdir())
-    assert runs == sorted(f"job{n}" for n in range(200))  # each exactly once
+    expected = [f"job{n}" for n in range(200)] + [f"meet{n}" for n in range(4)]
+    assert runs == sorted(expected)  # each exactly once
     pids = {p.name.split(".")[1] for p in marks.iterdir()}
     assert len(pids) == 2  # both processes took work
