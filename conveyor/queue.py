@@ -41,6 +41,10 @@ from conveyor.worker import Worker
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: the options of a job put without any
+_DEFAULT_OPTIONS = JobOptions.build(now=0.0)
+
+
 class _Prepared:
     """What every job of one put or map shares: function, task name, mode, options."""
 
@@ -114,6 +118,10 @@ class Queue:
         self._workers: dict[str, Worker] = {}
         self._lock = threading.Lock()
         self._encoded: weakref.WeakKeyDictionary[Callable[..., Any], bytes] = (
+            weakref.WeakKeyDictionary()
+        )
+        #: import paths of the functions put so far (durable backends)
+        self._references: weakref.WeakKeyDictionary[Callable[..., Any], str] = (
             weakref.WeakKeyDictionary()
         )
         self._id_prefix = uuid.uuid4().hex[:12] + "-"
@@ -209,21 +217,29 @@ class Queue:
             name, mode = getattr(fn, "__qualname__", None) or repr(fn), self.mode
         else:
             raise InvalidJob(f"put needs a callable, got {fn!r}")
-        try:
-            job_options = JobOptions.build(now=self.clock.now(), **options)
-        except TypeError as exc:
-            raise InvalidJob(f"unknown put option: {exc}") from None
+        if not options:
+            job_options = _DEFAULT_OPTIONS  # nothing in them depends on the time
+        else:
+            try:
+                job_options = JobOptions.build(now=self.clock.now(), **options)
+            except TypeError as exc:
+                raise InvalidJob(f"unknown put option: {exc}") from None
         ref = self._reference(fn, name, task) if self.durable else None
         return _Prepared(fn, name, mode, job_options, limit, ref)
 
     def _reference(self, fn: Callable[..., Any], name: str, task: Task[Any, Any] | None) -> str:
         """How a worker process will find ``fn``: its import path, else its task name."""
+        with contextlib.suppress(KeyError, TypeError):
+            return self._references[fn]
         try:
-            return reference(fn, name)
+            ref = reference(fn, name)
         except NotSerializable:
             if task is not None and self.tasks.get(task.name) is task:
                 return task.name
             raise
+        with contextlib.suppress(TypeError):  # not weak-referenceable: looked up each time
+            self._references[fn] = ref
+        return ref
 
     def _spec(
         self,

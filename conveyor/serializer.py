@@ -62,6 +62,9 @@ _WAY_OUT = 'pass serializer="pickle" to send any picklable Python object'
 #: what json and msgpack carry as leaves and as dict keys (subclasses included)
 _JSON_LEAVES = (str, int, float, type(None))  # bool is an int
 _MSGPACK_LEAVES = (str, int, float, bytes, bytearray, type(None))
+#: leaves every format carries as they are, whatever their value (exact types: no subclasses)
+_PLAIN = frozenset((str, bool, type(None)))
+_JSON_PLAIN = _PLAIN | {int}  # an int too long for JSON fails in json.dumps, which says so
 _MSGPACK_KEYS = (str, int, float, bytes, type(None))
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
@@ -274,6 +277,9 @@ def _walk(
         raise _Unfit(f"{type(value).__qualname__} {_short(value)}")
     if id(value) in seen:
         raise _Unfit("a circular reference")
+    plain = _JSON_PLAIN if fmt == "json" else _PLAIN
+    if not isinstance(value, dict) and all(type(item) in plain for item in value):
+        return  # the common flat list of str, int, bool and None: nothing inside to refuse
     seen.add(id(value))
     items = value.items() if isinstance(value, dict) else enumerate(value)
     for key, item in items:

@@ -828,7 +828,7 @@ class MemoryBackend:
             result=entry.result,
             error=entry.error,
             traceback=entry.traceback,
-            meta=opts.meta,
+            meta=dict(opts.meta),
         )
 
     def _entry(self, job_id: str) -> _Entry:

@@ -164,6 +164,13 @@ def _names(column: str) -> list[str]:
     return [] if column == "[]" else list(json.loads(column))
 
 
+def _json(value: tuple[str, ...] | dict[str, Any]) -> str:
+    """``json.dumps``, with the empty list and dict (most jobs' options) for free."""
+    if not value:
+        return "{}" if isinstance(value, dict) else "[]"
+    return json.dumps(value)
+
+
 def _row_factory(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
     return {d[0]: value for d, value in zip(cursor.description, row, strict=True)}
 
@@ -292,8 +299,8 @@ class SQLiteBackend:
         if self._closed:
             raise QueueClosed("the queue is closed; it takes no more jobs")
         deadline = None if timeout is None else time.monotonic() + timeout
+        since = None  # taken (before a second look) only once the queue was seen full
         while True:
-            since = self._generation()
             with self._tx() as db:
                 now = self._clock.now()
                 self._tick(now)
@@ -309,7 +316,11 @@ class SQLiteBackend:
                     for spec in fresh:
                         self._insert(db, spec, now, aliases)
                     break
+            if since is None:
+                since = self._generation()
+                continue
             self._wait(since, deadline)
+            since = None
         return [holder or s.id for s, holder in zip(specs, resolved, strict=True)]
 
     def _has_room(self, count: int, block: bool, deadline: float | None) -> bool:
@@ -366,10 +377,10 @@ class SQLiteBackend:
             (
                 spec.id, spec.task, spec.mode, spec.ref, spec.payload,
                 Status.SCHEDULED.value if scheduled else Status.WAITING.value,
-                opts.priority, lane, int(opts.stop_on_lane_error), json.dumps(opts.after),
-                json.dumps(opts.exclusive), json.dumps(opts.incompatible), opts.timeout,
+                opts.priority, lane, int(opts.stop_on_lane_error), _json(opts.after),
+                _json(opts.exclusive), _json(opts.incompatible), opts.timeout,
                 opts.retries, opts.retry_delay, opts.backoff, opts.at if scheduled else None,
-                opts.expires_at, opts.unique, opts.unique_for, json.dumps(opts.meta), now, ready,
+                opts.expires_at, opts.unique, opts.unique_for, _json(opts.meta), now, ready,
             ),
         )  # fmt: skip
         seq = cursor.lastrowid
