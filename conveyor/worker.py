@@ -327,6 +327,7 @@ class Worker:
 
     def failed(self, job: ClaimedJob, error: BaseException | ErrorInfo) -> None:
         """Report that ``job`` failed (it raised, timed out, or its process died)."""
+        self._given.pop(job.id, None)
         if isinstance(error, BaseException):
             self.backend.fail(job.id, job.attempt, error_info(error), error)
         else:
@@ -340,6 +341,7 @@ class Worker:
             with self._cond:
                 for waiting in [j for j in self._at_hand if j.id == job_id]:
                     self._at_hand.remove(waiting)
+        self._given.pop(job_id, None)
         job = self.running.get(job_id)
         if job is not None:
             self._ended(job)
@@ -410,7 +412,9 @@ class Worker:
                 stopping = self._draining or self.done.is_set()
                 want = 0 if stopping or not limit else limit + self._extra()
                 self._at_hand.extend(self._write_reports(want))
-                if self._at_hand:
+                if self._at_hand and not stopping:
+                    if len(self._at_hand) > limit:
+                        self._cond.notify_all()  # a burst slot waiting for work may take some
                     return self._give(limit)
                 if not want:
                     return []

@@ -170,22 +170,27 @@ class ProcessExecutor:
         worker = self._worker
         assert worker is not None
         child: _Child | None = None
+        jobs: list[ClaimedJob] = []
         try:
             while True:
                 if child is None:
                     child = self._spawn()  # before claiming, so a job never waits for a fork
-                jobs = worker.claim(1)
+                if not jobs:
+                    jobs = worker.claim(1)
                 if not jobs:
                     return
-                child = self._run(worker, child, jobs[0])
+                child, jobs = self._run(worker, child, jobs[0])
         except Exception:
             log.exception("process slot crashed")
         finally:
             if child is not None:
                 self._drop(child, kill=True)
 
-    def _run(self, worker: Worker, child: _Child, job: ClaimedJob) -> _Child | None:
-        """Run one job in ``child``; return the child to use next (None: spawn one)."""
+    def _run(
+        self, worker: Worker, child: _Child, job: ClaimedJob
+    ) -> tuple[_Child | None, list[ClaimedJob]]:
+        """Run one job in ``child``; return the child to use next (None: spawn one) and the
+        next job if its report claimed one."""
         payload = job.payload
         if payload is None:  # claimed from a durable backend: encode for the child here
             assert job.fn is not None
@@ -205,7 +210,7 @@ class ProcessExecutor:
                 self._stopped_jobs.discard(job.id)
         if stopped:  # cancelled: the child was killed on purpose, nothing to report
             self._drop(child, kill=True)
-            return None
+            return None, []
         if answer is None:
             code = child.process.exitcode
             self._drop(child, kill=True)
@@ -216,22 +221,23 @@ class ProcessExecutor:
                     f"the worker process died while running the job (exit code {code})",
                 ),
             )
-            return None
+            return None, []
         if answer == "timeout":
             self._drop(child, kill=True)
             assert job.timeout is not None
             worker.failed(job, ErrorInfo("TimeoutError", timeout_message(job.timeout)))
-            return None
+            return None, []
         ok, value = answer
         child.jobs += 1
+        following: list[ClaimedJob] = []
         if ok:
-            worker.finished(job, value)
+            following = worker.finished(job, value, claim_next=1)
         else:
             worker.failed(job, value)
         if self._max_jobs is not None and child.jobs >= self._max_jobs:
             self._drop(child, kill=False)
-            return None
-        return child
+            return None, following
+        return child, following
 
     def _send(self, child: _Child, payload: bytes) -> _Child:
         """Send ``payload`` to ``child``, or to a fresh child if this one died while idle."""
