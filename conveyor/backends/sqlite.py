@@ -1,18 +1,9 @@
 """The durable backend: one SQLite file (WAL), shared by producers and worker processes.
 
-Every state change is one ``BEGIN IMMEDIATE`` transaction that applies the rules of DESIGN §2,
-mirroring the memory backend: only runnable jobs carry ``ready = 1`` (a partial index ordered by
-priority and submission is the ready structure); a job found blocked by a resource at claim time
-is *parked* on it (``parked = 'group:db'``), and when the resource is released the key goes into
-``freed``, so a claim looks at the best ready job and the best parked job of each freed key —
-never at the whole backlog. Dependencies count down in ``pending_deps``; lanes keep their
-not-yet-started members in ``lane_members`` and their holder in ``lanes``.
-
-Held resources live in ``held``: ``group:<g>`` (1 while a running job holds the group),
-``task:<t>`` (running jobs of task t) and ``decl:<name>`` (running jobs that list name as
-incompatible). Keys a job may be parked on: ``group:<g>``, ``job:<id>`` (a running job named in
-its incompatible list), ``task:<t>`` (a running job of a task it names), ``decl:<name>`` (a
-running job names its id or task) and ``limit:<t>`` (its task at max_concurrency).
+Every state change is one ``BEGIN IMMEDIATE`` transaction; inside it :class:`~conveyor.backends.
+sqlite_rules.Rules` applies the rules of DESIGN §2 to the tables of
+:mod:`~conveyor.backends.sqlite_schema`. Payloads are decoded after COMMIT, so the write lock is
+held only for the bookkeeping.
 
 Other processes' changes are seen by watching ``PRAGMA data_version``; waits in this process are
 woken at once by this process's own commits.
@@ -34,6 +25,16 @@ from typing import Any
 
 from conveyor import rules
 from conveyor.backends.base import ClaimedJob, Finished, JobSpec, WorkerInfo
+from conveyor.backends.sqlite_rules import Rules
+from conveyor.backends.sqlite_schema import (
+    EXPIRED_RESULT,
+    INSERT_JOB,
+    NEXT_TIMER,
+    SCHEMA,
+    names,
+    row_factory,
+    to_json,
+)
 from conveyor.clock import Clock
 from conveyor.errors import (
     InvalidJob,
@@ -57,122 +58,6 @@ BUSY_TIMEOUT = 60.0
 NAP = 0.0002
 #: a job whose worker vanished this many times more than its retries allow is failed
 LOST_LEASE_ALLOWANCE = 5
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY,  -- max + 1 on insert: submission order, no AUTOINCREMENT page
-    id TEXT NOT NULL UNIQUE,
-    task TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    ref TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    status TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    lane TEXT,
-    stop_on_lane_error INTEGER NOT NULL,
-    after TEXT NOT NULL,
-    exclusive TEXT NOT NULL,
-    incompatible TEXT NOT NULL,
-    timeout REAL,
-    retries INTEGER NOT NULL,
-    retry_delay REAL NOT NULL,
-    backoff REAL NOT NULL,
-    due REAL,
-    expires_at REAL,
-    unique_key TEXT,
-    unique_for REAL,
-    meta TEXT NOT NULL,
-    pending_deps INTEGER NOT NULL DEFAULT 0,
-    ready INTEGER NOT NULL DEFAULT 0,
-    parked TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    worker TEXT,
-    lease_until REAL,
-    submitted REAL NOT NULL,
-    started REAL,
-    ended REAL,
-    result BLOB,
-    error TEXT,
-    traceback TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (mode, priority, seq) WHERE ready = 1;
-CREATE INDEX IF NOT EXISTS jobs_parked ON jobs (parked, mode, priority, seq)
-    WHERE parked IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due) WHERE status = 'scheduled';
-CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at)
-    WHERE expires_at IS NOT NULL AND attempts = 0 AND status IN ('waiting', 'scheduled');
-CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
-CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (ended, seq) WHERE ended IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
-CREATE TABLE IF NOT EXISTS deps (
-    dep TEXT NOT NULL, job TEXT NOT NULL, PRIMARY KEY (dep, job)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS lanes (
-    lane TEXT PRIMARY KEY, current TEXT, previous TEXT,
-    previous_failed INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS lane_members (
-    lane TEXT NOT NULL, priority INTEGER NOT NULL, seq INTEGER NOT NULL, job TEXT NOT NULL,
-    PRIMARY KEY (lane, priority, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS held (key TEXT PRIMARY KEY, count INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS freed (
-    mode TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (mode, key)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS limits (task TEXT PRIMARY KEY, max INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS unique_keys (
-    key TEXT PRIMARY KEY, job TEXT NOT NULL, until REAL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS workers (
-    id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, mode TEXT NOT NULL,
-    slots INTEGER NOT NULL, started REAL NOT NULL, last_seen REAL NOT NULL) WITHOUT ROWID;
-"""
-
-INSERT_JOB = """
-INSERT INTO jobs (id, task, mode, ref, payload, status, priority, lane, stop_on_lane_error,
-    after, exclusive, incompatible, timeout, retries, retry_delay, backoff, due, expires_at,
-    unique_key, unique_for, meta, submitted, ready)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-READY_TOP = "SELECT * FROM jobs WHERE ready = 1 AND mode = ? ORDER BY priority, seq LIMIT 1"
-PARKED_TOP = "SELECT * FROM jobs WHERE parked = ? AND mode = ? ORDER BY priority, seq LIMIT 1"
-# timers read through their partial indexes only (INDEXED BY: the planner would otherwise
-# pick jobs_status and walk every waiting job)
-DUE = "SELECT id FROM jobs INDEXED BY jobs_due WHERE status = 'scheduled' AND due <= ? ORDER BY due"
-_EXPIRY_WHERE = "expires_at IS NOT NULL AND attempts = 0 AND status IN ('waiting', 'scheduled')"
-EXPIRED = f"SELECT id FROM jobs INDEXED BY jobs_expiry WHERE {_EXPIRY_WHERE} AND expires_at <= ?"
-# both timers in one statement: a claim pays one read for them, not two
-TIMERS = (
-    "SELECT id, 'due' AS kind FROM jobs INDEXED BY jobs_due"
-    " WHERE status = 'scheduled' AND due <= ?"
-    f" UNION ALL SELECT id, 'expired' FROM jobs INDEXED BY jobs_expiry"
-    f" WHERE {_EXPIRY_WHERE} AND expires_at <= ?"
-)
-NEXT_TIMER = f"""
-SELECT min(t) FROM (
-    SELECT min(due) AS t FROM jobs INDEXED BY jobs_due WHERE status = 'scheduled'
-    UNION ALL SELECT min(expires_at) FROM jobs INDEXED BY jobs_expiry WHERE {_EXPIRY_WHERE})
-"""
-EXPIRED_RESULT = "SELECT 1 AS x FROM jobs WHERE ended IS NOT NULL AND ended < ? LIMIT 1"
-#: ends a running job's attempt as finished, if the attempt is still the one that runs
-FINISH = """
-UPDATE jobs SET status = 'finished', started = coalesce(?, started), ended = ?, ready = 0,
-    parked = NULL, lease_until = NULL, result = ?, error = NULL, traceback = NULL
-WHERE id = ? AND status = 'running' AND attempts = ? RETURNING *"""
-#: ``UPDATE ... RETURNING`` came with SQLite 3.35
-RETURNING = sqlite3.sqlite_version_info >= (3, 35)
-LANE_TOP = "SELECT job FROM lane_members WHERE lane = ? ORDER BY priority, seq LIMIT 1"
-
-
-def _names(column: str) -> list[str]:
-    """A JSON list column; most jobs have none, so skip the decoder for "[]"."""
-    return [] if column == "[]" else list(json.loads(column))
-
-
-def _json(value: tuple[str, ...] | dict[str, Any]) -> str:
-    """``json.dumps``, with the empty list and dict (most jobs' options) for free."""
-    if not value:
-        return "{}" if isinstance(value, dict) else "[]"
-    return json.dumps(value)
-
-
-def _row_factory(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
-    return {d[0]: value for d, value in zip(cursor.description, row, strict=True)}
 
 
 class SQLiteBackend:
@@ -203,7 +88,7 @@ class SQLiteBackend:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
-        self._db.row_factory = _row_factory
+        self._db.row_factory = row_factory
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._stop_hook: Callable[[str, str], object] | None = None
@@ -212,6 +97,9 @@ class SQLiteBackend:
         self._effects: list[Callable[[], object]] = []
         self._commits = 0  # this process's commits: its waiters' wake-up signal
         self._closed = False
+        self._rules = Rules(
+            self._db, self._clock, lease=lease, result_ttl=result_ttl, event=self._event
+        )
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -303,7 +191,7 @@ class SQLiteBackend:
         while True:
             with self._tx() as db:
                 now = self._clock.now()
-                self._tick(now)
+                self._rules.tick(now)
                 resolved = self._resolve_unique(specs, now)
                 fresh = [s for s, holder in zip(specs, resolved, strict=True) if holder is None]
                 self._validate(fresh, specs)
@@ -377,10 +265,10 @@ class SQLiteBackend:
             (
                 spec.id, spec.task, spec.mode, spec.ref, spec.payload,
                 Status.SCHEDULED.value if scheduled else Status.WAITING.value,
-                opts.priority, lane, int(opts.stop_on_lane_error), _json(opts.after),
-                _json(opts.exclusive), _json(opts.incompatible), opts.timeout,
+                opts.priority, lane, int(opts.stop_on_lane_error), to_json(opts.after),
+                to_json(opts.exclusive), to_json(opts.incompatible), opts.timeout,
                 opts.retries, opts.retry_delay, opts.backoff, opts.at if scheduled else None,
-                opts.expires_at, opts.unique, opts.unique_for, _json(opts.meta), now, ready,
+                opts.expires_at, opts.unique, opts.unique_for, to_json(opts.meta), now, ready,
             ),
         )  # fmt: skip
         seq = cursor.lastrowid
@@ -416,15 +304,15 @@ class SQLiteBackend:
         if pending:
             db.execute("UPDATE jobs SET pending_deps = ? WHERE id = ?", (pending, spec.id))
         if failed is not None:
-            self._end(
+            self._rules.end(
                 spec.id,
                 Status.CANCELLED,
                 reason=rules.cascade_reason(failed["id"], failed["status"]),
             )
         elif lane is not None:
-            self._cascade(self._advance_lane(lane))
+            self._rules.cascade(self._rules.advance_lane(lane))
         elif not ready:
-            self._consider(spec.id)
+            self._rules.consider(spec.id)
 
     # ------------------------------------------------------------------- claim
     def claim(
@@ -443,7 +331,7 @@ class SQLiteBackend:
             since = self._generation()
             try:
                 with self._tx():
-                    rows = self._claim_now(worker, mode, limit)
+                    rows = self._rules.claim(worker, mode, limit)
             except QueueClosed:
                 return []
             if rows:
@@ -471,9 +359,9 @@ class SQLiteBackend:
         encoded = self._encode_result(job_id, attempt, result)
         try:
             with self._tx():
-                self._finish_now(job_id, attempt, encoded)
+                self._rules.finish(job_id, attempt, encoded)
                 stopping = stop is not None and stop()
-                rows = [] if stopping else self._claim_now(worker, mode, limit)
+                rows = [] if stopping else self._rules.claim(worker, mode, limit)
         except QueueClosed:
             return []
         got = self._unpack(rows) if rows else []
@@ -495,25 +383,12 @@ class SQLiteBackend:
         try:
             with self._tx():
                 for report, result in encoded:
-                    self._finish_now(report.job_id, report.attempt, result, report.started)
+                    self._rules.finish(report.job_id, report.attempt, result, report.started)
                 stopping = limit <= 0 or (stop is not None and stop())
-                rows = [] if stopping else self._claim_now(worker, mode, limit)
+                rows = [] if stopping else self._rules.claim(worker, mode, limit)
         except QueueClosed:
             return []
         return self._unpack(rows) if rows else []
-
-    def _claim_now(self, worker: str, mode: str, limit: int) -> list[dict[str, Any]]:
-        """Start up to ``limit`` jobs; their rows, as they were before the claim."""
-        now = self._clock.now()
-        self._tick(now)
-        rows: list[dict[str, Any]] = []
-        while len(rows) < limit:
-            row = self._next_startable(mode)
-            if row is None:
-                break
-            self._start(row, worker, now)
-            rows.append(row)
-        return rows
 
     def _unpack(self, rows: list[dict[str, Any]]) -> list[ClaimedJob]:
         """Claimed rows as jobs to run, decoded outside the transaction (the write lock is not
@@ -539,112 +414,10 @@ class SQLiteBackend:
 
     def _fail_unrunnable(self, job_id: str, attempt: int, error: ErrorInfo) -> None:
         with self._tx():
-            row = self._holding(job_id, attempt)
+            row = self._rules.holding(job_id, attempt)
             if row is not None:
-                self._release(row)
-                self._end(job_id, Status.FAILED, error=error)
-
-    def _next_startable(self, mode: str) -> dict[str, Any] | None:
-        while True:
-            best = self._one(READY_TOP, mode)
-            for key in [
-                r["key"] for r in self._db.execute("SELECT key FROM freed WHERE mode = ?", (mode,))
-            ]:
-                top = self._one(PARKED_TOP, key, mode)
-                if top is None or not self._is_free(key):
-                    self._db.execute("DELETE FROM freed WHERE mode = ? AND key = ?", (mode, key))
-                    continue
-                if best is None or (top["priority"], top["seq"]) < (best["priority"], best["seq"]):
-                    best = top
-            if best is None:
-                return None
-            stale = best["status"] != Status.WAITING or (
-                best["lane"] is not None and not self._lane_allows(best["lane"], best["id"])
-            )
-            blocker = None if stale else self._conflict(best)
-            if not stale and blocker is None:
-                return best  # _start takes it out of the ready index in its own UPDATE
-            self._db.execute(
-                "UPDATE jobs SET ready = 0, parked = ? WHERE seq = ?", (blocker, best["seq"])
-            )
-
-    def _held(self, key: str) -> int:
-        row = self._one("SELECT count FROM held WHERE key = ?", key)
-        return row["count"] if row else 0
-
-    def _conflict(self, row: dict[str, Any]) -> str | None:
-        """The key of the resource that keeps ``row`` from starting now, or None."""
-        groups = [f"group:{g}" for g in _names(row["exclusive"])]
-        incompatible = _names(row["incompatible"])
-        task = row["task"]
-        keys = [*groups, *(f"task:{n}" for n in incompatible), f"decl:{row['id']}",
-                f"decl:{task}", f"task:{task}"]  # fmt: skip
-        marks = ",".join("?" * len(keys))
-        held = {
-            r["key"]: r["count"]
-            for r in self._db.execute(
-                f"SELECT key, count FROM held WHERE count > 0 AND key IN ({marks})", keys
-            )
-        }
-        for key in groups:
-            if key in held:
-                return key
-        for name in incompatible:
-            if self._one("SELECT 1 AS x FROM jobs WHERE id = ? AND status = 'running'", name):
-                return f"job:{name}"
-            if f"task:{name}" in held:
-                return f"task:{name}"
-        for key in (f"decl:{row['id']}", f"decl:{task}"):
-            if key in held:
-                return key
-        running = held.get(f"task:{task}", 0)
-        if running:
-            limit = self._one("SELECT max FROM limits WHERE task = ?", task)
-            if limit is not None and running >= limit["max"]:
-                return f"limit:{task}"
-        return None
-
-    def _is_free(self, key: str) -> bool:
-        kind, _, name = key.partition(":")
-        if kind == "job":
-            return not self._one(
-                "SELECT 1 AS x FROM jobs WHERE id = ? AND status = 'running'", name
-            )
-        if kind == "limit":
-            limit = self._one("SELECT max FROM limits WHERE task = ?", name)
-            return limit is None or self._held(f"task:{name}") < limit["max"]
-        return not self._held(key)  # group, task, decl
-
-    def _hold(self, key: str, delta: int) -> None:
-        self._db.execute(
-            "INSERT INTO held (key, count) VALUES (?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET count = count + excluded.count",
-            (key, delta),
-        )  # a count of 0 means free: rows are kept, not deleted, to save a statement
-
-    def _start(self, row: dict[str, Any], worker: str, now: float) -> None:
-        job_id = row["id"]
-        self._db.execute(
-            "UPDATE jobs SET status = 'running', ready = 0, parked = NULL,"
-            " attempts = attempts + 1, started = ?,"
-            " ended = NULL, worker = ?, lease_until = ? WHERE id = ?",
-            (now, worker, now + self._lease, job_id),
-        )
-        for group in _names(row["exclusive"]):
-            self._hold(f"group:{group}", 1)
-        self._hold(f"task:{row['task']}", 1)
-        for name in _names(row["incompatible"]):
-            self._hold(f"decl:{name}", 1)
-        if row["lane"] is not None:
-            lane = self._one("SELECT current FROM lanes WHERE lane = ?", row["lane"])
-            if lane is None or lane["current"] != job_id:
-                self._db.execute(
-                    "DELETE FROM lane_members WHERE lane = ? AND job = ?", (row["lane"], job_id)
-                )
-                self._db.execute(
-                    "UPDATE lanes SET current = ? WHERE lane = ?", (job_id, row["lane"])
-                )
-        self._event("started", job_id)
+                self._rules.release(row)
+                self._rules.end(job_id, Status.FAILED, error=error)
 
     def _resolve(self, ref: str) -> Callable[..., Any]:
         if self._resolver is not None:
@@ -663,38 +436,7 @@ class SQLiteBackend:
     def finish(self, job_id: str, attempt: int, result: Any) -> bool:
         encoded = self._encode_result(job_id, attempt, result)
         with self._tx():
-            return self._finish_now(job_id, attempt, encoded)
-
-    def _finish_now(
-        self,
-        job_id: str,
-        attempt: int,
-        encoded: bytes | ErrorInfo,
-        started: float | None = None,
-    ) -> bool:
-        if RETURNING and not isinstance(encoded, ErrorInfo):
-            # one statement checks the claim and ends the job; the row it returns is the ended
-            # job's, as the cascade wants it
-            values = (started, self._clock.now(), encoded, job_id, attempt)
-            ended = self._db.execute(FINISH, values)
-            row = ended.fetchone()
-            ended.close()
-            if row is None:
-                return False  # cancelled, recovered or timed out meanwhile: dropped
-            self._release(row)
-            self._cascade([job_id], row)
-            return True
-        row = self._holding(job_id, attempt)
-        if row is None:
-            return False
-        self._release(row)
-        if started is not None:
-            self._db.execute("UPDATE jobs SET started = ? WHERE id = ?", (started, job_id))
-        if isinstance(encoded, ErrorInfo):
-            self._end(job_id, Status.FAILED, error=encoded, row=row)
-        else:
-            self._end(job_id, Status.FINISHED, result=encoded, row=row)
-        return True
+            return self._rules.finish(job_id, attempt, encoded)
 
     def fail(
         self,
@@ -704,252 +446,46 @@ class SQLiteBackend:
         exception: BaseException | None = None,
     ) -> bool:
         with self._tx():
-            row = self._holding(job_id, attempt)
+            row = self._rules.holding(job_id, attempt)
             if row is None:
                 return False
-            self._release(row)
+            self._rules.release(row)
             if row["attempts"] <= row["retries"]:
-                self._retry(row, error)
+                self._rules.retry(row, error)
             else:
-                self._end(job_id, Status.FAILED, error=error)
+                self._rules.end(job_id, Status.FAILED, error=error)
         return True
 
     def requeue(self, job_id: str, attempt: int) -> bool:
         with self._tx():
-            row = self._holding(job_id, attempt)
+            row = self._rules.holding(job_id, attempt)
             if row is None:
                 return False
-            self._release(row)
+            self._rules.release(row)
             self._db.execute(
                 "UPDATE jobs SET status = 'waiting', attempts = attempts - 1, worker = NULL,"
                 " lease_until = NULL WHERE id = ?",
                 (job_id,),
             )
-            self._consider(job_id)
+            self._rules.consider(job_id)
         return True
-
-    def _holding(self, job_id: str, attempt: int) -> dict[str, Any] | None:
-        row = self._one("SELECT * FROM jobs WHERE id = ?", job_id)
-        if row is None or row["status"] != Status.RUNNING or row["attempts"] != attempt:
-            return None  # cancelled, recovered or timed out meanwhile: the late report is dropped
-        return row
-
-    def _retry(self, row: dict[str, Any], error: ErrorInfo) -> None:
-        delay = rules.retry_delay(row["retry_delay"], row["backoff"], row["attempts"])
-        if delay > 0:
-            self._db.execute(
-                "UPDATE jobs SET status = 'scheduled', due = ?, error = ?, traceback = ?,"
-                " lease_until = NULL WHERE id = ?",
-                (self._clock.now() + delay, str(error), error.traceback, row["id"]),
-            )
-        else:
-            self._db.execute(
-                "UPDATE jobs SET status = 'waiting', error = ?, traceback = ?,"
-                " lease_until = NULL WHERE id = ?",
-                (str(error), error.traceback, row["id"]),
-            )
-            self._consider(row["id"])
-        self._event("retrying", row["id"])
-
-    def _release(self, row: dict[str, Any]) -> None:
-        """Give back what a running job held and mark the keys it frees."""
-        keys = [f"job:{row['id']}", f"task:{row['task']}", f"limit:{row['task']}"]
-        for group in _names(row["exclusive"]):
-            self._hold(f"group:{group}", -1)
-            keys.append(f"group:{group}")
-        self._hold(f"task:{row['task']}", -1)
-        for name in _names(row["incompatible"]):
-            self._hold(f"decl:{name}", -1)
-            keys.append(f"decl:{name}")
-        if self._one("SELECT 1 AS x FROM jobs WHERE parked IS NOT NULL LIMIT 1") is None:
-            return  # nothing is parked: nothing to wake
-        for key in keys:
-            self._db.execute(
-                "INSERT OR IGNORE INTO freed (mode, key)"
-                " SELECT DISTINCT mode, parked FROM jobs WHERE parked = ?",
-                (key,),
-            )
 
     # ------------------------------------------------------------------ cancel
     def cancel(self, job_id: str, reason: str = "cancelled") -> bool:
         with self._tx():
-            self._tick(self._clock.now())
+            self._rules.tick(self._clock.now())
             row = self._job(job_id)
             if row["status"] in TERMINAL:
                 return False
             if row["status"] == Status.RUNNING:
-                self._release(row)
+                self._rules.release(row)
                 hook = self._stop_hook
                 if hook is not None:
                     self._effects.append(lambda: hook(job_id, reason))
-            self._end(job_id, Status.CANCELLED, reason=reason)
+            self._rules.end(job_id, Status.CANCELLED, reason=reason)
         return True
 
     # ------------------------------------------------------ the rules' bookkeeping
-    def _end(
-        self,
-        job_id: str,
-        status: Status,
-        *,
-        result: bytes | None = None,
-        error: ErrorInfo | None = None,
-        reason: str | None = None,
-        row: dict[str, Any] | None = None,
-    ) -> None:
-        """Make a job terminal and apply every cascade it causes."""
-        text = None if status == Status.FINISHED else (str(error) if error else reason)
-        self._db.execute(
-            "UPDATE jobs SET status = ?, ended = ?, ready = 0, parked = NULL, lease_until = NULL,"
-            " result = ?, error = ?, traceback = ? WHERE id = ?",
-            (status.value, self._clock.now(), result, text,
-             error.traceback if error else None, job_id),
-        )  # fmt: skip
-        known = None if row is None else {**row, "status": status.value}
-        self._cascade([job_id], known)
-
-    def _cascade(self, ended: list[str], known: dict[str, Any] | None = None) -> None:
-        """Settle what the ended jobs free or doom: dependents, lanes, unique keys, events.
-
-        Iterative (a work list), so a chain of thousands of dependents cannot overflow.
-        ``known`` is the first job's row as it is now, if the caller has it.
-        """
-        work = list(ended)
-        while work:
-            job_id = work.pop()
-            row = known if known is not None and known["id"] == job_id else None
-            row = row or self._one("SELECT * FROM jobs WHERE id = ?", job_id)
-            assert row is not None
-            work += self._after_end(row)
-
-    def _after_end(self, row: dict[str, Any]) -> list[str]:
-        job_id, state, now = row["id"], Status(row["status"]), self._clock.now()
-        doomed: list[str] = []
-        if row["unique_key"]:
-            if row["unique_for"]:
-                self._db.execute(
-                    "UPDATE unique_keys SET until = ? WHERE key = ? AND job = ?",
-                    (now + row["unique_for"], row["unique_key"], job_id),
-                )
-            else:
-                self._db.execute(
-                    "DELETE FROM unique_keys WHERE key = ? AND job = ?", (row["unique_key"], job_id)
-                )
-        dependents = self._db.execute("SELECT job FROM deps WHERE dep = ?", (job_id,)).fetchall()
-        for dep in dependents:
-            child = self._one("SELECT id, status, pending_deps FROM jobs WHERE id = ?", dep["job"])
-            if child is None or child["status"] in TERMINAL:
-                continue
-            if state == Status.FINISHED:
-                self._db.execute(
-                    "UPDATE jobs SET pending_deps = pending_deps - 1 WHERE id = ?", (child["id"],)
-                )
-                if child["pending_deps"] == 1:
-                    self._consider(child["id"])
-            else:
-                self._cancel_quietly(child["id"], rules.cascade_reason(job_id, state.value))
-                doomed.append(child["id"])
-        if dependents:
-            self._db.execute("DELETE FROM deps WHERE dep = ?", (job_id,))
-        if row["lane"] is not None:
-            lane = self._one("SELECT current FROM lanes WHERE lane = ?", row["lane"])
-            if lane is not None:
-                if lane["current"] == job_id:
-                    self._db.execute(
-                        "UPDATE lanes SET current = NULL, previous = ?, previous_failed = ?"
-                        " WHERE lane = ?",
-                        (job_id, int(state != Status.FINISHED), row["lane"]),
-                    )
-                    lane["current"] = None
-                if lane["current"] is None:
-                    doomed += self._advance_lane(row["lane"])
-        self._event(state.value, job_id)
-        return doomed
-
-    def _cancel_quietly(self, job_id: str, reason: str) -> None:
-        """Mark a job cancelled; the caller puts it on the cascade's work list."""
-        self._db.execute(
-            "UPDATE jobs SET status = 'cancelled', ended = ?, ready = 0, parked = NULL,"
-            " lease_until = NULL, error = ? WHERE id = ?",
-            (self._clock.now(), reason, job_id),
-        )
-
-    def _advance_lane(self, lane: str) -> list[str]:
-        """Pick the lane's next job if it is free; return the jobs a failure short-circuited."""
-        state = self._one("SELECT * FROM lanes WHERE lane = ?", lane)
-        if state is None or state["current"] is not None:
-            return []
-        previous, failed = state["previous"], bool(state["previous_failed"])
-        doomed: list[str] = []
-        while True:
-            top = self._one(LANE_TOP, lane)
-            if top is None:
-                break
-            row = self._one(
-                "SELECT id, status, stop_on_lane_error FROM jobs WHERE id = ?", top["job"]
-            )
-            if row is None or row["status"] in TERMINAL:
-                self._db.execute(
-                    "DELETE FROM lane_members WHERE lane = ? AND job = ?", (lane, top["job"])
-                )
-                previous, failed = top["job"], True
-                continue
-            if failed and row["stop_on_lane_error"]:
-                self._cancel_quietly(
-                    row["id"],
-                    rules.lane_reason(previous or "?", json.loads(lane), "failed or was cancelled"),
-                )
-                doomed.append(row["id"])
-                continue  # cancelled now: the next pass takes it off the lane
-            self._consider(row["id"])
-            break
-        self._db.execute(
-            "UPDATE lanes SET previous = ?, previous_failed = ? WHERE lane = ?",
-            (previous, int(failed), lane),
-        )
-        if not failed and self._one(LANE_TOP, lane) is None:
-            # an empty lane whose last job failed is kept, so that a stop_on_lane_error job
-            # put later still sees the failure
-            self._db.execute("DELETE FROM lanes WHERE lane = ? AND current IS NULL", (lane,))
-        return doomed
-
-    def _lane_allows(self, lane: str, job_id: str) -> bool:
-        state = self._one("SELECT current FROM lanes WHERE lane = ?", lane)
-        if state is None:
-            return False
-        if state["current"] is not None:
-            return bool(state["current"] == job_id)
-        top = self._one(LANE_TOP, lane)
-        return top is not None and top["job"] == job_id
-
-    def _consider(self, job_id: str) -> None:
-        """Mark a job ready if nothing but resources can still hold it back."""
-        row = self._one("SELECT status, pending_deps, parked, lane FROM jobs WHERE id = ?", job_id)
-        if row is None or row["status"] != Status.WAITING or row["pending_deps"] > 0:
-            return
-        if row["parked"] is not None:
-            return
-        if row["lane"] is not None and not self._lane_allows(row["lane"], job_id):
-            return
-        self._db.execute("UPDATE jobs SET ready = 1 WHERE id = ?", (job_id,))
-
-    def _tick(self, now: float) -> None:
-        """Apply timers due by ``now``: delays and retries ending, expiry, result_ttl."""
-        for row in self._db.execute(TIMERS, (now, now)).fetchall():
-            if row["kind"] == "due":
-                self._db.execute(
-                    "UPDATE jobs SET status = 'waiting', due = NULL WHERE id = ?", (row["id"],)
-                )
-                self._consider(row["id"])
-            elif self._one(  # a cascade earlier in this loop may have ended it already
-                "SELECT 1 AS x FROM jobs WHERE id = ? AND status IN ('waiting', 'scheduled')",
-                row["id"],
-            ):
-                self._end(row["id"], Status.CANCELLED, reason="expired")
-        if self._result_ttl is not None:
-            self._db.execute(
-                "DELETE FROM jobs WHERE ended IS NOT NULL AND ended < ?", (now - self._result_ttl,)
-            )
-
     def _event(self, name: str, job_id: str) -> None:
         callbacks = (
             self._callbacks.pop(job_id, None)
@@ -983,8 +519,8 @@ class SQLiteBackend:
             id=row["id"], task=row["task"], status=Status(row["status"]), args=tuple(args),
             kwargs=dict(kwargs), priority=row["priority"],
             lane=None if row["lane"] is None else json.loads(row["lane"]),
-            after=tuple(json.loads(row["after"])), exclusive=tuple(_names(row["exclusive"])),
-            incompatible=tuple(_names(row["incompatible"])), attempts=row["attempts"],
+            after=tuple(json.loads(row["after"])), exclusive=tuple(names(row["exclusive"])),
+            incompatible=tuple(names(row["incompatible"])), attempts=row["attempts"],
             worker=row["worker"], submitted=stamp(row["submitted"]), started=stamp(started),
             ended=stamp(ended),
             runtime=None if started is None or ended is None else max(0.0, ended - started),
@@ -1005,7 +541,7 @@ class SQLiteBackend:
                 due = self._one(EXPIRED_RESULT, now - self._result_ttl) is not None
         if due:
             with self._tx():
-                self._tick(self._clock.now())
+                self._rules.tick(self._clock.now())
 
     def get(self, job_id: str) -> JobRecord:
         self._tick_if_due()
@@ -1041,7 +577,7 @@ class SQLiteBackend:
         while True:
             since = self._generation()
             with self._tx() as db:
-                self._tick(self._clock.now())
+                self._rules.tick(self._clock.now())
                 rows = db.execute(
                     "SELECT * FROM jobs WHERE ended IS NOT NULL AND status IN"
                     " ('finished', 'failed', 'cancelled') ORDER BY ended, seq LIMIT ?",
@@ -1234,10 +770,10 @@ class SQLiteBackend:
                 "SELECT * FROM jobs WHERE status = 'running' AND lease_until < ?", (now,)
             ).fetchall()
             for row in rows:
-                self._release(row)
+                self._rules.release(row)
                 error = ErrorInfo("WorkerLost", f"the lease of worker {row['worker']} ran out")
                 if row["attempts"] > row["retries"] + LOST_LEASE_ALLOWANCE:
-                    self._end(row["id"], Status.FAILED, error=error)
+                    self._rules.end(row["id"], Status.FAILED, error=error)
                     continue
                 # the attempt stays counted; the job goes back to the queue
                 db.execute(
@@ -1245,7 +781,7 @@ class SQLiteBackend:
                     " WHERE id = ?",
                     (str(error), row["id"]),
                 )
-                self._consider(row["id"])
+                self._rules.consider(row["id"])
             db.execute("DELETE FROM workers WHERE last_seen < ?", (now - 3 * self._lease,))
         return len(rows)
 

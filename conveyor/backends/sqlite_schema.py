@@ -1,0 +1,127 @@
+"""The SQLite backend's tables, indexes and hot queries, and how rows are read.
+
+The ready, parked, timer and lease queries name their partial index (``INDEXED BY``), so a
+claim or a timer never scans the jobs table; ``tests/backends/test_sqlite.py`` pins the plans.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,  -- max + 1 on insert: submission order, no AUTOINCREMENT page
+    id TEXT NOT NULL UNIQUE,
+    task TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    lane TEXT,
+    stop_on_lane_error INTEGER NOT NULL,
+    after TEXT NOT NULL,
+    exclusive TEXT NOT NULL,
+    incompatible TEXT NOT NULL,
+    timeout REAL,
+    retries INTEGER NOT NULL,
+    retry_delay REAL NOT NULL,
+    backoff REAL NOT NULL,
+    due REAL,
+    expires_at REAL,
+    unique_key TEXT,
+    unique_for REAL,
+    meta TEXT NOT NULL,
+    pending_deps INTEGER NOT NULL DEFAULT 0,
+    ready INTEGER NOT NULL DEFAULT 0,
+    parked TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    lease_until REAL,
+    submitted REAL NOT NULL,
+    started REAL,
+    ended REAL,
+    result BLOB,
+    error TEXT,
+    traceback TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (mode, priority, seq) WHERE ready = 1;
+CREATE INDEX IF NOT EXISTS jobs_parked ON jobs (parked, mode, priority, seq)
+    WHERE parked IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due) WHERE status = 'scheduled';
+CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at)
+    WHERE expires_at IS NOT NULL AND attempts = 0 AND status IN ('waiting', 'scheduled');
+CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (ended, seq) WHERE ended IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
+CREATE TABLE IF NOT EXISTS deps (
+    dep TEXT NOT NULL, job TEXT NOT NULL, PRIMARY KEY (dep, job)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lanes (
+    lane TEXT PRIMARY KEY, current TEXT, previous TEXT,
+    previous_failed INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lane_members (
+    lane TEXT NOT NULL, priority INTEGER NOT NULL, seq INTEGER NOT NULL, job TEXT NOT NULL,
+    PRIMARY KEY (lane, priority, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS held (key TEXT PRIMARY KEY, count INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS freed (
+    mode TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (mode, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS limits (task TEXT PRIMARY KEY, max INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unique_keys (
+    key TEXT PRIMARY KEY, job TEXT NOT NULL, until REAL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, mode TEXT NOT NULL,
+    slots INTEGER NOT NULL, started REAL NOT NULL, last_seen REAL NOT NULL) WITHOUT ROWID;
+"""
+
+INSERT_JOB = """
+INSERT INTO jobs (id, task, mode, ref, payload, status, priority, lane, stop_on_lane_error,
+    after, exclusive, incompatible, timeout, retries, retry_delay, backoff, due, expires_at,
+    unique_key, unique_for, meta, submitted, ready)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+READY_TOP = "SELECT * FROM jobs WHERE ready = 1 AND mode = ? ORDER BY priority, seq LIMIT 1"
+PARKED_TOP = "SELECT * FROM jobs WHERE parked = ? AND mode = ? ORDER BY priority, seq LIMIT 1"
+# timers read through their partial indexes only (INDEXED BY: the planner would otherwise
+# pick jobs_status and walk every waiting job)
+DUE = "SELECT id FROM jobs INDEXED BY jobs_due WHERE status = 'scheduled' AND due <= ? ORDER BY due"
+_EXPIRY_WHERE = "expires_at IS NOT NULL AND attempts = 0 AND status IN ('waiting', 'scheduled')"
+EXPIRED = f"SELECT id FROM jobs INDEXED BY jobs_expiry WHERE {_EXPIRY_WHERE} AND expires_at <= ?"
+# both timers in one statement: a claim pays one read for them, not two
+TIMERS = (
+    "SELECT id, 'due' AS kind FROM jobs INDEXED BY jobs_due"
+    " WHERE status = 'scheduled' AND due <= ?"
+    f" UNION ALL SELECT id, 'expired' FROM jobs INDEXED BY jobs_expiry"
+    f" WHERE {_EXPIRY_WHERE} AND expires_at <= ?"
+)
+NEXT_TIMER = f"""
+SELECT min(t) FROM (
+    SELECT min(due) AS t FROM jobs INDEXED BY jobs_due WHERE status = 'scheduled'
+    UNION ALL SELECT min(expires_at) FROM jobs INDEXED BY jobs_expiry WHERE {_EXPIRY_WHERE})
+"""
+EXPIRED_RESULT = "SELECT 1 AS x FROM jobs WHERE ended IS NOT NULL AND ended < ? LIMIT 1"
+#: ends a running job's attempt as finished, if the attempt is still the one that runs
+FINISH = """
+UPDATE jobs SET status = 'finished', started = coalesce(?, started), ended = ?, ready = 0,
+    parked = NULL, lease_until = NULL, result = ?, error = NULL, traceback = NULL
+WHERE id = ? AND status = 'running' AND attempts = ? RETURNING *"""
+#: ``UPDATE ... RETURNING`` came with SQLite 3.35
+RETURNING = sqlite3.sqlite_version_info >= (3, 35)
+LANE_TOP = "SELECT job FROM lane_members WHERE lane = ? ORDER BY priority, seq LIMIT 1"
+
+
+def names(column: str) -> list[str]:
+    """A JSON list column; most jobs have none, so skip the decoder for "[]"."""
+    return [] if column == "[]" else list(json.loads(column))
+
+
+def to_json(value: tuple[str, ...] | dict[str, Any]) -> str:
+    """``json.dumps``, with the empty list and dict (most jobs' options) for free."""
+    if not value:
+        return "{}" if isinstance(value, dict) else "[]"
+    return json.dumps(value)
+
+
+def row_factory(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {d[0]: value for d, value in zip(cursor.description, row, strict=True)}
