@@ -327,11 +327,11 @@ class Worker:
 
     def failed(self, job: ClaimedJob, error: BaseException | ErrorInfo) -> None:
         """Report that ``job`` failed (it raised, timed out, or its process died)."""
-        self._given.pop(job.id, None)
+        started = self._taken(job)
         if isinstance(error, BaseException):
-            self.backend.fail(job.id, job.attempt, error_info(error), error)
+            self.backend.fail(job.id, job.attempt, error_info(error), error, started=started)
         else:
-            self.backend.fail(job.id, job.attempt, error)
+            self.backend.fail(job.id, job.attempt, error, started=started)
         # under the lock: a retry of the job may already run in another slot, under its id
         self._ended(job)
 
@@ -381,18 +381,24 @@ class Worker:
         return self._exchange(limit, timeout)
 
     def _finish_batched(self, job: ClaimedJob, result: Any, claim_next: int) -> list[ClaimedJob]:
-        given = self._given.pop(job.id, None)
-        started = None
-        if given is not None:
-            runtime = time.monotonic() - given[0]
-            recent = self._recent_runtime
-            self._recent_runtime = runtime if recent is None else 0.8 * recent + 0.2 * runtime
-            started = given[1]
+        started = self._taken(job)
+        report = Finished(job.id, job.attempt, result, started, self.clock.now())
         with self._cond:
-            self._reports.append(Finished(job.id, job.attempt, result, started))
+            self._reports.append(report)
             if claim_next and self._at_hand and not self._draining:
                 return self._give(claim_next)  # the report goes with the next backend call
         return self._exchange(claim_next, None)
+
+    def _taken(self, job: ClaimedJob) -> float | None:
+        """When a slot took ``job`` (queue clock; None if not given by a batching worker); its
+        runtime, finished or failed, goes into the average that decides on claiming ahead."""
+        given = self._given.pop(job.id, None)
+        if given is None:
+            return None
+        runtime = time.monotonic() - given[0]
+        recent = self._recent_runtime
+        self._recent_runtime = runtime if recent is None else 0.8 * recent + 0.2 * runtime
+        return given[1]
 
     def _give(self, limit: int) -> list[ClaimedJob]:
         """(Under ``_cond``) up to ``limit`` jobs at hand for the calling slot, which starts

@@ -51,12 +51,14 @@ class ClaimedJob:
 
 class Finished(NamedTuple):
     """A finished attempt, as a worker reports it: the job, its attempt, what it returned, and
-    when (queue clock) its slot started it; None keeps the time of the claim."""
+    when (queue clock) its slot started it and it ended; None: the claim's time, and the time
+    the report is recorded."""
 
     job_id: str
     attempt: int
     result: Any
     started: float | None = None
+    ended: float | None = None
 
 
 @dataclass(slots=True)
@@ -157,9 +159,16 @@ class Backend(Protocol):
         ...
 
     def fail(
-        self, job_id: str, attempt: int, error: ErrorInfo, exception: BaseException | None = None
+        self,
+        job_id: str,
+        attempt: int,
+        error: ErrorInfo,
+        exception: BaseException | None = None,
+        *,
+        started: float | None = None,
     ) -> bool:
-        """Record a failed attempt: schedule a retry if any are left, else fail and cascade."""
+        """Record a failed attempt: schedule a retry if any are left, else fail and cascade.
+        ``started``: when the attempt really started, if later than its claim."""
         ...
 
     def requeue(self, job_id: str, attempt: int) -> bool:

@@ -511,6 +511,8 @@ class MemoryBackend:
                     entry.started = report.started
                 self._release(entry)
                 self._end(entry, Status.FINISHED, result=report.result)
+                if report.ended is not None:
+                    entry.ended = report.ended
             self._process()
             got = self._claim(worker, mode, limit, 0, stop) if limit > 0 else []
             effects = self._take_effects()
@@ -518,12 +520,20 @@ class MemoryBackend:
         return got
 
     def fail(
-        self, job_id: str, attempt: int, error: ErrorInfo, exception: BaseException | None = None
+        self,
+        job_id: str,
+        attempt: int,
+        error: ErrorInfo,
+        exception: BaseException | None = None,
+        *,
+        started: float | None = None,
     ) -> bool:
         with self._lock:
             entry = self._holding(job_id, attempt)
             if entry is None:
                 return False
+            if started is not None:
+                entry.started = started
             self._release(entry)
             if entry.attempts <= entry.opts.retries:
                 self._retry(entry, error)

@@ -383,7 +383,9 @@ class SQLiteBackend:
         try:
             with self._tx():
                 for report, result in encoded:
-                    self._rules.finish(report.job_id, report.attempt, result, report.started)
+                    self._rules.finish(
+                        report.job_id, report.attempt, result, report.started, report.ended
+                    )
                 stopping = limit <= 0 or (stop is not None and stop())
                 rows = [] if stopping else self._rules.claim(worker, mode, limit)
         except QueueClosed:
@@ -444,12 +446,16 @@ class SQLiteBackend:
         attempt: int,
         error: ErrorInfo,
         exception: BaseException | None = None,
+        *,
+        started: float | None = None,
     ) -> bool:
         with self._tx():
             row = self._rules.holding(job_id, attempt)
             if row is None:
                 return False
             self._rules.release(row)
+            if started is not None:
+                self._db.execute("UPDATE jobs SET started = ? WHERE id = ?", (started, job_id))
             if row["attempts"] <= row["retries"]:
                 self._rules.retry(row, error)
             else:

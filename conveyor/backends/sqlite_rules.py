@@ -179,14 +179,18 @@ class Rules:
         attempt: int,
         encoded: bytes | ErrorInfo,
         started: float | None = None,
+        ended: float | None = None,
     ) -> bool:
+        """End a running attempt with its encoded result (an ErrorInfo: it could not be
+        encoded, the job fails); ``started`` and ``ended`` default to the claim and now."""
         if RETURNING and not isinstance(encoded, ErrorInfo):
             # one statement checks the claim and ends the job; the row it returns is the ended
             # job's, as the cascade wants it
-            values = (started, self._clock.now(), encoded, job_id, attempt)
-            ended = self._db.execute(FINISH, values)
-            row = ended.fetchone()
-            ended.close()
+            at = self._clock.now() if ended is None else ended
+            values = (started, at, encoded, job_id, attempt)
+            cursor = self._db.execute(FINISH, values)
+            row = cursor.fetchone()
+            cursor.close()
             if row is None:
                 return False  # cancelled, recovered or timed out meanwhile: dropped
             self.release(row)
@@ -199,9 +203,9 @@ class Rules:
         if started is not None:
             self._db.execute("UPDATE jobs SET started = ? WHERE id = ?", (started, job_id))
         if isinstance(encoded, ErrorInfo):
-            self.end(job_id, Status.FAILED, error=encoded, row=row)
+            self.end(job_id, Status.FAILED, error=encoded, row=row, at=ended)
         else:
-            self.end(job_id, Status.FINISHED, result=encoded, row=row)
+            self.end(job_id, Status.FINISHED, result=encoded, row=row, at=ended)
         return True
 
     def holding(self, job_id: str, attempt: int) -> dict[str, Any] | None:
@@ -255,13 +259,14 @@ class Rules:
         error: ErrorInfo | None = None,
         reason: str | None = None,
         row: dict[str, Any] | None = None,
+        at: float | None = None,
     ) -> None:
-        """Make a job terminal and apply every cascade it causes."""
+        """Make a job terminal (ended ``at``, default now) and apply every cascade it causes."""
         text = None if status == Status.FINISHED else (str(error) if error else reason)
         self._db.execute(
             "UPDATE jobs SET status = ?, ended = ?, ready = 0, parked = NULL, lease_until = NULL,"
             " result = ?, error = ?, traceback = ? WHERE id = ?",
-            (status.value, self._clock.now(), result, text,
+            (status.value, self._clock.now() if at is None else at, result, text,
              error.traceback if error else None, job_id),
         )  # fmt: skip
         known = None if row is None else {**row, "status": status.value}
