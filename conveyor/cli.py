@@ -24,6 +24,7 @@ import conveyor
 from conveyor import demo as demo_pipeline
 from conveyor.errors import ConveyorError, UnknownJob
 from conveyor.job import MODES, JobRecord, Status
+from conveyor.queue import workers_held
 from conveyor.runner import WORKER_MODES, run_worker
 from conveyor.task import Task
 
@@ -52,7 +53,8 @@ class AppType(click.ParamType):  # type: ignore[type-arg]
         if cwd not in sys.path:
             sys.path.insert(0, cwd)
         try:
-            module = importlib.import_module(module_name)
+            with workers_held():  # the app's queue must not run jobs in this command's process
+                module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
                 self.fail(
@@ -78,20 +80,22 @@ APP = AppType()
 
 @contextlib.contextmanager
 def opened(queue: conveyor.Queue, spec: str) -> Iterator[conveyor.Queue]:
-    """Use ``queue`` from the command line: without its embedded workers, closed after."""
+    """Use ``queue`` from the command line: without its embedded workers, closed after.
+
+    An app imported by the command line starts none (:func:`conveyor.queue.workers_held`);
+    a queue whose module was imported before has them stopped here."""
     embedded = queue._workers
     if embedded:
-        # They started when the module was imported and would run jobs in this command's
-        # process; what they claimed goes back to the queue.
+        # They would run jobs in this command's process; what they claimed goes back.
         click.echo(
-            f"note: {spec} starts {queue.slots} worker slot(s) of its own; they are stopped"
+            f"note: {spec} started {queue.slots} worker slot(s) of its own; they are stopped"
             " here (build it with workers=0 for the command line)",
             err=True,
         )
         for worker in list(embedded.values()):
             worker.stop(0)
         embedded.clear()
-        queue.slots = 0
+    queue.runs_workers = False
     try:
         yield queue
     except ConveyorError as exc:

@@ -4,13 +4,14 @@ the scheduling rules live in the backend, never here."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import itertools
 import os
 import pickle
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -39,6 +40,23 @@ from conveyor.task import Task
 from conveyor.worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+#: True while the command line imports an app: queues built then start no workers of their own
+_workers_held: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "conveyor_workers_held", default=False
+)
+
+
+@contextlib.contextmanager
+def workers_held() -> Iterator[None]:
+    """Queues built inside this block start no embedded workers; they keep their ``slots``
+    (``conveyor worker`` takes them as its default). The command line imports apps in it."""
+    token = _workers_held.set(True)
+    try:
+        yield
+    finally:
+        _workers_held.reset(token)
 
 
 #: the options of a job put without any
@@ -128,7 +146,9 @@ class Queue:
         self._id_numbers = itertools.count(1)
         self._closed = False
         self.backend.set_stop_hook(self._stop_job)
-        if self.slots:
+        #: whether this queue runs its jobs in workers of its own (``slots`` of them)
+        self.runs_workers = bool(self.slots) and not _workers_held.get()
+        if self.runs_workers:
             self._worker_for(mode)
 
     # ------------------------------------------------------------ submitting
@@ -325,7 +345,7 @@ class Queue:
         if not specs:
             return []
         ids = self.backend.submit(specs, block=block)
-        if self.slots:
+        if self.runs_workers:
             worker = self._worker_for(mode)
             if isinstance(worker.executor, InlineExecutor):
                 worker.executor.drain()
@@ -499,7 +519,7 @@ class Queue:
         """
         if self._closed:
             return
-        if wait and self.slots:
+        if wait and self.runs_workers:
             self.wait()
         self._closed = True
         for worker in list(self._workers.values()):

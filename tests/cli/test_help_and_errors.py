@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -185,13 +187,29 @@ def test_cancel_of_an_unknown_job_fails_clearly(runner, make_app):
     assert "no job 'ghost' in the queue" in result.output
 
 
-def test_a_queue_with_its_own_workers_is_stopped_with_a_note(runner, make_app):
-    # given an app whose queue starts embedded workers when imported
+def test_an_app_queue_with_workers_starts_none_when_the_command_line_imports_it(runner, make_app):
+    # given an app whose queue would start 2 embedded workers when imported
     name = make_app(workers=2)
-    # when the worker command runs it in burst mode
+    # when the worker command imports it and runs in burst mode
     result = runner.invoke(main, ["worker", f"{name}:q", "--burst", "-w", "1"])
-    # then it says so, and runs the jobs with its own worker
+    # then the queue started none of its own (nothing to stop, no note), and keeps its slots
+    # as the default of `conveyor worker`
     assert result.exit_code == 0, result.output
-    assert "starts 2 worker slot(s) of its own" in result.output
+    assert "note:" not in result.output
     assert "ran 0 job(s)" in result.output
-    assert sys.modules[name].q.slots == 0
+    queue = sys.modules[name].q
+    assert (queue.runs_workers, queue._workers, queue.slots) == (False, {}, 2)
+
+
+def test_a_queue_that_runs_workers_is_stopped_with_a_note(runner, make_app):
+    # given an app imported before the command line, so its queue runs 2 workers
+    name = make_app(workers=2)
+    sys.path.insert(0, os.getcwd())  # the fixture restores sys.path
+    queue = importlib.import_module(name).q
+    assert queue.runs_workers and queue._workers
+    # when a command is given that queue
+    result = runner.invoke(main, ["status", f"{name}:q"])
+    # then its workers are stopped, with a note saying why
+    assert result.exit_code == 0, result.output
+    assert "started 2 worker slot(s) of its own" in result.output
+    assert (queue.runs_workers, queue._workers) == (False, {})
