@@ -171,6 +171,8 @@ class Worker:
             )
         )
         self._registered = True
+        if not heartbeat:
+            self._prefetch = 0  # a report held back is written at the latest by the beat
         self.executor.start(self)
         if heartbeat:
             self._beat_thread = threading.Thread(
@@ -238,9 +240,9 @@ class Worker:
     def requeue_running(self) -> list[str]:
         """Put every running job back to waiting (attempt not counted) and stop it where it
         runs; a claim that lands afterwards is put back too. Return the ids put back."""
+        self._flush_reports()  # finished jobs are reported, not put back
         with self._cond:
             self._refusing = True
-            self._write_reports()  # finished jobs are reported, not put back
             self._at_hand.clear()
             jobs = list(self.running.values())
             self.running.clear()
@@ -412,15 +414,22 @@ class Worker:
     def _exchange(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
         """Write the pending reports and claim up to ``limit`` jobs for the calling slot (and
         some at hand while jobs are short) in one backend call; when none may start, block
-        like :meth:`claim` (a burst worker instead ends once none of its jobs runs)."""
+        like :meth:`claim` (a burst worker instead ends once none of its jobs runs).
+
+        No backend call is made under ``_cond``: the backend runs event and done callbacks on
+        the calling thread, and a callback may put a job and wait for it."""
         while True:
             with self._cond:
+                if limit and self._at_hand and not self._draining:
+                    return self._give(limit)  # another slot left them (reports wait a call)
                 stopping = self._draining or self.done.is_set()
                 want = 0 if stopping or not limit else limit + self._extra()
-                self._at_hand.extend(self._write_reports(want))
-                if self._at_hand and not stopping:
+            self._keep(self._write_reports(want))
+            with self._cond:
+                if self._at_hand and not self._draining:
                     if len(self._at_hand) > limit:
                         self._cond.notify_all()  # a burst slot waiting for work may take some
+                        self.backend.wake()  # so may a slot blocked in a claim
                     return self._give(limit)
                 if not want:
                     return []
@@ -431,42 +440,77 @@ class Worker:
                     self._cond.wait(BURST_RECHECK)  # ours still run and may unblock more
                     continue
             jobs = self.backend.claim(
-                self.slot_name(), self.mode, want, timeout=timeout, stop=self._stopping.is_set
+                self.slot_name(), self.mode, want, timeout=timeout, stop=self._claim_stop
             )
-            if not jobs:
-                return []
-            with self._cond:
-                self._at_hand.extend(self._track(jobs))
-                return self._give(limit)
+            if not jobs and not self._at_hand:
+                return []  # stopping, closed, or the timeout passed
+            self._keep(self._track(jobs) if jobs else jobs)
+
+    def _claim_stop(self) -> bool:
+        """A blocked claim of a batching slot ends on a stop, or once jobs are at hand."""
+        return self._stopping.is_set() or bool(self._at_hand)
+
+    def _keep(self, jobs: list[ClaimedJob]) -> None:
+        """Keep claimed jobs at hand; once the worker is stopping, put them back at once."""
+        if not jobs:
+            return
+        with self._cond:
+            if not self._draining:
+                self._at_hand.extend(jobs)
+                return
+            for job in jobs:
+                self.running.pop(job.id, None)
+        self._requeued += sum(self.backend.requeue(job.id, job.attempt) for job in jobs)
+        with self._cond:
+            self._cond.notify_all()
+            if not self.running:
+                self._changed()
 
     def _extra(self) -> int:
         recent = self._recent_runtime
         return self._prefetch if recent is not None and recent < PREFETCH_BELOW else 0
 
     def _write_reports(self, claim: int = 0) -> list[ClaimedJob]:
-        """(Under ``_cond``) write the pending reports and claim up to ``claim`` jobs in one
-        backend call; the reported jobs leave :attr:`running`."""
-        reports, self._reports = self._reports, []
+        """Write the pending reports and claim up to ``claim`` jobs in one backend call (not
+        under ``_cond``); the reported jobs leave :attr:`running`. If the call fails, the
+        reports stay pending for the next call, and their jobs stay running (leases renewed)."""
+        with self._cond:
+            reports, self._reports = self._reports, []
         if not reports and not claim:
             return []
-        jobs = self.backend.finish_many_and_claim(
-            reports, self.slot_name(), self.mode, claim, stop=self._stopping.is_set
-        )
-        running = self.running
-        for report in reports:
-            job = running.get(report.job_id)
-            if job is not None and job.attempt == report.attempt:
-                del running[report.job_id]
-        if reports:
-            self._cond.notify_all()
-            if self._draining and not running:
-                self._changed()
-        return self._track(jobs) if jobs else jobs
+        try:
+            jobs = self.backend.finish_many_and_claim(
+                reports, self.slot_name(), self.mode, claim, stop=self._stopping.is_set
+            )
+        except BaseException:
+            with self._cond:
+                self._reports[:0] = reports
+            raise
+        with self._cond:
+            running = self.running
+            for report in reports:
+                job = running.get(report.job_id)
+                if job is not None and job.attempt == report.attempt:
+                    del running[report.job_id]
+            if reports:
+                self._cond.notify_all()
+                if self._draining and not running:
+                    self._changed()
+            return self._track(jobs) if jobs else jobs
+
+    def _flush_reports(self) -> None:
+        """Write the reports held back, if any; a failure is logged, the reports kept."""
+        if not self._reports:
+            return
+        try:
+            self._write_reports()
+        except Exception:
+            log.exception("worker %s: writing %d report(s) failed", self.id, len(self._reports))
 
     def _hand_back(self) -> None:
         """Stopping: write the pending reports, put back the jobs at hand (not started)."""
+        self._flush_reports()
         with self._cond:
-            self._write_reports()
             spare = list(self._at_hand)
             self._at_hand.clear()
             for job in spare:
@@ -565,9 +609,7 @@ class Worker:
     def beat(self) -> None:
         """Renew the leases of the running jobs; stop those this worker no longer holds
         (cancelled elsewhere, or recovered after a lost lease); recover expired leases."""
-        if self._reports:
-            with self._cond:
-                self._write_reports()  # a report held back no longer than a beat
+        self._flush_reports()  # a report is held back no longer than a beat
         running = self.running.copy()  # one C call: atomic under the GIL
         lost = self.backend.heartbeat(self.id, list(running))
         for job_id in lost:

@@ -10,6 +10,7 @@ times are exact. The last tests run real embedded and standalone workers end to 
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -492,3 +493,67 @@ def test_reports_are_written_the_same_without_update_returning(
     assert queue.job("j2").started == JobRecord.timestamp(claim_time + 1)
     assert queue.status("j3") == "cancelled"
     assert job.id == "j4"
+
+
+# ------------------------------------------------------- backend errors, callbacks, idle slots
+def test_reports_survive_a_failed_write_and_go_with_the_next(queue, make_worker, monkeypatch):
+    put(queue, 10)
+    worker = make_worker()
+    job = warmed_up(worker)
+    worker.finished(job, run(job), claim_next=1)  # j1's report held back
+    held = [report.job_id for report in worker._reports]
+    # another process holds the write lock longer than this backend waits for it
+    monkeypatch.setattr("conveyor.backends.sqlite.BUSY_TIMEOUT", 0.05)
+    other = sqlite3.connect(queue.backend.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError):
+        worker._write_reports()
+    other.execute("ROLLBACK")
+    other.close()
+    # the report is still pending, its job still the worker's; the next write records it
+    assert [report.job_id for report in worker._reports] == held == ["j1"]
+    assert "j1" in worker.running
+    worker.beat()
+    assert statuses(queue, "j1") == ["finished"]
+    assert "j1" not in worker.running
+
+
+def test_a_callback_may_put_a_job_and_wait_for_it(url):
+    # a done callback runs on the thread that writes the report: it must hold no worker lock,
+    # or the other slot could not claim the job the callback waits for
+    with conveyor.Queue(url, workers=2) as q:
+        followed: list[Any] = []
+
+        def follow(record: JobRecord) -> None:
+            if record.id == "first9":
+                followed.append(q.put(jobs.double, args=(100,)).result(timeout=WAIT))
+
+        q.on("finished", follow)
+        firsts = [q.put(jobs.double, args=(n,), id=f"first{n}") for n in range(20)]
+        assert [job.result(timeout=WAIT) for job in firsts] == [2 * n for n in range(20)]
+        q.wait()
+    assert followed == [200]
+
+
+GATE = threading.Event()
+
+
+def gated(value: int) -> int:
+    """A job that runs until the test opens the gate."""
+    if not GATE.wait(WAIT):
+        raise TimeoutError("the gate stayed shut")
+    return value
+
+
+def test_jobs_at_hand_go_to_an_idle_slot_while_a_long_job_runs(url):
+    GATE.clear()
+    with conveyor.Queue(url, workers=2) as q:
+        warm = [q.put(jobs.double, args=(n,)) for n in range(10)]  # short: claims go ahead
+        assert [job.result(timeout=WAIT) for job in warm] == [2 * n for n in range(10)]
+        long = q.put(gated, args=(1,))
+        shorts = [q.put(jobs.double, args=(n,)) for n in range(6)]
+        # every short job ends while the long one still runs, whichever slot claimed them
+        assert [job.result(timeout=WAIT) for job in shorts] == [2 * n for n in range(6)]
+        assert q.status(long.id) == Status.RUNNING
+        GATE.set()
+        assert long.result(timeout=WAIT) == 1
