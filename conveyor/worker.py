@@ -282,7 +282,7 @@ class Worker:
         """Block until up to ``limit`` jobs may start; ``[]`` when the worker is stopping
         (or, with ``burst`` or ``max_jobs``, has no more work to claim)."""
         if self._prefetch:
-            return self._claim_batched(limit, timeout)
+            return self._exchange(limit, timeout)
         if self._careful:
             return self._claim_careful(limit, timeout)
         jobs = self.backend.claim(
@@ -376,19 +376,10 @@ class Worker:
             self._changed()
 
     # ----------------------------------------------------------- batched calls
-    def _claim_batched(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
-        with self._cond:
-            if self._at_hand and not self._draining:
-                return self._give(limit)
-        return self._exchange(limit, timeout)
-
     def _finish_batched(self, job: ClaimedJob, result: Any, claim_next: int) -> list[ClaimedJob]:
         started = self._taken(job)
-        report = Finished(job.id, job.attempt, result, started, self.clock.now())
-        with self._cond:
-            self._reports.append(report)
-            if claim_next and self._at_hand and not self._draining:
-                return self._give(claim_next)  # the report goes with the next backend call
+        with self._cond:  # the report goes with the next backend call
+            self._reports.append(Finished(job.id, job.attempt, result, started, self.clock.now()))
         return self._exchange(claim_next, None)
 
     def _taken(self, job: ClaimedJob) -> float | None:
@@ -421,7 +412,7 @@ class Worker:
         while True:
             with self._cond:
                 if limit and self._at_hand and not self._draining:
-                    return self._give(limit)  # another slot left them (reports wait a call)
+                    return self._give(limit)  # claimed ahead: pending reports wait a call
                 stopping = self._draining or self.done.is_set()
                 want = 0 if stopping or not limit else limit + self._extra()
             self._keep(self._write_reports(want))

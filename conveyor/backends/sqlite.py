@@ -355,16 +355,10 @@ class SQLiteBackend:
         timeout: float | None = None,
         stop: Callable[[], bool] | None = None,
     ) -> list[ClaimedJob]:
-        """``finish`` then ``claim``: one transaction for a busy slot."""
-        encoded = self._encode_result(job_id, attempt, result)
-        try:
-            with self._tx():
-                self._rules.finish(job_id, attempt, encoded)
-                stopping = stop is not None and stop()
-                rows = [] if stopping else self._rules.claim(worker, mode, limit)
-        except QueueClosed:
-            return []
-        got = self._unpack(rows) if rows else []
+        """``finish`` then ``claim``: one transaction for a busy slot (a second one only to
+        wait when nothing may start)."""
+        report = Finished(job_id, attempt, result)
+        got = self.finish_many_and_claim([report], worker, mode, limit, stop=stop)
         if got:
             return got
         return self.claim(worker, mode, limit, timeout=timeout, stop=stop)
@@ -379,7 +373,7 @@ class SQLiteBackend:
         stop: Callable[[], bool] | None = None,
     ) -> list[ClaimedJob]:
         """Every ``finish``, then a ``claim`` that does not wait, in one transaction."""
-        encoded = [(f, self._encode_result(f.job_id, f.attempt, f.result)) for f in finished]
+        encoded = [(f, self._encode_result(f.result)) for f in finished]
         try:
             with self._tx():
                 for report, result in encoded:
@@ -429,14 +423,14 @@ class SQLiteBackend:
         return resolve(ref)
 
     # --------------------------------------------------------- end of an attempt
-    def _encode_result(self, job_id: str, attempt: int, result: Any) -> bytes | ErrorInfo:
+    def _encode_result(self, result: Any) -> bytes | ErrorInfo:
         try:
             return self.serializer.dumps(result)
         except NotSerializable as exc:
             return ErrorInfo("NotSerializable", f"the job's result cannot be stored: {exc}")
 
     def finish(self, job_id: str, attempt: int, result: Any) -> bool:
-        encoded = self._encode_result(job_id, attempt, result)
+        encoded = self._encode_result(result)
         with self._tx():
             return self._rules.finish(job_id, attempt, encoded)
 
