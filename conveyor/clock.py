@@ -11,6 +11,10 @@ import threading
 import time
 from collections.abc import Callable
 
+#: the longest a single wait blocks (seconds); a waiter then looks at the time again, so a
+#: deadline years ahead never hands a blocking call more than it can take
+MAX_WAIT = 3600.0
+
 
 class Clock:
     """Real time. Subclass to control time in tests."""
@@ -21,7 +25,7 @@ class Clock:
 
     def wait_time(self, deadline: float) -> float | None:
         """Real seconds to block before ``deadline`` is reached; None to block until woken."""
-        return max(0.0, deadline - time.time())
+        return min(MAX_WAIT, max(0.0, deadline - time.time()))
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever time jumps (a real clock never jumps)."""

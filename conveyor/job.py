@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,6 +37,15 @@ PENDING = frozenset({Status.WAITING, Status.SCHEDULED})
 
 MODES = ("thread", "process", "async", "inline")
 
+#: the longest duration an option may give (delay, timeout, expires, retry_delay, unique_for),
+#: and how far ahead ``at`` may lie: 100 years, within what every backend's clock and every
+#: blocking wait can hold (``threading.TIMEOUT_MAX`` is about 292 years)
+MAX_SECONDS = 100 * 365.25 * 86400
+#: integers (priority, an int lane) are stored as 64-bit signed integers
+MIN_INT, MAX_INT = -(2**63), 2**63 - 1
+#: the most retries a job may ask for
+MAX_RETRIES = 1_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
@@ -49,16 +59,34 @@ class ErrorInfo:
         return f"{self.type}: {self.message}" if self.message else self.type
 
 
+def check_name(value: Any, what: str) -> str:
+    """Return ``value`` if it can name a job, group, lane or key on every backend: a non-empty
+    ``str`` that UTF-8 can encode (no lone surrogate) and holds no NUL; else raise InvalidJob."""
+    if not isinstance(value, str) or not value:
+        raise InvalidJob(f"{what} must be a non-empty string, got {_short(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidJob(
+            f"{what} must be valid text, got {_short(value)} (a lone surrogate at index "
+            f"{exc.start}: UTF-8 cannot store it)"
+        ) from None
+    if "\x00" in value:
+        raise InvalidJob(f"{what} must not contain NUL characters, got {_short(value)}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _names(value: str | Iterable[str] | None, what: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        return (value,)
-    names = tuple(value)
-    for name in names:
-        if not isinstance(name, str) or not name:
-            raise InvalidJob(f"{what} must be non-empty strings, got {name!r}")
-    return names
+        return (check_name(value, what),)
+    return tuple(check_name(name, what) for name in value)
 
 
 def _ids(value: Iterable[Any] | str | None) -> tuple[str, ...]:
@@ -71,28 +99,88 @@ def _ids(value: Iterable[Any] | str | None) -> tuple[str, ...]:
         item_id = getattr(item, "id", item)  # a Job handle stands for its id
         if not isinstance(item_id, str) or not item_id:
             raise InvalidJob(f"after= takes job ids or Job handles, got {item!r}")
-        ids.append(item_id)
+        ids.append(check_name(item_id, "a dependency id in after="))
     return tuple(ids)
+
+
+def _number(value: Any, what: str) -> float:
+    """A finite float from an int or float (not a bool); else InvalidJob."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidJob(f"{what} must be a number of seconds, got {_short(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise InvalidJob(f"{what} must be a finite number, got {_short(value)}")
+    return number
 
 
 def _seconds(value: float | None, what: str, *, allow_zero: bool = True) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise InvalidJob(f"{what} must be a number of seconds, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
+    seconds = _number(value, what)
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise InvalidJob(f"{what} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return float(value)
+    if seconds > MAX_SECONDS:
+        raise InvalidJob(
+            f"{what} must be at most {MAX_SECONDS:.0f} seconds (100 years), got {value!r}"
+        )
+    return seconds
 
 
-def _timestamp(value: datetime | float | None, what: str) -> float | None:
+def _timestamp(value: datetime | float | None, what: str, now: float) -> float | None:
+    """Epoch seconds of an ``at``/``expires`` moment, no further ahead than MAX_SECONDS."""
     if value is None:
         return None
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.astimezone()  # naive means local time, as datetime.now() gives
-        return value.timestamp()
-    return _seconds(value, what)
+        timestamp = value.timestamp()
+    else:
+        timestamp = _number(value, what)
+        if timestamp < 0:
+            raise InvalidJob(f"{what} must be epoch seconds >= 0, got {value!r}")
+    if timestamp > now + MAX_SECONDS:
+        raise InvalidJob(
+            f"{what} must lie at most 100 years ({MAX_SECONDS:.0f} seconds) ahead, got {value!r}"
+        )
+    return timestamp
+
+
+def _integer(value: Any, what: str, low: int, high: int, hint: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJob(f"{what} must be an int{hint}, got {_short(value)}")
+    if not low <= value <= high:
+        raise InvalidJob(f"{what} must be between {low} and {high}, got {_short(value)}")
+    return value
+
+
+def check_meta(meta: Any) -> dict[str, Any]:
+    """A copy of ``meta`` if it is JSON data (a dict with ``str`` keys of str, int, float,
+    bool, None, lists and dicts, every number finite), which every backend stores as it is."""
+    if not isinstance(meta, dict):
+        raise InvalidJob(f"meta must be a dict, got {type(meta).__name__}")
+    try:
+        text = json.dumps(meta, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+        copy: dict[str, Any] = json.loads(text)
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError is one
+        raise InvalidJob(f"meta must be JSON data (str keys, finite numbers): {exc}") from None
+    if copy != meta or _has_foreign_keys(meta):
+        raise InvalidJob(
+            "meta must be JSON data: keys must be str, and values str, int, float, bool, "
+            "None, lists or dicts (tuples and subclasses do not come back as they went in)"
+        )
+    return copy
+
+
+def _has_foreign_keys(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(type(key) is not str or _has_foreign_keys(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_foreign_keys(item) for item in value)
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,24 +230,26 @@ class JobOptions:
         meta: dict[str, Any] | None = None,
     ) -> JobOptions:
         """Check every option and return them normalised; raise InvalidJob on bad input."""
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise InvalidJob(f"priority must be an int (lower runs first), got {priority!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise InvalidJob(f"retries must be an int >= 0, got {retries!r}")
-        if lane is not None and (isinstance(lane, bool) or not isinstance(lane, str | int)):
-            raise InvalidJob(f"lane must be a str or an int, got {lane!r}")
+        _integer(priority, "priority", MIN_INT, MAX_INT, " (lower runs first)")
+        _integer(retries, "retries", 0, MAX_RETRIES)
+        if isinstance(lane, int) and not isinstance(lane, bool):
+            _integer(lane, "lane", MIN_INT, MAX_INT)
+        elif lane is not None:
+            if not isinstance(lane, str):
+                raise InvalidJob(f"lane must be a str or an int, got {_short(lane)}")
+            check_name(lane, "lane")
         if delay is not None and at is not None:
             raise InvalidJob("give delay= or at=, not both")
-        backoff_value = _seconds(backoff, "backoff")
-        if backoff_value is None or backoff_value < 1:
+        backoff_value = _number(backoff, "backoff")
+        if backoff_value < 1:
             raise InvalidJob(f"backoff must be >= 1 (a multiplier per retry), got {backoff!r}")
-        start_at = _timestamp(at, "at")
+        start_at = _timestamp(at, "at", now)
         delay_s = _seconds(delay, "delay")
         if delay_s:
             start_at = now + delay_s
         expires_at: float | None
         if isinstance(expires, datetime):
-            expires_at = _timestamp(expires, "expires")
+            expires_at = _timestamp(expires, "expires", now)
         else:
             relative = _seconds(expires, "expires")
             expires_at = None if relative is None else now + relative
@@ -169,13 +259,11 @@ class JobOptions:
         elif unique is True:
             unique_key = ""  # the queue derives the key from task and arguments
         elif isinstance(unique, str) and unique:
-            unique_key = unique
+            unique_key = check_name(unique, "unique")
         else:
             raise InvalidJob(f"unique must be True or a non-empty key string, got {unique!r}")
         if unique_for is not None and unique_key is None:
             raise InvalidJob("unique_for= needs unique= (True or a key)")
-        if meta is not None and not isinstance(meta, dict):
-            raise InvalidJob(f"meta must be a dict, got {type(meta).__name__}")
         return cls(
             priority=priority,
             after=_ids(after),
@@ -191,7 +279,7 @@ class JobOptions:
             expires_at=expires_at,
             unique=unique_key,
             unique_for=_seconds(unique_for, "unique_for"),
-            meta=dict(meta or {}),
+            meta={} if meta is None else check_meta(meta),
         )
 
     def replace(self, **changes: Any) -> JobOptions:

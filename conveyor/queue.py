@@ -32,7 +32,7 @@ from conveyor.executors import build as build_executor
 from conveyor.executors.base import Executor
 from conveyor.executors.inline import InlineExecutor
 from conveyor.handle import Job
-from conveyor.job import ACTIVE, MODES, TERMINAL, JobOptions, JobRecord, Status
+from conveyor.job import ACTIVE, MODES, TERMINAL, JobOptions, JobRecord, Status, check_name
 from conveyor.observe.progress import progress_bar
 from conveyor.references import reference, resolve
 from conveyor.settings import Settings
@@ -278,8 +278,8 @@ class Queue:
             raise InvalidJob(f"kwargs must be a dict, got {type(kwargs).__name__}")
         if job_id is None:
             job_id = self._id_prefix + str(next(self._id_numbers))
-        elif not isinstance(job_id, str) or not job_id:
-            raise InvalidJob(f"a job id must be a non-empty string, got {job_id!r}")
+        else:
+            check_name(job_id, "a job id")
         options = prepared.options
         if options.unique == "":
             options = options.replace(unique=rules.unique_key(prepared.name, args, kwargs))

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from conveyor.errors import DependencyCycle, DuplicateJob, UnknownDependency
+from conveyor.job import MAX_SECONDS
 
 
 class _OptionsLike(Protocol):
@@ -34,8 +35,15 @@ def order_key(priority: int, seq: int) -> tuple[int, int]:
 
 
 def retry_delay(retry_delay: float, backoff: float, failures: int) -> float:
-    """Seconds to wait before the next attempt after ``failures`` failed attempts (>= 1)."""
-    return retry_delay * backoff ** max(0, failures - 1)
+    """Seconds to wait before the next attempt after ``failures`` failed attempts (>= 1):
+    ``retry_delay * backoff ** (failures - 1)``, at most MAX_SECONDS (100 years)."""
+    if retry_delay <= 0:
+        return 0.0
+    try:
+        delay = retry_delay * backoff ** max(0, failures - 1)
+    except OverflowError:
+        return MAX_SECONDS
+    return min(delay, MAX_SECONDS)
 
 
 def find_cycle(edges: Mapping[str, Iterable[str]]) -> list[str] | None:

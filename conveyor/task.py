@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from conveyor.errors import InvalidJob
-from conveyor.job import MODES, JobOptions
+from conveyor.job import MODES, JobOptions, check_name
 
 if TYPE_CHECKING:
     from conveyor.handle import Job
@@ -46,7 +46,11 @@ class Task(Generic[P, R]):
             raise InvalidJob(f"unknown task option: {exc}") from None
         self.queue = queue
         self.fn = fn
-        self.name = name or getattr(fn, "__qualname__", None) or repr(fn)
+        self.name = (
+            check_name(name, "a task name")
+            if name is not None
+            else getattr(fn, "__qualname__", None) or repr(fn)
+        )
         self.mode = mode
         self.max_concurrency = max_concurrency
         self.defaults = defaults
