@@ -122,13 +122,15 @@ def report(
 
     A report that raises (the storage is full, or gone for a moment) is logged and made again
     after a growing pause for as long as the job is still the worker's, so the job is never
-    left running with its lease renewed forever. Making it again is safe: a backend drops a
-    report of an attempt that is no longer running. :class:`QueueClosed` propagates (nothing
-    can be reported any more)."""
+    left running with its lease renewed forever. It is made again without the claim (which may
+    be what fails, a new job needing room the report does not), and making it again is safe: a
+    backend drops a report of an attempt that is no longer running. :class:`QueueClosed`
+    propagates (nothing can be reported any more)."""
     while True:
         jobs = report_once(worker, job, outcome, claim_next)
         if jobs is not None:
             return jobs
+        claim_next = 0  # again without a claim: a report may land when a claim cannot
         pause.wait(lambda: not holds(worker, job))
         if not holds(worker, job):
             return []  # put back (the worker stopped), or its report landed meanwhile
