@@ -3,6 +3,7 @@ SIGKILL leaves no child running its job, long before the job's lease could expir
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -54,10 +55,8 @@ def read_pid(path: Path) -> int | None:
 
 
 def kill_quietly(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def test_a_sigkilled_process_worker_leaves_no_child_running_its_job(tmp_path: Path) -> None:
@@ -79,9 +78,9 @@ def test_a_sigkilled_process_worker_leaves_no_child_running_its_job(tmp_path: Pa
     pid_file = tmp_path / "child.pid"
     job = linger.enqueue(str(pid_file))
     # and a process-mode worker running it in a child process
+    command = ["worker", "orphan_app:q", "--workers", "1", "--mode", "process"]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "worker", "orphan_app:q", "--workers", "1"]
-        + ["--mode", "process"],
+        [sys.executable, "-m", "conveyor", *command],
         cwd=tmp_path,
         env={
             **os.environ,

@@ -15,13 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import conveyor
 from conveyor import JobFailed
-from tests import jobs
 
 WAIT = 10  # seconds a test waits for something that should happen soon (forks included)
 JOBS = 40  # jobs waiting while the database is full
