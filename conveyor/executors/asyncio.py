@@ -119,6 +119,8 @@ class AsyncExecutor:
             return []
         except Exception:
             log.exception("%s: claiming failed", worker.slot_name())
+            if worker.stopping:
+                return []  # no retry of a claim that would not be made
             await _pause(pause, lambda: worker.stopping)
             return None
         pause.reset()

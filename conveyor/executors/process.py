@@ -172,31 +172,41 @@ def _set_parent_death_signal() -> None:
 def _started(pid: int) -> int | None:
     """When ``pid`` started (clock ticks since boot), to tell it from a later process given
     the same pid; None where /proc does not say (or ``pid`` is gone)."""
-    stat = _stat(pid)
+    try:
+        stat = _stat(pid)
+    except (OSError, IndexError, ValueError):
+        return None
     return None if stat is None else stat[1]
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time) of ``pid`` from /proc; None if there is no such entry."""
+    """(state, start time) of ``pid`` from /proc; None if there is no such process. Raises
+    if /proc cannot tell (no /proc, no file descriptor left, an unexpected format)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as file:
-            fields = file.read().rsplit(b")", 1)[1].split()
-        return fields[0].decode(), int(fields[19])
-    except (OSError, IndexError, ValueError):
+            data = file.read()
+    except (FileNotFoundError, ProcessLookupError):
         return None
+    fields = data.rsplit(b")", 1)[1].split()
+    return fields[0].decode(), int(fields[19])
 
 
 def _alive(pid: int, born: int | None) -> bool:
-    """True while ``pid`` runs: not gone, not a zombie, and not a new process under its pid."""
+    """False once ``pid`` has ended: gone, a zombie, or a new process under its pid. When it
+    cannot tell (a job used up the file descriptors, say), True: a job is never cut short on
+    a doubt."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except OSError:
         pass  # it exists but is another user's: the start time tells whether it is ours
     if born is None:
         return True
-    stat = _stat(pid)
+    try:
+        stat = _stat(pid)
+    except (OSError, IndexError, ValueError):
+        return True
     return stat is not None and stat[0] not in ("Z", "X") and stat[1] == born
 
 
@@ -337,6 +347,8 @@ class ProcessExecutor:
                         child = None
                     if held is not None and holds(worker, held):
                         report(worker, held, (False, exc), pause)
+                    if worker.stopping:
+                        return  # no retry of a claim that would not be made
                     pause.wait(lambda: worker.stopping)
         except QueueClosed:
             log.debug("%s: the queue is closed; the slot ends", worker.slot_name())
@@ -397,7 +409,11 @@ class ProcessExecutor:
                 pass  # it died between the check and the send: the job never reached it
         self._drop(child, kill=True)
         child = self._spawn()
-        child.conn.send_bytes(payload)
+        try:
+            child.conn.send_bytes(payload)
+        except BaseException:
+            self._drop(child, kill=True)  # the caller still holds the old child
+            raise
         return child
 
     @staticmethod

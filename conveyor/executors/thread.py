@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.context import set_context
 from conveyor.errors import QueueClosed
-from conveyor.executors.base import Pause, bounded, holds, join, report, timeout_message
+from conveyor.executors.base import (
+    Pause,
+    bounded,
+    holds,
+    join,
+    report,
+    report_once,
+    timeout_message,
+)
 from conveyor.job import ErrorInfo
 
 if TYPE_CHECKING:
@@ -149,6 +157,8 @@ class ThreadExecutor:
                 log.exception("%s: unexpected error in the slot's loop", worker.slot_name())
                 if held is not None and holds(worker, held):
                     report(worker, held, (False, exc), pause)
+                if worker.stopping:
+                    return  # no retry of a claim that would not be made
                 pause.wait(lambda: worker.stopping)
 
     def _run(self, slot: _Slot, job: ClaimedJob) -> tuple[bool, Any] | None:
@@ -190,7 +200,12 @@ class ThreadExecutor:
             _raise_in_thread(slot.thread_id, JobInterrupted)
         worker = self._worker
         if worker is not None and (settle is not None or not worker.stopping):
-            self._spawn(None if settle is None else (job, settle))
+            try:
+                self._spawn(None if settle is None else (job, settle))
+            except Exception:  # no thread to be had: report here, once
+                log.exception("%s: no thread could replace a stopped job's slot", worker.id)
+                if settle is not None:
+                    report_once(worker, job, (False, settle))
         return True
 
     def timed_out(self, slot: _Slot, job: ClaimedJob) -> None:
