@@ -4,6 +4,9 @@ The loop lives in its own thread. Claims block, so they are made in a helper thr
 claimed jobs are started as tasks on the loop. A job past its timeout is cancelled
 (``asyncio.timeout``); a cancelled job's task is cancelled. A plain function given to an async
 queue runs in the loop's default thread pool, so it does not block the other coroutines.
+
+An unexpected error (a claim or a report that raises) does not end the loop: it is logged,
+and the claim or report is made again after a growing pause.
 """
 
 from __future__ import annotations
@@ -18,7 +21,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from conveyor.context import set_context
-from conveyor.executors.base import timeout_message
+from conveyor.errors import QueueClosed
+from conveyor.executors.base import (
+    FAULT_PAUSE,
+    Pause,
+    holds,
+    join,
+    report_once,
+    timeout_message,
+)
 from conveyor.job import ErrorInfo
 
 if TYPE_CHECKING:
@@ -26,6 +37,16 @@ if TYPE_CHECKING:
     from conveyor.worker import Worker
 
 log = logging.getLogger("conveyor.executors.asyncio")
+
+
+async def _pause(pause: Pause, cut_short: Callable[[], bool]) -> None:
+    """:meth:`Pause.wait` without blocking the loop."""
+    deadline = time.monotonic() + pause.take()
+    while not cut_short():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        await asyncio.sleep(min(remaining, FAULT_PAUSE))
 
 
 class AsyncExecutor:
@@ -54,20 +75,21 @@ class AsyncExecutor:
         worker = self._worker
         assert worker is not None
         loop = self._loop = asyncio.get_running_loop()
-        if self._context is not None:
-            value = self._context()
-            set_context(await value if inspect.isawaitable(value) else value)
         free = asyncio.Semaphore(self.slots)
+        pause = Pause()
         try:
+            await self._set_context(worker, pause)
             while True:
                 await free.acquire()
                 taken = 1
                 while not free.locked():  # claim for every free slot in one round trip
                     await free.acquire()
                     taken += 1
-                jobs = await loop.run_in_executor(self._claimer, worker.claim, taken)
-                for _ in range(taken - len(jobs)):
+                jobs = await self._claim(worker, taken, pause)
+                for _ in range(taken - len(jobs or ())):
                     free.release()
+                if jobs is None:
+                    continue  # the claim failed: it was logged, and the pause taken
                 if not jobs:
                     break
                 for job in jobs:
@@ -77,7 +99,50 @@ class AsyncExecutor:
         finally:
             self._claimer.shutdown(wait=False)
 
+    async def _set_context(self, worker: Worker, pause: Pause) -> None:
+        """Run the context function once before the first claim (again while it raises)."""
+        while self._context is not None and not worker.stopping:
+            try:
+                value = self._context()
+                set_context(await value if inspect.isawaitable(value) else value)
+                return
+            except Exception:
+                log.exception("%s: the context function failed", worker.slot_name())
+                await _pause(pause, lambda: worker.stopping)
+
+    async def _claim(self, worker: Worker, limit: int, pause: Pause) -> list[ClaimedJob] | None:
+        """Up to ``limit`` jobs (``[]``: nothing more to claim), or None if the claim raised."""
+        loop = asyncio.get_running_loop()
+        try:
+            jobs = await loop.run_in_executor(self._claimer, worker.claim, limit)
+        except QueueClosed:
+            return []
+        except Exception:
+            log.exception("%s: claiming failed", worker.slot_name())
+            if worker.stopping:
+                return []  # no retry of a claim that would not be made
+            await _pause(pause, lambda: worker.stopping)
+            return None
+        pause.reset()
+        return jobs
+
     async def _run(self, worker: Worker, job: ClaimedJob, free: asyncio.Semaphore) -> None:
+        try:
+            outcome = await self._call(job)
+            if outcome is not None:
+                await self._report(worker, job, outcome)
+        except Exception as exc:
+            log.exception("%s: unexpected error running job %s", worker.slot_name(), job.id)
+            if holds(worker, job):
+                await self._report(worker, job, (False, exc))
+        finally:
+            self._stopped_jobs.discard(job.id)
+            self._tasks.pop(job.id, None)
+            free.release()
+
+    async def _call(self, job: ClaimedJob) -> tuple[bool, Any] | None:
+        """Run ``job``: ``(True, result)``, ``(False, error)``, or None if it was stopped
+        (cancelled by :meth:`stop_job`: nothing to report)."""
         assert job.fn is not None, "async jobs carry their callable"
         try:
             async with asyncio.timeout(job.timeout) as scope:
@@ -90,20 +155,26 @@ class AsyncExecutor:
         except TimeoutError as exc:
             if scope.expired():
                 assert job.timeout is not None
-                worker.failed(job, ErrorInfo("TimeoutError", timeout_message(job.timeout)))
-            else:
-                worker.failed(job, exc)
+                return False, ErrorInfo("TimeoutError", timeout_message(job.timeout))
+            return False, exc
         except asyncio.CancelledError:
-            if job.id not in self._stopped_jobs:
-                worker.failed(job, ErrorInfo("CancelledError", "the job's task was cancelled"))
+            if job.id in self._stopped_jobs:
+                return None
+            return False, ErrorInfo("CancelledError", "the job's task was cancelled")
         except BaseException as exc:
-            worker.failed(job, exc)
-        else:
-            worker.finished(job, result)
-        finally:
-            self._stopped_jobs.discard(job.id)
-            self._tasks.pop(job.id, None)
-            free.release()
+            return False, exc
+        return True, result
+
+    async def _report(self, worker: Worker, job: ClaimedJob, outcome: tuple[bool, Any]) -> None:
+        """``report`` of the other executors, pausing without blocking the loop."""
+        pause = Pause()
+        try:
+            while report_once(worker, job, outcome) is None:
+                await _pause(pause, lambda: not holds(worker, job))
+                if not holds(worker, job):
+                    return  # put back (the worker stopped), or its report landed meanwhile
+        except QueueClosed:
+            log.debug("%s: the queue is closed; job %s is not reported", worker.slot_name(), job.id)
 
     def stop_job(self, job_id: str, reason: str) -> None:
         loop = self._loop
@@ -120,5 +191,4 @@ class AsyncExecutor:
 
     def stop(self, *, wait: bool = True, timeout: float | None = None) -> None:
         if wait and self._thread is not None:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            join(self._thread, timeout)

@@ -5,14 +5,21 @@ claims a job, sends its encoded payload (function by reference, or by value with
 for lambdas and closures; arguments pickled once at put), and waits for the answer. A job past
 its timeout is stopped for real: the child is killed and replaced. A child is also replaced
 after ``max_jobs_per_process`` jobs, and when it dies (the job is failed, saying so).
+
+A child sees the environment and working directory of this process as of when the executor
+started (not the forkserver's), and dies with this process: a worker killed with SIGKILL
+leaves no child running its job (see :func:`die_with`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import logging
 import multiprocessing
+import os
 import pickle
+import signal
 import sys
 import threading
 import time
@@ -25,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from conveyor.context import set_context
-from conveyor.executors.base import timeout_message
+from conveyor.errors import QueueClosed
+from conveyor.executors.base import Pause, bounded, holds, join, report, timeout_message
 from conveyor.job import ErrorInfo
 
 if TYPE_CHECKING:
@@ -37,6 +45,9 @@ log = logging.getLogger("conveyor.executors.process")
 #: forkserver forks children from a clean single-threaded server process; fork from a
 #: process with running threads could copy a held lock. Other platforms spawn.
 DEFAULT_START_METHOD = "forkserver" if sys.platform.startswith("linux") else "spawn"
+
+#: what a slot's wait for its child's answer returns once the job's timeout passed
+_TIMED_OUT = object()
 
 
 def encode_function(fn: Callable[..., Any]) -> bytes:
@@ -54,8 +65,32 @@ def _describe(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(type(exc).__qualname__, str(exc), "".join(traceback.format_exception(exc)))
 
 
-def child_main(conn: Connection, context: bytes | None, max_jobs: int | None) -> None:
-    """The loop of a worker process: receive a payload, run it, send back the outcome."""
+#: seconds between a worker process's checks that the worker that started it still lives
+PARENT_CHECK = 0.2
+
+#: the exit code of a worker process that ended because its worker was gone
+EXIT_ORPHANED = 70
+
+#: Linux prctl option: the signal the kernel sends a process when its parent thread ends
+PR_SET_PDEATHSIG = 1
+
+
+def child_main(
+    conn: Connection,
+    context: bytes | None,
+    max_jobs: int | None,
+    parent: int | None = None,
+    environ: dict[str, str] | None = None,
+    cwd: str | None = None,
+) -> None:
+    """The loop of a worker process: receive a payload, run it, send back the outcome.
+
+    Before anything else it dies with ``parent`` (the worker's pid), takes ``environ`` as its
+    environment and ``cwd`` as its working directory: the worker's, as of when its executor
+    started (a forkserver's children would otherwise keep the forkserver's)."""
+    if parent is not None:
+        die_with(parent)
+    adopt(environ, cwd)
     functions: dict[bytes, Callable[..., Any]] = {}
     if context is not None:
         set_context(cloudpickle.loads(context)())
@@ -88,13 +123,111 @@ def child_main(conn: Connection, context: bytes | None, max_jobs: int | None) ->
         done += 1
 
 
+def adopt(environ: dict[str, str] | None, cwd: str | None) -> None:
+    """Take ``environ`` as this process's environment and ``cwd`` as its directory."""
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
+    if cwd is not None:
+        try:
+            os.chdir(cwd)
+        except OSError as exc:
+            log.warning("worker process %d stays in %s: %s", os.getpid(), os.getcwd(), exc)
+
+
+def die_with(parent: int) -> None:
+    """End this process (``os._exit``) soon after the process ``parent`` ends, even while a
+    job runs: the kernel's parent-death signal where there is one (Linux: it fires when this
+    process's own parent ends, a forkserver that ends with the worker), and a daemon thread
+    that checks every PARENT_CHECK seconds that ``parent`` lives and is still this process's
+    parent or the forkserver's."""
+    _set_parent_death_signal()
+    born = _started(parent)
+    ppid = os.getppid()
+    if not _alive(parent, born):
+        os._exit(EXIT_ORPHANED)
+    threading.Thread(
+        target=_watch_parent, args=(parent, born, ppid), daemon=True, name="conveyor-parent-watch"
+    ).start()
+
+
+def _watch_parent(parent: int, born: int | None, ppid: int) -> None:
+    while True:
+        time.sleep(PARENT_CHECK)
+        if os.getppid() != ppid or not _alive(parent, born):
+            os._exit(EXIT_ORPHANED)
+
+
+def _set_parent_death_signal() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    except (OSError, AttributeError):  # no libc to load, or no prctl in it
+        log.debug("no prctl: the worker process relies on watching its parent")
+
+
+def _started(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), to tell it from a later process given
+    the same pid; None where /proc does not say (or ``pid`` is gone)."""
+    try:
+        stat = _stat(pid)
+    except (OSError, IndexError, ValueError):
+        return None
+    return None if stat is None else stat[1]
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time) of ``pid`` from /proc; None if there is no such process. Raises
+    if /proc cannot tell (no /proc, no file descriptor left, an unexpected format)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            data = file.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = data.rsplit(b")", 1)[1].split()
+    return fields[0].decode(), int(fields[19])
+
+
+def _alive(pid: int, born: int | None) -> bool:
+    """False once ``pid`` has ended: gone, a zombie, or a new process under its pid. When it
+    cannot tell (a job used up the file descriptors, say), True: a job is never cut short on
+    a doubt."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass  # it exists but is another user's: the start time tells whether it is ours
+    if born is None:
+        return True
+    try:
+        stat = _stat(pid)
+    except (OSError, IndexError, ValueError):
+        return True
+    return stat is not None and stat[0] not in ("Z", "X") and stat[1] == born
+
+
 class _Child:
     """One worker process and the parent's end of its pipe."""
 
-    def __init__(self, ctx: Any, context: bytes | None, max_jobs: int | None, name: str) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        context: bytes | None,
+        max_jobs: int | None,
+        name: str,
+        environ: dict[str, str] | None,
+        cwd: str | None,
+    ) -> None:
         self.conn, child_conn = ctx.Pipe()
         self.process: BaseProcess = ctx.Process(
-            target=child_main, args=(child_conn, context, max_jobs), daemon=True, name=name
+            target=child_main,
+            args=(child_conn, context, max_jobs, os.getpid(), environ, cwd),
+            daemon=True,
+            name=name,
         )
         self.process.start()
         child_conn.close()
@@ -138,9 +271,16 @@ class ProcessExecutor:
         self._stopped_jobs: set[str] = set()
         self._children: set[_Child] = set()
         self._names = itertools.count(1)
+        self._environ: dict[str, str] | None = None  # taken at start
+        self._cwd: str | None = None
 
     def start(self, worker: Worker) -> None:
         self._worker = worker
+        self._environ = dict(os.environ)  # what the worker processes see, from now on
+        try:
+            self._cwd = os.getcwd()
+        except OSError:  # the directory was removed: the processes stay where they start
+            self._cwd = None
         for n in range(self.slots):
             thread = threading.Thread(
                 target=self._loop, daemon=True, name=f"conveyor-process-slot-{n + 1}"
@@ -150,7 +290,12 @@ class ProcessExecutor:
 
     def _spawn(self) -> _Child:
         child = _Child(
-            self._ctx, self._context, self._max_jobs, f"conveyor-worker-{next(self._names)}"
+            self._ctx,
+            self._context,
+            self._max_jobs,
+            f"conveyor-worker-{next(self._names)}",
+            self._environ,
+            self._cwd,
         )
         with self._lock:
             self._children.add(child)
@@ -167,30 +312,53 @@ class ProcessExecutor:
             child.retire()
 
     def _loop(self) -> None:
+        """One slot: claim, run in its child, report, until the worker has nothing more to
+        claim. An unexpected error is logged, replaces the child, fails the job the slot held,
+        and the slot goes on after a pause."""
         worker = self._worker
         assert worker is not None
+        pause = Pause()
         child: _Child | None = None
         jobs: list[ClaimedJob] = []
         try:
             while True:
-                if child is None:
-                    child = self._spawn()  # before claiming, so a job never waits for a fork
-                if not jobs:
-                    jobs = worker.claim(1)
-                if not jobs:
+                held: ClaimedJob | None = None
+                try:
+                    if child is None:
+                        child = self._spawn()  # before claiming, so a job never waits for a fork
+                    if not jobs:
+                        jobs = worker.claim(1)
+                        if not jobs:
+                            return
+                    job = held = jobs.pop()
+                    child, outcome = self._run(child, job)
+                    held = None  # from here on the report owns the job
+                    if outcome is not None:
+                        claim_next = 1 if outcome[0] else 0
+                        jobs = report(worker, job, outcome, pause, claim_next)
+                    child = self._recycle(child)
+                    pause.reset()
+                except QueueClosed:
                     return
-                child, jobs = self._run(worker, child, jobs[0])
-        except Exception:
-            log.exception("process slot crashed")
+                except Exception as exc:
+                    log.exception("%s: unexpected error in the slot's loop", worker.slot_name())
+                    if child is not None:
+                        self._drop(child, kill=True)  # in an unknown state: start afresh
+                        child = None
+                    if held is not None and holds(worker, held):
+                        report(worker, held, (False, exc), pause)
+                    if worker.stopping:
+                        return  # no retry of a claim that would not be made
+                    pause.wait(lambda: worker.stopping)
+        except QueueClosed:
+            log.debug("%s: the queue is closed; the slot ends", worker.slot_name())
         finally:
             if child is not None:
                 self._drop(child, kill=True)
 
-    def _run(
-        self, worker: Worker, child: _Child, job: ClaimedJob
-    ) -> tuple[_Child | None, list[ClaimedJob]]:
-        """Run one job in ``child``; return the child to use next (None: spawn one) and the
-        next job if its report claimed one."""
+    def _run(self, child: _Child, job: ClaimedJob) -> tuple[_Child | None, tuple[bool, Any] | None]:
+        """Run one job in ``child``: the child to use next (None: spawn one), and how the job
+        ended, ``(ok, result or error)`` (None: it was cancelled, nothing to report)."""
         payload = job.payload
         if payload is None:  # claimed from a durable backend: encode for the child here
             assert job.fn is not None
@@ -210,34 +378,26 @@ class ProcessExecutor:
                 self._stopped_jobs.discard(job.id)
         if stopped:  # cancelled: the child was killed on purpose, nothing to report
             self._drop(child, kill=True)
-            return None, []
+            return None, None
         if answer is None:
             code = child.process.exitcode
             self._drop(child, kill=True)
-            worker.failed(
-                job,
-                ErrorInfo(
-                    "WorkerDied",
-                    f"the worker process died while running the job (exit code {code})",
-                ),
-            )
-            return None, []
-        if answer == "timeout":
+            message = f"the worker process died while running the job (exit code {code})"
+            return None, (False, ErrorInfo("WorkerDied", message))
+        if answer is _TIMED_OUT:
             self._drop(child, kill=True)
             assert job.timeout is not None
-            worker.failed(job, ErrorInfo("TimeoutError", timeout_message(job.timeout)))
-            return None, []
-        ok, value = answer
+            return None, (False, ErrorInfo("TimeoutError", timeout_message(job.timeout)))
         child.jobs += 1
-        following: list[ClaimedJob] = []
-        if ok:
-            following = worker.finished(job, value, claim_next=1)
-        else:
-            worker.failed(job, value)
-        if self._max_jobs is not None and child.jobs >= self._max_jobs:
+        ok, value = answer
+        return child, (ok, value)
+
+    def _recycle(self, child: _Child | None) -> _Child | None:
+        """Retire ``child`` once it ran ``max_jobs_per_process`` jobs (None: spawn one)."""
+        if child is not None and self._max_jobs is not None and child.jobs >= self._max_jobs:
             self._drop(child, kill=False)
-            return None, following
-        return child, following
+            return None
+        return child
 
     def _send(self, child: _Child, payload: bytes) -> _Child:
         """Send ``payload`` to ``child``, or to a fresh child if this one died while idle."""
@@ -249,16 +409,22 @@ class ProcessExecutor:
                 pass  # it died between the check and the send: the job never reached it
         self._drop(child, kill=True)
         child = self._spawn()
-        child.conn.send_bytes(payload)
+        try:
+            child.conn.send_bytes(payload)
+        except BaseException:
+            self._drop(child, kill=True)  # the caller still holds the old child
+            raise
         return child
 
     @staticmethod
     def _receive(child: _Child, job: ClaimedJob) -> Any:
+        """The child's answer, or _TIMED_OUT once the job's timeout passed (waited in pieces
+        that ``poll`` accepts, however long the timeout)."""
         if job.timeout is not None:
             deadline = time.monotonic() + job.timeout
-            while not child.conn.poll(max(0.0, deadline - time.monotonic())):
+            while not child.conn.poll(bounded(deadline - time.monotonic())):
                 if time.monotonic() >= deadline:
-                    return "timeout"
+                    return _TIMED_OUT
         return pickle.loads(child.conn.recv_bytes())
 
     def stop_job(self, job_id: str, reason: str) -> None:
@@ -274,8 +440,7 @@ class ProcessExecutor:
         deadline = None if timeout is None else time.monotonic() + timeout
         if wait:
             for thread in self._threads:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                thread.join(remaining)
+                join(thread, None if deadline is None else max(0.0, deadline - time.monotonic()))
         with self._lock:
             children = list(self._children)
         for child in children:

@@ -21,7 +21,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from conveyor.context import set_context
-from conveyor.executors.base import timeout_message
+from conveyor.errors import QueueClosed
+from conveyor.executors.base import (
+    Pause,
+    bounded,
+    holds,
+    join,
+    report,
+    report_once,
+    timeout_message,
+)
 from conveyor.job import ErrorInfo
 
 if TYPE_CHECKING:
@@ -29,6 +38,9 @@ if TYPE_CHECKING:
     from conveyor.worker import Worker
 
 log = logging.getLogger("conveyor.executors.thread")
+
+#: seconds: a job's timeout beyond this (about 31 years) is watched as this
+FAR_AWAY = 1e9
 
 
 class JobInterrupted(BaseException):
@@ -87,12 +99,13 @@ class ThreadExecutor:
         for _ in range(self.slots):
             self._spawn()
 
-    def _spawn(self) -> None:
+    def _spawn(self, settle: tuple[ClaimedJob, ErrorInfo] | None = None) -> None:
+        """Start a slot thread; it first reports ``settle`` (a job of the slot it replaces)."""
         slot = _Slot()
         assert self._worker is not None
         thread = threading.Thread(
             target=self._loop,
-            args=(slot,),
+            args=(slot, settle),
             daemon=True,
             name=f"conveyor-thread-{next(self._names)}",
         )
@@ -101,30 +114,52 @@ class ThreadExecutor:
             self._threads.append(thread)
         thread.start()
 
-    def _loop(self, slot: _Slot) -> None:
+    def _loop(self, slot: _Slot, settle: tuple[ClaimedJob, ErrorInfo] | None) -> None:
+        """Claim, run, report, until the worker has nothing more to claim. An unexpected error
+        is logged, fails the job the slot held, and the slot goes on after a pause."""
         worker = self._worker
         assert worker is not None
         slot.thread_id = threading.get_ident()
+        pause = Pause()
         try:
-            if self._context is not None:
-                set_context(self._context())
-            jobs = worker.claim(1)
-            while jobs:
-                job = jobs[0]
-                outcome = self._run(slot, job)
-                if outcome is None:
-                    return  # abandoned: the watchdog or a cancel settled the job
-                ok, value = outcome
-                if ok:
-                    jobs = worker.finished(job, value, claim_next=1)
-                else:
-                    worker.failed(job, value)
-                    jobs = worker.claim(1)
+            if settle is not None:
+                report(worker, settle[0], (False, settle[1]), pause)
+            self._serve(worker, slot, pause)
         except JobInterrupted:
             if not slot.abandoned:
                 raise
-        except Exception:
-            log.exception("worker thread %s crashed", threading.current_thread().name)
+        except QueueClosed:
+            log.debug("%s: the queue is closed; the slot ends", worker.slot_name())
+
+    def _serve(self, worker: Worker, slot: _Slot, pause: Pause) -> None:
+        context = self._context  # run once, before the first claim (again if it raised)
+        jobs: list[ClaimedJob] = []
+        while True:
+            held: ClaimedJob | None = None
+            try:
+                if context is not None:
+                    set_context(context())
+                    context = None
+                if not jobs:
+                    jobs = worker.claim(1)
+                    if not jobs:
+                        return
+                job = held = jobs.pop()
+                outcome = self._run(slot, job)
+                if outcome is None:
+                    return  # abandoned: the watchdog or a cancel settled the job
+                held = None  # from here on the report owns the job
+                jobs = report(worker, job, outcome, pause, claim_next=1 if outcome[0] else 0)
+                pause.reset()
+            except (JobInterrupted, QueueClosed):
+                raise
+            except Exception as exc:
+                log.exception("%s: unexpected error in the slot's loop", worker.slot_name())
+                if held is not None and holds(worker, held):
+                    report(worker, held, (False, exc), pause)
+                if worker.stopping:
+                    return  # no retry of a claim that would not be made
+                pause.wait(lambda: worker.stopping)
 
     def _run(self, slot: _Slot, job: ClaimedJob) -> tuple[bool, Any] | None:
         """Run one job: ``(True, result)``, ``(False, exception)``, or None if abandoned."""
@@ -153,8 +188,9 @@ class ThreadExecutor:
             watchdog.unwatch(watched)
         return None if slot.abandoned else outcome
 
-    def interrupt(self, slot: _Slot, job: ClaimedJob) -> bool:
-        """Abandon ``slot`` if it still runs ``job``: raise inside it and start a new slot."""
+    def interrupt(self, slot: _Slot, job: ClaimedJob, settle: ErrorInfo | None = None) -> bool:
+        """Abandon ``slot`` if it still runs ``job``: raise inside it and start a new slot,
+        which first reports ``settle`` as the job's failure (if given)."""
         if slot.thread_id == threading.get_ident():
             return False  # a job cancelling itself: its report is dropped, the slot goes on
         with slot.lock:
@@ -163,15 +199,20 @@ class ThreadExecutor:
             slot.abandoned = slot.interrupted = True
             _raise_in_thread(slot.thread_id, JobInterrupted)
         worker = self._worker
-        if worker is not None and not worker.stopping:
-            self._spawn()
+        if worker is not None and (settle is not None or not worker.stopping):
+            try:
+                self._spawn(None if settle is None else (job, settle))
+            except Exception:  # no thread to be had: report here, once
+                log.exception("%s: no thread could replace a stopped job's slot", worker.id)
+                if settle is not None:
+                    report_once(worker, job, (False, settle))
         return True
 
     def timed_out(self, slot: _Slot, job: ClaimedJob) -> None:
-        """Called by the watchdog when ``job`` passed its timeout."""
-        if self.interrupt(slot, job) and self._worker is not None:
-            assert job.timeout is not None
-            self._worker.failed(job, ErrorInfo("TimeoutError", timeout_message(job.timeout)))
+        """Called by the watchdog when ``job`` passed its timeout: the slot that replaces the
+        job's slot reports it failed (no backend call on the watchdog's thread)."""
+        assert job.timeout is not None
+        self.interrupt(slot, job, ErrorInfo("TimeoutError", timeout_message(job.timeout)))
 
     def stop_job(self, job_id: str, reason: str) -> None:
         slot = self._running.get(job_id)
@@ -196,8 +237,7 @@ class ThreadExecutor:
         for thread in threads:
             if thread is threading.current_thread():
                 continue
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            thread.join(remaining)
+            join(thread, None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 class _Deadline:
@@ -227,7 +267,10 @@ class _Watchdog:
 
     def watch(self, seconds: float, slot: _Slot, job: ClaimedJob) -> _Deadline:
         """Start watching ``job``; pass the result to :meth:`unwatch` when it ends."""
-        deadline = _Deadline(time.monotonic() + seconds, next(self._seq), slot, job)
+        now = time.monotonic()
+        # a timeout beyond FAR_AWAY (or not a number) is never reached: keep the heap ordered
+        at = now + seconds if seconds < FAR_AWAY else now + FAR_AWAY
+        deadline = _Deadline(at, next(self._seq), slot, job)
         with self._cond:
             heapq.heappush(self._heap, deadline)
             self._cond.notify()
@@ -249,19 +292,31 @@ class _Watchdog:
             self._cond.notify()
 
     def _loop(self) -> None:
+        """Stop each job at its deadline until stopped; an error is logged, never fatal."""
+        pause = Pause()
         while True:
-            with self._cond:
-                while not self._stopped:
-                    if self._heap and self._heap[0].at <= time.monotonic():
-                        due = heapq.heappop(self._heap)
-                        job, slot = due.job, due.slot
-                        if job is None:
-                            self._ended -= 1
-                            continue
-                        break
-                    wait = self._heap[0].at - time.monotonic() if self._heap else None
-                    self._cond.wait(wait)
-                else:
+            try:
+                due = self._next_due()
+                if due is None:
                     return
-            if slot.job is job:
-                self._executor.timed_out(slot, job)
+                slot, job = due
+                if slot.job is job:
+                    self._executor.timed_out(slot, job)
+                pause.reset()
+            except Exception:
+                log.exception("the timeout watchdog hit an unexpected error; it goes on")
+                pause.wait(lambda: self._stopped)
+
+    def _next_due(self) -> tuple[_Slot, ClaimedJob] | None:
+        """Block until a watched job passes its deadline; None once stopped."""
+        with self._cond:
+            while not self._stopped:
+                now = time.monotonic()
+                if self._heap and self._heap[0].at <= now:
+                    due = heapq.heappop(self._heap)
+                    if due.job is None:
+                        self._ended -= 1
+                        continue
+                    return due.slot, due.job
+                self._cond.wait(bounded(self._heap[0].at - now) if self._heap else None)
+            return None
