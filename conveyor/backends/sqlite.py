@@ -451,7 +451,10 @@ class SQLiteBackend:
                 rows = [] if stopping else self._rules.claim(worker, mode, limit)
         except QueueClosed:
             return []
-        return self._unpack(rows) if rows else []
+        got = self._unpack(rows) if rows else []
+        if rows and not got:  # every job claimed was refused: look for one that can run
+            return self.claim(worker, mode, limit, timeout=0, stop=stop)
+        return got
 
     def _unpack(self, rows: list[dict[str, Any]]) -> list[ClaimedJob]:
         """Claimed rows as jobs to run, decoded outside the transaction (the write lock is not
