@@ -5,6 +5,7 @@ environment variable ``CONVEYOR_<SETTING>``; the default written here.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Annotated, Any, Literal
 
@@ -64,8 +65,14 @@ class Settings(BaseSettings):
     @field_validator("allow_modules", mode="before")
     @classmethod
     def _split_modules(cls, value: Any) -> Any:
-        """``"a.b, c.*"`` (an environment variable) -> ``("a.b", "c.*")``; check each name."""
-        if isinstance(value, str):
+        """``"a.b, c.*"`` (an environment variable; a JSON list works too) -> ``("a.b",
+        "c.*")``; check each name."""
+        if isinstance(value, str) and value.strip().startswith("["):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list of module names: {exc}") from None
+        elif isinstance(value, str):
             value = [part for part in value.split(",") if part.strip()]
         if not isinstance(value, list | tuple | set | frozenset):
             raise ValueError(f"a list of module names, got {type(value).__name__}")

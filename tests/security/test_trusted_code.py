@@ -265,6 +265,10 @@ def test_allow_modules_from_the_environment_is_comma_separated(
     monkeypatch.setenv("REPORTS_ALLOW_MODULES", "math")
     with conveyor.Queue(url, name="reports", workers=0) as named:
         assert named.settings.allow_modules == ("math",)
+    # a JSON list, as pydantic-settings reads lists elsewhere, works too
+    monkeypatch.setenv("CONVEYOR_ALLOW_MODULES", f'["{JOBS}", "math"]')
+    with conveyor.Queue(url, workers=0) as q:
+        assert q.settings.allow_modules == (JOBS, "math")
     # a name that is no module is refused when the queue is built, naming the setting
     monkeypatch.setenv("CONVEYOR_ALLOW_MODULES", "myapp/../evil")
     with pytest.raises(conveyor.ConveyorError, match="allow_modules"):
