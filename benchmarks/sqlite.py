@@ -74,7 +74,9 @@ def counter(path: Path, sql: str) -> Iterator[Callable[[], int]]:
 
 # ------------------------------------------------------------------ part 1: enqueue
 def enqueue_conveyor(folder: Path, jobs: int, *, via_task: bool) -> float:
-    q = conveyor.Queue(conveyor_url(folder / "conveyor.db"), workers=0)
+    q = conveyor.Queue(
+        conveyor_url(folder / "conveyor.db"), workers=0, allow_modules=sqlite_app.ALLOW_MODULES
+    )
     try:
         put = q.task(noop).enqueue if via_task else lambda i: q.put(noop, args=(i,))
         start = time.perf_counter()
@@ -196,7 +198,7 @@ def conveyor_worker_command(url: str, kind: str) -> tuple[list[str], str]:
 def drain_conveyor(folder: Path, jobs: int, args: argparse.Namespace) -> Drain:
     path = folder / "conveyor.db"
     url = conveyor_url(path)
-    q = conveyor.Queue(url, workers=0)
+    q = conveyor.Queue(url, workers=0, allow_modules=sqlite_app.ALLOW_MODULES)
     try:
         for i in range(jobs):
             q.put(noop, args=(i,))

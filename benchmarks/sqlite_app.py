@@ -1,9 +1,10 @@
 """The importable app of benchmarks/sqlite.py: the no-op job, the Huey app, the conveyor worker.
 
 Worker processes import this module by name (``sqlite_app``, with ``benchmarks/`` on
-``PYTHONPATH``): conveyor finds the job as ``sqlite_app:noop``; ``huey_consumer`` loads
-``sqlite_app.huey``. Where each queue's file lives comes from the environment, so that every
-run can use a fresh temporary directory:
+``PYTHONPATH``): conveyor finds the job as ``sqlite_app:noop`` (every conveyor queue here
+allows this module: ``ALLOW_MODULES``); ``huey_consumer`` loads ``sqlite_app.huey``. Where each
+queue's file lives comes from the environment, so that every run can use a fresh temporary
+directory:
 
 - ``BENCH_HUEY_DB``: the Huey SQLite file (``huey`` is None without it), and
   ``BENCH_HUEY_SYNCHRONOUS``: ``normal`` to give Huey conveyor's ``PRAGMA synchronous``
@@ -17,6 +18,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+#: what conveyor queues on the benchmark's file may run: this module's functions (``noop``)
+ALLOW_MODULES = [__name__]
 HUEY_DB_VAR = "BENCH_HUEY_DB"
 HUEY_SYNCHRONOUS_VAR = "BENCH_HUEY_SYNCHRONOUS"
 CONVEYOR_URL_VAR = "BENCH_CONVEYOR_URL"
@@ -58,7 +61,7 @@ def run_conveyor_worker(url: str) -> None:
     scheduled or running, then stop."""
     import conveyor
 
-    q = conveyor.Queue(url, workers=1)
+    q = conveyor.Queue(url, workers=1, allow_modules=ALLOW_MODULES)
     try:
         q.wait()
     finally:
@@ -76,4 +79,4 @@ q: Any = None
 if CONVEYOR_URL_VAR in os.environ:
     import conveyor
 
-    q = conveyor.Queue(os.environ[CONVEYOR_URL_VAR], workers=0)
+    q = conveyor.Queue(os.environ[CONVEYOR_URL_VAR], workers=0, allow_modules=ALLOW_MODULES)

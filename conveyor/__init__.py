@@ -15,8 +15,10 @@ from conveyor.errors import (
     NotSerializable,
     QueueClosed,
     QueueFull,
+    StorageError,
     UnknownDependency,
     UnknownJob,
+    UntrustedFunction,
 )
 from conveyor.handle import Job
 from conveyor.job import JobRecord, Status
@@ -40,9 +42,11 @@ __all__ = [
     "QueueClosed",
     "QueueFull",
     "Status",
+    "StorageError",
     "Task",
     "UnknownDependency",
     "UnknownJob",
+    "UntrustedFunction",
     "__version__",
     "context",
 ]

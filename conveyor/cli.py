@@ -25,6 +25,7 @@ from conveyor import demo as demo_pipeline
 from conveyor.errors import ConveyorError, UnknownJob
 from conveyor.job import MODES, JobRecord, Status
 from conveyor.queue import workers_held
+from conveyor.references import how_to_trust
 from conveyor.runner import WORKER_MODES, run_worker
 from conveyor.task import Task
 
@@ -294,7 +295,8 @@ def enqueue(
 ) -> None:
     """Put a job calling TASK on APP's queue; print its id.
 
-    TASK is the name of a task registered with the queue (@queue.task) or module:function.
+    TASK is the name of a task registered with the queue (@queue.task), or module:function
+    of a registered task or of a module the queue allows (allow_modules).
 
     \b
     APP is module:variable naming a conveyor.Queue, e.g. myapp:queue.
@@ -325,18 +327,29 @@ def _json(text: str, kind: type, option: str, expected: str) -> Any:
 
 
 def find_task(queue: conveyor.Queue, name: str) -> Callable[..., Any]:
-    """A registered task by name, or the function (or Task) at ``module:qualname``."""
+    """A registered task by name or import path, or the function (or Task) at
+    ``module:qualname`` of a module the queue allows (checked before importing it)."""
     if ":" not in name:
         task = queue.tasks.get(name)
         if task is None:
             known = ", ".join(sorted(queue.tasks)) or "none"
             raise click.BadParameter(
                 f"no task named {name!r} is registered with the queue (registered: {known});"
-                " give module:function to run any importable function",
+                " give module:function for a function of a module the queue allows",
                 param_hint="TASK",
             )
         return task
+    registered = queue._task_paths.get(name)
+    if registered is not None:
+        return registered
     module_name, _, qualname = name.partition(":")
+    if queue.durable and module_name not in queue.allowed:
+        # not imported: a durable queue's workers would refuse it anyway
+        raise click.BadParameter(
+            f"{name} is not a task registered with the queue and module {module_name!r} is not"
+            f" allowed; {how_to_trust(module_name)}",
+            param_hint="TASK",
+        )
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:

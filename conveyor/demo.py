@@ -85,6 +85,8 @@ def run(
     with conveyor.Queue(
         f"sqlite:///{workdir}/queue.db", workers=workers, mode=mode, name="demo"
     ) as q:
+        for job in (count, append, summarise):
+            q.task()(job)  # registered: the only functions this queue's workers run
         earlier = q.jobs()
         run_no = 1 + max((int(r.meta.get("run", 0)) for r in earlier), default=0)
         report = workdir / f"report-{run_no}.jsonl"

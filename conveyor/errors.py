@@ -8,12 +8,14 @@ The tree::
     │   ├── DuplicateJob
     │   ├── DependencyCycle
     │   └── NotSerializable
+    │       └── UntrustedFunction          neither a registered task nor in allow_modules
     ├── UnknownJob (also KeyError)         an id the queue does not know
     ├── JobFailed                          the job raised, timed out or its worker died
     ├── JobCancelled                       cancelled, expired, or a dependency failed
     ├── QueueFull                          put(block=False) on a queue at max_size
     ├── QueueClosed                        put on a closed queue
     ├── PayloadRefused                     a stored payload is unsigned, forged or corrupt
+    ├── StorageError                       the queue's storage failed (full disk, bad file)
     └── MissingExtra (also ImportError)    an optional dependency is not installed
 """
 
@@ -42,6 +44,14 @@ class DependencyCycle(InvalidJob):
 
 class NotSerializable(InvalidJob):
     """A function or its arguments cannot be sent where the job will run."""
+
+
+class UntrustedFunction(NotSerializable):
+    """A function that a durable queue's workers would refuse to run: it is neither a task
+    registered with the queue nor from a module the queue allows (``allow_modules``).
+
+    Raised at put; a worker that claims a job naming such a function fails it with this error
+    without importing anything."""
 
 
 class UnknownJob(ConveyorError, KeyError):
@@ -98,6 +108,12 @@ class QueueClosed(ConveyorError):
 
 class PayloadRefused(ConveyorError):
     """A stored payload failed its signature check or could not be decoded; it was not run."""
+
+
+class StorageError(ConveyorError):
+    """The queue's storage failed: a file that cannot be opened or is not a queue database, a
+    full disk. The message names the file; the storage error is chained as the cause. A put or
+    claim that raised it changed nothing."""
 
 
 class MissingExtra(ConveyorError, ImportError):

@@ -26,6 +26,7 @@ from conveyor.errors import (
     NotSerializable,
     QueueClosed,
     UnknownJob,
+    UntrustedFunction,
 )
 from conveyor.events import EventBus
 from conveyor.executors import build as build_executor
@@ -34,7 +35,7 @@ from conveyor.executors.inline import InlineExecutor
 from conveyor.handle import Job
 from conveyor.job import ACTIVE, MODES, TERMINAL, JobOptions, JobRecord, Status, check_name
 from conveyor.observe.progress import progress_bar
-from conveyor.references import reference, resolve
+from conveyor.references import Allowed, how_to_trust, path_of, reference, resolve
 from conveyor.settings import Settings
 from conveyor.task import Task
 from conveyor.worker import Worker
@@ -121,6 +122,10 @@ class Queue:
         self.clock = clock or Clock()
         self.events = EventBus()
         self.tasks: dict[str, Task[Any, Any]] = {}  # registered by @task, found by name
+        #: the registered tasks by import path: a stored job may name one either way
+        self._task_paths: dict[str, Task[Any, Any]] = {}
+        #: modules whose functions this queue's workers run besides its tasks (durable only)
+        self.allowed = Allowed(self.settings.allow_modules)
         self.backend: Backend = from_url(
             url, clock=self.clock, events=self.events, settings=self.settings,
             resolver=self.resolve,
@@ -244,8 +249,25 @@ class Queue:
                 job_options = JobOptions.build(now=self.clock.now(), **options)
             except TypeError as exc:
                 raise InvalidJob(f"unknown put option: {exc}") from None
-        ref = self._reference(fn, name, task) if self.durable else None
+        ref = None
+        if self.durable:
+            ref = self._reference(fn, name, task)
+            self._check_trusted(ref, name, task)
         return _Prepared(fn, name, mode, job_options, limit, ref)
+
+    def _check_trusted(self, ref: str, name: str, task: Task[Any, Any] | None) -> None:
+        """Refuse at put what this queue's workers would refuse to run."""
+        if task is not None and self.tasks.get(task.name) is task:
+            return
+        if ref in self._task_paths or ref in self.tasks:
+            return
+        module = ref.partition(":")[0]
+        if module in self.allowed:
+            return
+        raise UntrustedFunction(
+            f"{name!r} ({ref}) is neither a task registered with this queue nor from a module "
+            f"it allows, so its workers would refuse to run it; {how_to_trust(module)}"
+        )
 
     def _reference(self, fn: Callable[..., Any], name: str, task: Task[Any, Any] | None) -> str:
         """How a worker process will find ``fn``: its import path, else its task name."""
@@ -304,8 +326,10 @@ class Queue:
         return encoded
 
     def resolve(self, ref: str) -> Callable[..., Any]:
-        """The function a stored job names: a registered task name or ``module:qualname``."""
-        task = self.tasks.get(ref)
+        """The function a stored job names, if this queue trusts it: a registered task (by name
+        or import path), or ``module:qualname`` of a module in ``allow_modules``. Anything else
+        raises UntrustedFunction (or LookupError) before any import."""
+        task = self.tasks.get(ref) or self._task_paths.get(ref)
         if task is not None:
             return task.fn
         if ":" not in ref:
@@ -313,7 +337,14 @@ class Queue:
                 f"no task named {ref!r} is registered with this queue; import the module that "
                 "defines it in the worker's app"
             )
-        return resolve(ref)
+        return resolve(ref, self.allowed)
+
+    def _register(self, task: Task[Any, Any]) -> None:
+        """Make ``task`` known by its name and its import path (``@q.task`` calls it)."""
+        self.tasks[task.name] = task
+        path = path_of(task.fn)
+        if path is not None:
+            self._task_paths[path] = task
 
     def _encode(
         self, prepared: _Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str

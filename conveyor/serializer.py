@@ -30,7 +30,14 @@ What each format carries:
   comes back as ``bytes``), NaN and infinity, and ``int``, ``float``, ``bool``, ``bytes`` or
   ``None`` dict keys; integers must fit in 64 bits.
 - ``pickle``: any object the standard ``pickle`` module can pickle (highest protocol). Reading
-  a pickle runs code, so give untrusted writers of the store no way in: set a secret.
+  a pickle runs code, so give untrusted writers of the store no way in: set a secret. Without
+  one, listings show :data:`NOT_DECODED` in place of a pickle's content (:meth:`Serializer.
+  trusts_reads`).
+
+With a secret, a durable backend also signs each job's envelope (:meth:`Serializer.sign_job`):
+the id, function reference, task name, mode, arguments payload and timeout, so that no field
+of a stored job, nor a payload copied from another job, passes unnoticed. A worker checks it
+before it imports or decodes anything (:meth:`Serializer.verify_job`).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import importlib
 import json
 import math
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from hashlib import sha256
 from types import ModuleType
 from typing import Any
@@ -57,6 +64,9 @@ _SIGNED = b"s"
 _HEADER_SIZE = len(_MAGIC) + 2
 _MAC_SIZE = sha256().digest_size
 
+#: opens every signed job envelope (see ``sign_job``): never the start of a payload's header
+_JOB_DOMAIN = b"cv1-job\x00"
+
 _WAY_OUT = 'pass serializer="pickle" to send any picklable Python object'
 
 #: what json and msgpack carry as leaves and as dict keys (subclasses included)
@@ -67,6 +77,23 @@ _PLAIN = frozenset((str, bool, type(None)))
 _JSON_PLAIN = _PLAIN | {int}  # an int too long for JSON fails in json.dumps, which says so
 _MSGPACK_KEYS = (str, int, float, bytes, type(None))
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
+class NotDecoded:
+    """What a listing shows in place of arguments or a result it did not decode: an unsigned
+    pickle, since reading one runs whatever code its writer put in it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return (
+            "<not decoded: an unsigned pickle payload (set a secret to list it; "
+            "result() still reads results)>"
+        )
+
+
+#: the placeholder for each value a listing did not decode
+NOT_DECODED = NotDecoded()
 
 
 class Serializer:
@@ -110,6 +137,37 @@ class Serializer:
             return self._header + body
         return self._header + _sign(self._key, self._header, body) + body
 
+    @property
+    def signed(self) -> bool:
+        """Whether a secret is set: payloads and job envelopes are signed and checked."""
+        return self._key is not None
+
+    @property
+    def trusts_reads(self) -> bool:
+        """Whether reading a stored payload is harmless whoever wrote it: False for pickle
+        without a secret (unpickling runs code), True otherwise."""
+        return self.name != "pickle" or self._key is not None
+
+    def sign_job(self, fields: Sequence[bytes]) -> bytes | None:
+        """The MAC of a job's envelope (the fields a worker obeys, in a fixed order); None
+        without a secret."""
+        if self._key is None:
+            return None
+        return hmac.new(self._key, _envelope(fields), sha256).digest()
+
+    def verify_job(self, mac: bytes | None, fields: Sequence[bytes]) -> None:
+        """Refuse (``PayloadRefused``) a job whose envelope MAC is missing or does not match,
+        with ``hmac.compare_digest``; nothing to check without a secret."""
+        if self._key is None:
+            return
+        expected = hmac.new(self._key, _envelope(fields), sha256).digest()
+        if not isinstance(mac, bytes) or not hmac.compare_digest(mac, expected):
+            raise PayloadRefused(
+                "job refused: its signature is missing or does not match (an unsigned job, a "
+                "changed field, a payload copied from another job, or another secret); "
+                "nothing was imported or decoded"
+            )
+
     def loads(self, data: bytes) -> Any:
         """Decode a payload made by ``dumps`` of a serializer with the same name and secret.
 
@@ -146,6 +204,12 @@ class Serializer:
             raise PayloadRefused("unsigned payload refused: a secret is set")
         if mode == _SIGNED and self._key is None:
             raise PayloadRefused("signed payload but no secret configured")
+
+
+def _envelope(fields: Sequence[bytes]) -> bytes:
+    """The signed bytes of a job: each field length-prefixed, so no two differ only in where
+    one field ends."""
+    return _JOB_DOMAIN + b"".join(len(f).to_bytes(8, "big") + f for f in fields)
 
 
 def _sign(key: bytes, header: bytes, body: bytes) -> bytes:

@@ -5,11 +5,12 @@ environment variable ``CONVEYOR_<SETTING>``; the default written here.
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conveyor.errors import ConveyorError
 
@@ -19,6 +20,8 @@ DEFAULT_LEASE = 60.0
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
 #: jobs a worker on a durable backend claims beyond its free slots while its jobs are short
 DEFAULT_PREFETCH = 8
+#: permissions of a database file a durable backend creates (its -wal and -shm follow it)
+DEFAULT_FILE_MODE = 0o600
 
 
 class Settings(BaseSettings):
@@ -47,7 +50,52 @@ class Settings(BaseSettings):
     serializer: Literal["json", "pickle", "msgpack"] | None = Field(
         None, description="payload encoding on durable backends (None: json)"
     )
-    secret: SecretStr | None = Field(None, description="HMAC key signing every payload")
+    secret: SecretStr | None = Field(None, description="HMAC key signing every job and payload")
+    allow_modules: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="modules whose functions workers of a durable queue may run besides its "
+        'registered tasks ("pkg.*": every submodule of pkg)',
+    )
+    file_mode: int = Field(
+        DEFAULT_FILE_MODE,
+        description="permissions of a database file the queue creates (an existing file keeps "
+        "its own); its -wal and -shm files follow it",
+    )
+
+    @field_validator("allow_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: Any) -> Any:
+        """``"a.b, c.*"`` (an environment variable; a JSON list works too) -> ``("a.b",
+        "c.*")``; check each name."""
+        if isinstance(value, str) and value.strip().startswith("["):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list of module names: {exc}") from None
+        elif isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple | set | frozenset):
+            raise ValueError(f"a list of module names, got {type(value).__name__}")
+        return tuple(check_module_pattern(item) for item in value)
+
+    @field_validator("file_mode", mode="before")
+    @classmethod
+    def _octal_mode(cls, value: Any) -> Any:
+        """``"0640"`` or ``"0o640"`` (an environment variable) is octal; an int is taken as is
+        (write ``0o640`` in Python). The owner must be able to read and write."""
+        if isinstance(value, str):
+            text = value.strip().lower().removeprefix("0o")
+            try:
+                value = int(text, 8)
+            except ValueError:
+                raise ValueError(f"an octal mode such as 0600, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"an int mode such as 0o600, got {value!r}")
+        if not 0 <= value <= 0o777 or value & 0o600 != 0o600:
+            raise ValueError(
+                f"a mode from 0o600 to 0o777 (the owner reads and writes), got {value:#o}"
+            )
+        return value
 
     @classmethod
     def load(cls, queue_name: str = "default", **given: Any) -> Settings:
@@ -70,3 +118,18 @@ class Settings(BaseSettings):
             return cls(**values)
         except ValidationError as exc:
             raise ConveyorError(f"invalid settings: {exc}") from exc
+
+
+def check_module_pattern(item: Any) -> str:
+    """A module name (``"myapp.jobs"``) or a package's submodules (``"myapp.*"``), stripped;
+    raises ValueError for anything else (there is no pattern for every module)."""
+    if not isinstance(item, str):
+        raise ValueError(f"a module name must be a str, got {item!r}")
+    name = item.strip()
+    dotted = name.removesuffix(".*")
+    if not dotted or not all(part.isidentifier() for part in dotted.split(".")):
+        raise ValueError(
+            f"{item!r} is not a module name: give names such as 'myapp.jobs', or 'myapp.*' for "
+            "every submodule of the package myapp"
+        )
+    return name

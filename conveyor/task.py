@@ -55,7 +55,7 @@ class Task(Generic[P, R]):
         self.max_concurrency = max_concurrency
         self.defaults = defaults
         functools.update_wrapper(self, fn)
-        queue.tasks[self.name] = self  # a worker resolves stored jobs by this name
+        queue._register(self)  # a worker resolves stored jobs by its name or path
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from conveyor.settings import Settings
 
 SCHEMES = ("memory", "sqlite")
+
+log = logging.getLogger("conveyor")
 
 
 def from_url(
@@ -44,11 +47,21 @@ def from_url(
                 f"{url!r} names no file; use sqlite:///relative.db or sqlite:////absolute/path.db"
             )
         secret = settings.secret.get_secret_value() if settings.secret else None
-        return SQLiteBackend(
+        serializer = Serializer(settings.serializer or "json", secret)
+        backend = SQLiteBackend(
             path, clock=clock, events=events, max_size=settings.max_size,
-            serializer=Serializer(settings.serializer or "json", secret),
-            resolver=resolver, lease=settings.lease, result_ttl=settings.result_ttl,
+            serializer=serializer, resolver=resolver, lease=settings.lease,
+            result_ttl=settings.result_ttl, file_mode=settings.file_mode,
         )  # fmt: skip
+        if not serializer.trusts_reads:
+            log.warning(
+                "queue %s stores pickle payloads without a secret: whoever can write %s can "
+                "make its workers run any code (unpickling runs code); set secret=... "
+                "(CONVEYOR_SECRET) to sign and check every job",
+                url,
+                path,
+            )
+        return backend
     raise ConveyorError(
         f"unsupported queue URL {url!r}; this version supports: "
         + ", ".join(f"{s}://" for s in SCHEMES)

@@ -7,6 +7,13 @@ held only for the bookkeeping.
 
 Other processes' changes are seen by watching ``PRAGMA data_version``; waits in this process are
 woken at once by this process's own commits.
+
+A file this backend creates gets ``file_mode`` (0600 by default; SQLite gives its -wal and -shm
+files the same). Every SQLite error surfaces as :class:`~conveyor.errors.StorageError` naming
+the file, and a transaction that failed, even at COMMIT, is rolled back: nothing it did stays,
+and the next one starts clean. With a secret, each job's envelope is signed at insert and
+checked at claim before anything is imported or decoded; without one, reading a record never
+unpickles (see :meth:`SQLiteBackend._record`).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from conveyor.backends.sqlite_schema import (
     INSERT_JOB,
     NEXT_TIMER,
     SCHEMA,
+    migrate,
     names,
     row_factory,
     to_json,
@@ -42,11 +50,13 @@ from conveyor.errors import (
     PayloadRefused,
     QueueClosed,
     QueueFull,
+    StorageError,
     UnknownJob,
 )
 from conveyor.events import EventBus
 from conveyor.job import TERMINAL, ErrorInfo, JobRecord, Status
-from conveyor.serializer import Serializer
+from conveyor.serializer import NOT_DECODED, Serializer
+from conveyor.settings import DEFAULT_FILE_MODE
 
 log = logging.getLogger("conveyor.backends.sqlite")
 
@@ -58,6 +68,11 @@ BUSY_TIMEOUT = 60.0
 NAP = 0.0002
 #: a job whose worker vanished this many times more than its retries allow is failed
 LOST_LEASE_ALLOWANCE = 5
+WRITE_FAILED = "cannot write to the queue database"
+READ_FAILED = "cannot read the queue database"
+#: what a record shows for arguments it did not decode (an unsigned pickle)
+HIDDEN_ARGS: tuple[Any, ...] = (NOT_DECODED,)
+HIDDEN_KWARGS: dict[str, Any] = {"<not decoded>": NOT_DECODED}
 
 
 class SQLiteBackend:
@@ -76,6 +91,7 @@ class SQLiteBackend:
         resolver: Callable[[str], Callable[..., Any]] | None = None,
         lease: float = 60.0,
         result_ttl: float | None = None,
+        file_mode: int = DEFAULT_FILE_MODE,
     ) -> None:
         self.path = path
         self._clock = clock or Clock()
@@ -85,10 +101,8 @@ class SQLiteBackend:
         self._resolver = resolver
         self._lease = lease
         self._result_ttl = result_ttl
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
-        self._db.row_factory = row_factory
+        self._db = self._open(path, file_mode)
+        self._depth = 0  # how deep this process is in nested _tx blocks (under the lock)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._stop_hook: Callable[[str, str], object] | None = None
@@ -100,18 +114,44 @@ class SQLiteBackend:
         self._rules = Rules(
             self._db, self._clock, lease=lease, result_ttl=result_ttl, event=self._event
         )
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=60000")
-            with self._tx():
-                self._create_schema()
+        try:
+            with self._lock, self._storage("cannot use the queue database"):
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("PRAGMA busy_timeout=60000")
+                with self._tx():
+                    self._create_schema()
+        except BaseException:
+            self._db.close()
+            raise
         self._clock.subscribe(self.wake)
+
+    def _open(self, path: str, file_mode: int) -> sqlite3.Connection:
+        """Connect to ``path``, first creating the file with ``file_mode`` if it is new (an
+        existing file keeps its mode); StorageError naming the path if that fails."""
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _create_file(path, file_mode)
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot use the queue database {path!r}: {exc}") from exc
+        db.row_factory = row_factory
+        return db
 
     def _create_schema(self) -> None:
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 self._db.execute(statement)
+        migrate(self._db)
+
+    @contextlib.contextmanager
+    def _storage(self, what: str) -> Iterator[None]:
+        """Turn an SQLite error into a StorageError naming the file."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StorageError(f"{what} {self.path!r}: {exc}") from exc
 
     # ------------------------------------------------------------ transactions
     @contextlib.contextmanager
@@ -125,17 +165,27 @@ class SQLiteBackend:
         with self._lock:
             if self._closed:
                 raise QueueClosed("the queue is closed")
-            if self._db.in_transaction:
-                yield self._db
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._db
+                finally:
+                    self._depth -= 1
                 return
-            self._begin()
+            with self._storage(WRITE_FAILED):
+                self._begin()
+            self._depth = 1
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._effects.clear()
+                with self._storage(WRITE_FAILED):
+                    self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._roll_back()
+                if isinstance(exc, sqlite3.Error):
+                    raise StorageError(f"{WRITE_FAILED} {self.path!r}: {exc}") from exc
                 raise
-            self._db.execute("COMMIT")
+            finally:
+                self._depth = 0
             effects, self._effects = self._effects, []
         for effect in effects:
             try:
@@ -146,6 +196,16 @@ class SQLiteBackend:
             self._commits += 1
             self._changed.notify_all()
 
+    def _roll_back(self) -> None:
+        """Undo a failed transaction, whether a statement or COMMIT failed (SQLITE_FULL may
+        leave the transaction open, or SQLite may have rolled it back itself)."""
+        self._effects.clear()
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("ROLLBACK failed on %s; the next transaction retries it", self.path)
+
     def _begin(self) -> None:
         """BEGIN IMMEDIATE, waiting for another process's write transaction in short naps.
 
@@ -155,6 +215,8 @@ class SQLiteBackend:
         statements of a transaction keep SQLite's.
         """
         db = self._db
+        if db.in_transaction:  # a ROLLBACK that failed earlier: end that transaction first
+            db.execute("ROLLBACK")
         db.execute("PRAGMA busy_timeout=0")
         try:
             deadline = time.monotonic() + BUSY_TIMEOUT
@@ -260,6 +322,10 @@ class SQLiteBackend:
         lane = None if opts.lane is None else json.dumps(opts.lane)
         # the common job (no lane, no dependency, not delayed) is ready from its first row
         ready = int(not scheduled and lane is None and not opts.after)
+        assert spec.ref is not None and spec.payload is not None  # _validate checked
+        mac = self.serializer.sign_job(
+            envelope(spec.id, spec.ref, spec.task, spec.mode, spec.payload, opts.timeout)
+        )
         cursor = db.execute(
             INSERT_JOB,
             (
@@ -269,6 +335,7 @@ class SQLiteBackend:
                 to_json(opts.exclusive), to_json(opts.incompatible), opts.timeout,
                 opts.retries, opts.retry_delay, opts.backoff, opts.at if scheduled else None,
                 opts.expires_at, opts.unique, opts.unique_for, to_json(opts.meta), now, ready,
+                mac,
             ),
         )  # fmt: skip
         seq = cursor.lastrowid
@@ -384,16 +451,28 @@ class SQLiteBackend:
                 rows = [] if stopping else self._rules.claim(worker, mode, limit)
         except QueueClosed:
             return []
-        return self._unpack(rows) if rows else []
+        got = self._unpack(rows) if rows else []
+        if rows and not got:  # every job claimed was refused: look for one that can run
+            return self.claim(worker, mode, limit, timeout=0, stop=stop)
+        return got
 
     def _unpack(self, rows: list[dict[str, Any]]) -> list[ClaimedJob]:
         """Claimed rows as jobs to run, decoded outside the transaction (the write lock is not
-        held for it). A corrupt or forged payload, or a function this worker cannot find,
-        fails that job (no retry can mend it); the worker lives."""
+        held for it). A job whose signature fails (with a secret), whose function this worker
+        does not trust or cannot find, or whose payload is corrupt or forged, fails (no retry
+        can mend it); the worker lives. The checks go in that order: the signature before any
+        import or decode, the trust before any import."""
         got: list[ClaimedJob] = []
         for row in rows:
             attempt = row["attempts"] + 1
             try:
+                self.serializer.verify_job(
+                    row["mac"],
+                    envelope(
+                        row["id"], row["ref"], row["task"], row["mode"], row["payload"],
+                        row["timeout"],
+                    ),
+                )  # fmt: skip
                 fn = self._resolve(row["ref"])
                 args, kwargs = self.serializer.loads(row["payload"])
                 args, kwargs = tuple(args), dict(kwargs)
@@ -418,9 +497,9 @@ class SQLiteBackend:
     def _resolve(self, ref: str) -> Callable[..., Any]:
         if self._resolver is not None:
             return self._resolver(ref)
-        from conveyor.references import resolve
+        from conveyor.references import Allowed, resolve
 
-        return resolve(ref)
+        return resolve(ref, Allowed())  # no queue to say what it trusts: nothing
 
     # --------------------------------------------------------- end of an attempt
     def _encode_result(self, result: Any) -> bytes | ErrorInfo:
@@ -495,25 +574,36 @@ class SQLiteBackend:
         wanted = self._bus.wants(name)
         if not (wanted or callbacks):
             return
-        record = self._record(self._job(job_id))
+        record = self._record(self._job(job_id), results=True)
         if wanted:
             self._effects.append(lambda: self._bus.emit(name, record))
         for callback in callbacks or ():
             self._effects.append(lambda cb=callback: cb(record))  # type: ignore[misc]
 
     # ----------------------------------------------------------------- reading
-    def _record(self, row: dict[str, Any]) -> JobRecord:
+    def _record(self, row: dict[str, Any], *, results: bool = False) -> JobRecord:
+        """A row as a record. Payloads that reading could make run code (pickle without a
+        secret) are not decoded: the arguments never, the result only when ``results`` (the
+        caller asked for results: ``result()``, ``map``, ``get``/``collect``, events of the
+        process that stored it); :data:`~conveyor.serializer.NOT_DECODED` stands in."""
         stamp = JobRecord.timestamp
-        try:
-            args, kwargs = self.serializer.loads(row["payload"])
-        except PayloadRefused:
-            args, kwargs = (), {}
+        trusted = self.serializer.trusts_reads
+        if trusted:
+            try:
+                args, kwargs = self.serializer.loads(row["payload"])
+            except PayloadRefused:
+                args, kwargs = (), {}
+        else:
+            args, kwargs = HIDDEN_ARGS, HIDDEN_KWARGS
         result = None
         if row["result"] is not None and row["status"] == Status.FINISHED:
-            try:
-                result = self.serializer.loads(row["result"])
-            except PayloadRefused as exc:
-                result = exc
+            if trusted or results:
+                try:
+                    result = self.serializer.loads(row["result"])
+                except PayloadRefused as exc:
+                    result = exc
+            else:
+                result = NOT_DECODED
         started, ended = row["started"], row["ended"]
         return JobRecord(
             id=row["id"], task=row["task"], status=Status(row["status"]), args=tuple(args),
@@ -531,7 +621,7 @@ class SQLiteBackend:
     def _tick_if_due(self) -> None:
         """Before a read: apply the timers (and result_ttl) that are due, if any are."""
         now = self._clock.now()
-        with self._lock:
+        with self._lock, self._storage(READ_FAILED):
             if self._closed:
                 return
             row = self._one(NEXT_TIMER)
@@ -544,13 +634,18 @@ class SQLiteBackend:
                 self._rules.tick(self._clock.now())
 
     def get(self, job_id: str) -> JobRecord:
+        """The job's record; an unsigned pickle's arguments and result are not decoded."""
+        return self._get(job_id, results=False)
+
+    def _get(self, job_id: str, *, results: bool) -> JobRecord:
         self._tick_if_due()
-        with self._lock:
-            return self._record(self._job(job_id))
+        with self._lock, self._storage(READ_FAILED):
+            return self._record(self._job(job_id), results=results)
 
     def query(self, status: Status | None = None) -> list[JobRecord]:
+        """Records in submission order; an unsigned pickle's payloads are not decoded."""
         self._tick_if_due()
-        with self._lock:
+        with self._lock, self._storage(READ_FAILED):
             if status is None:
                 rows = self._db.execute("SELECT * FROM jobs ORDER BY seq").fetchall()
             else:
@@ -561,7 +656,7 @@ class SQLiteBackend:
 
     def counts(self) -> dict[Status, int]:
         self._tick_if_due()
-        with self._lock:
+        with self._lock, self._storage(READ_FAILED):
             rows = self._db.execute(
                 "SELECT status, count(*) AS n FROM jobs GROUP BY status"
             ).fetchall()
@@ -585,7 +680,7 @@ class SQLiteBackend:
                 ).fetchall()
                 for row in rows:
                     db.execute("DELETE FROM jobs WHERE seq = ?", (row["seq"],))
-                records = [self._record(row) for row in rows]
+                records = [self._record(row, results=True) for row in rows]
             if records or self._closed or (deadline is not None and time.monotonic() >= deadline):
                 return records
             self._wait(since, deadline)
@@ -675,13 +770,13 @@ class SQLiteBackend:
             self._wait(since, deadline)
         outcomes = []
         for job_id in job_ids:
-            record = self.get(job_id)
+            record = self._get(job_id, results=True)
             outcomes.append((record.status, record.result, record.error))
         return outcomes
 
     def wait_done(self, job_id: str, timeout: float | None = None) -> JobRecord:
         self.wait_results([job_id], timeout)
-        return self.get(job_id)
+        return self._get(job_id, results=True)
 
     def add_done_callback(self, job_id: str, callback: Callable[[JobRecord], object]) -> None:
         record = self.get(job_id)
@@ -822,3 +917,25 @@ class SQLiteBackend:
 
     def __repr__(self) -> str:
         return f"<SQLiteBackend {self.path} pid={os.getpid()} host={socket.gethostname()}>"
+
+
+def envelope(
+    job_id: str, ref: str, task: str, mode: str, payload: bytes, timeout: float | None
+) -> list[bytes]:
+    """The fields of a job that a worker obeys, as its signature covers them."""
+    texts = [job_id, ref, task, mode, "none" if timeout is None else float(timeout).hex()]
+    fields = [text.encode("utf-8", "surrogatepass") for text in texts]
+    return [*fields[:4], bytes(payload), fields[4]]
+
+
+def _create_file(path: str, mode: int) -> None:
+    """Create ``path`` empty with exactly ``mode`` (whatever the umask), unless it exists;
+    SQLite then makes it a database and gives its -wal and -shm files the same mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)

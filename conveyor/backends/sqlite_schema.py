@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     ended REAL,
     result BLOB,
     error TEXT,
-    traceback TEXT
+    traceback TEXT,
+    mac BLOB  -- with a secret: the job envelope's HMAC (see Serializer.sign_job)
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (mode, priority, seq) WHERE ready = 1;
 CREATE INDEX IF NOT EXISTS jobs_parked ON jobs (parked, mode, priority, seq)
@@ -78,9 +79,11 @@ CREATE TABLE IF NOT EXISTS workers (
 INSERT_JOB = """
 INSERT INTO jobs (id, task, mode, ref, payload, status, priority, lane, stop_on_lane_error,
     after, exclusive, incompatible, timeout, retries, retry_delay, backoff, due, expires_at,
-    unique_key, unique_for, meta, submitted, ready)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    unique_key, unique_for, meta, submitted, ready, mac)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+#: columns added after the first release, with their type: added to an older file on open
+ADDED_COLUMNS = {"mac": "BLOB"}
 READY_TOP = "SELECT * FROM jobs WHERE ready = 1 AND mode = ? ORDER BY priority, seq LIMIT 1"
 PARKED_TOP = "SELECT * FROM jobs WHERE parked = ? AND mode = ? ORDER BY priority, seq LIMIT 1"
 # timers read through their partial indexes only (INDEXED BY: the planner would otherwise
@@ -109,6 +112,14 @@ WHERE id = ? AND status = 'running' AND attempts = ? RETURNING *"""
 #: ``UPDATE ... RETURNING`` came with SQLite 3.35
 RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 LANE_TOP = "SELECT job FROM lane_members WHERE lane = ? ORDER BY priority, seq LIMIT 1"
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring a file made by an older version up to this schema (inside a write transaction)."""
+    present = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+    for column, kind in ADDED_COLUMNS.items():
+        if column not in present:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
 
 def names(column: str) -> list[str]:

@@ -24,9 +24,11 @@ PUBLIC = [
     "QueueClosed",
     "QueueFull",
     "Status",
+    "StorageError",
     "Task",
     "UnknownDependency",
     "UnknownJob",
+    "UntrustedFunction",
     "__version__",
     "context",
 ]
@@ -61,6 +63,7 @@ def test_error_tree():
         conveyor.QueueFull,
         conveyor.QueueClosed,
         conveyor.MissingExtra,
+        conveyor.StorageError,
     ):
         assert issubclass(error, conveyor.ConveyorError)
     for error in (
@@ -70,6 +73,7 @@ def test_error_tree():
         conveyor.NotSerializable,
     ):
         assert issubclass(error, conveyor.InvalidJob)
+    assert issubclass(conveyor.UntrustedFunction, conveyor.NotSerializable)
     assert issubclass(conveyor.InvalidJob, ValueError)
     assert issubclass(conveyor.UnknownJob, KeyError)
     assert issubclass(conveyor.MissingExtra, ImportError)

@@ -16,6 +16,8 @@ from conveyor.backends.sqlite_schema import DUE, EXPIRED, NEXT_TIMER, PARKED_TOP
 from tests.backends import sqlite_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
+#: the module of the jobs, which every queue here allows its workers to run
+ALLOW = [sqlite_jobs.__name__]
 
 
 @pytest.fixture
@@ -24,11 +26,11 @@ def url(tmp_path: Path) -> str:
 
 
 def test_jobs_and_results_outlive_the_queue_object(url: str) -> None:
-    with conveyor.Queue(url, workers=1) as q:
+    with conveyor.Queue(url, allow_modules=ALLOW, workers=1) as q:
         job = q.put(sqlite_jobs.identity, args=({"a": [1, 2]},), id="kept")
         assert job.result(timeout=10) == {"a": [1, 2]}
 
-    reopened = conveyor.Queue(url, workers=0)
+    reopened = conveyor.Queue(url, allow_modules=ALLOW, workers=0)
     try:
         assert reopened.status("kept") == "finished"
         assert reopened.result("kept") == {"a": [1, 2]}
@@ -38,7 +40,7 @@ def test_jobs_and_results_outlive_the_queue_object(url: str) -> None:
 
 
 def test_a_lambda_or_closure_is_refused_at_put_and_says_what_to_do(url: str) -> None:
-    q = conveyor.Queue(url, workers=0)
+    q = conveyor.Queue(url, allow_modules=ALLOW, workers=0)
     try:
 
         def closure() -> int:
@@ -53,7 +55,7 @@ def test_a_lambda_or_closure_is_refused_at_put_and_says_what_to_do(url: str) -> 
 
 
 def test_json_refuses_what_it_cannot_carry_and_names_pickle(url: str) -> None:
-    q = conveyor.Queue(url, workers=0)
+    q = conveyor.Queue(url, allow_modules=ALLOW, workers=0)
     try:
         with pytest.raises(conveyor.NotSerializable, match='serializer="pickle"'):
             q.put(sqlite_jobs.identity, args=({1, 2},))
@@ -63,22 +65,30 @@ def test_json_refuses_what_it_cannot_carry_and_names_pickle(url: str) -> None:
 
 
 def test_pickle_serializer_carries_python_objects(tmp_path: Path) -> None:
-    with conveyor.Queue(f"sqlite:///{tmp_path}/p.db", workers=1, serializer="pickle") as q:
+    with conveyor.Queue(
+        f"sqlite:///{tmp_path}/p.db", allow_modules=ALLOW, workers=1, serializer="pickle"
+    ) as q:
         assert q.put(sqlite_jobs.identity, args=({1, 2},)).result(timeout=10) == {1, 2}
 
 
 def test_a_forged_payload_is_recorded_failed_and_never_unpickled(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/signed.db"
     mark = tmp_path / "mark"
-    producer = conveyor.Queue(db, workers=0, serializer="pickle", secret="right key")
-    forged = conveyor.Queue(db, workers=0, serializer="pickle", secret="wrong key")
+    producer = conveyor.Queue(
+        db, allow_modules=ALLOW, workers=0, serializer="pickle", secret="right key"
+    )
+    forged = conveyor.Queue(
+        db, allow_modules=ALLOW, workers=0, serializer="pickle", secret="wrong key"
+    )
     try:
         bad = forged.put(sqlite_jobs.identity, args=(sqlite_jobs.Bomb(str(mark)),), id="bad")
         good = producer.put(sqlite_jobs.identity, args=(7,), id="good")
     finally:
         forged.close()
     producer.close()
-    with conveyor.Queue(db, workers=1, serializer="pickle", secret="right key") as worker:
+    with conveyor.Queue(
+        db, allow_modules=ALLOW, workers=1, serializer="pickle", secret="right key"
+    ) as worker:
         assert worker.result(good.id, timeout=10) == 7
         with pytest.raises(conveyor.JobFailed) as failure:
             worker.result(bad.id, timeout=10)
@@ -88,14 +98,14 @@ def test_a_forged_payload_is_recorded_failed_and_never_unpickled(tmp_path: Path)
 
 def test_a_corrupt_row_fails_that_job_only_and_the_worker_lives(tmp_path: Path) -> None:
     path = tmp_path / "corrupt.db"
-    q = conveyor.Queue(f"sqlite:///{path}", workers=0)
+    q = conveyor.Queue(f"sqlite:///{path}", allow_modules=ALLOW, workers=0)
     q.put(sqlite_jobs.identity, args=(1,), id="corrupt", priority=0)
     q.put(sqlite_jobs.identity, args=(2,), id="fine", priority=1)
     q.close()
     with sqlite3.connect(path) as db:
         db.execute("UPDATE jobs SET payload = ? WHERE id = 'corrupt'", (b"\x00garbage",))
 
-    with conveyor.Queue(f"sqlite:///{path}", workers=1) as q:
+    with conveyor.Queue(f"sqlite:///{path}", allow_modules=ALLOW, workers=1) as q:
         assert q.result("fine", timeout=10) == 2
         with pytest.raises(conveyor.JobFailed, match="PayloadRefused"):
             q.result("corrupt", timeout=10)
@@ -105,7 +115,9 @@ def test_result_ttl_deletes_ended_jobs_after_it(tmp_path: Path) -> None:
     from conveyor.testing import ManualClock
 
     clock = ManualClock()
-    with conveyor.Queue(f"sqlite:///{tmp_path}/ttl.db", workers=1, clock=clock, result_ttl=60) as q:
+    with conveyor.Queue(
+        f"sqlite:///{tmp_path}/ttl.db", allow_modules=ALLOW, workers=1, clock=clock, result_ttl=60
+    ) as q:
         job = q.put(sqlite_jobs.identity, args=(1,))
         assert job.result(timeout=10) == 1
         clock.advance(59)
@@ -128,7 +140,7 @@ def test_result_ttl_deletes_ended_jobs_after_it(tmp_path: Path) -> None:
 def test_claim_and_timer_queries_use_their_index_not_a_scan(
     url: str, query: str, args: tuple[object, ...], index: str
 ) -> None:
-    q = conveyor.Queue(url, workers=0)
+    q = conveyor.Queue(url, allow_modules=ALLOW, workers=0)
     try:
         for n in range(50):
             q.put(sqlite_jobs.identity, args=(n,), delay=n % 2 * 100, expires=1000)
@@ -146,7 +158,7 @@ DRAIN = textwrap.dedent(
     """
     import sys
     import conveyor
-    q = conveyor.Queue(sys.argv[1], workers=2)
+    q = conveyor.Queue(sys.argv[1], workers=2, allow_modules=["tests.backends.sqlite_jobs"])
     q.wait()
     q.close()
     """
@@ -157,7 +169,7 @@ def test_two_worker_processes_share_the_file_and_run_each_job_once(tmp_path: Pat
     url = f"sqlite:///{tmp_path}/shared.db"
     marks = tmp_path / "marks"
     marks.mkdir()
-    q = conveyor.Queue(url, workers=0)
+    q = conveyor.Queue(url, allow_modules=ALLOW, workers=0)
     # one meeting job per slot (2 processes x 2): each process must take some of them
     meet = [q.put(sqlite_jobs.rendezvous, args=(str(marks), f"meet{n}", 2)).id for n in range(4)]
     ids = meet + [q.put(sqlite_jobs.note, args=(str(marks), f"job{n}")).id for n in range(200)]

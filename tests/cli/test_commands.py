@@ -46,6 +46,9 @@ def gated(name, seconds=20.0):
     return name
 
 
+q.task()(gated)  # registered as it is: enqueued as app:gated, run by the worker
+
+
 @q.task(name="pid_then_sleep", mode="process")
 def pid_then_sleep(seconds):
     """Record this worker process's pid, then sleep."""

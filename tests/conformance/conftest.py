@@ -43,6 +43,8 @@ from tests.conformance import jobs
 from tests.conformance.jobs import Board
 
 ROOT = Path(__file__).resolve().parents[2]
+#: the module of the conformance jobs, which the durable queues built here allow
+JOBS_MODULE = jobs.__name__
 #: seconds a worker process gets to exit after SIGTERM before it is killed
 STOP_TIMEOUT = 10.0
 
@@ -115,6 +117,9 @@ def queue_factory(
     request.node.stash[WORKER_PROCESSES] = processes
 
     def make(**kwargs: Any) -> conveyor.Queue:
+        if not backend_url.startswith("memory://"):
+            # a durable queue's workers run only registered tasks and allowed modules' functions
+            kwargs.setdefault("allow_modules", [JOBS_MODULE])
         if not variant.worker_processes:
             queue = conveyor.Queue(backend_url, **kwargs)
             built.append(queue)

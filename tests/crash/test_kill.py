@@ -22,6 +22,8 @@ import conveyor
 from tests.crash import crash_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
+#: the module of the jobs, which every queue here allows its workers to run
+ALLOW = [crash_jobs.__name__]
 pytestmark = pytest.mark.timeout(240)
 
 
@@ -30,7 +32,7 @@ def _app(tmp_path: Path) -> str:
         textwrap.dedent(
             f"""
             import conveyor
-            q = conveyor.Queue("sqlite:///{tmp_path}/crash.db", workers=0)
+            q = conveyor.Queue("sqlite:///{tmp_path}/crash.db", workers=0, allow_modules={ALLOW!r})
             """
         ),
         encoding="utf-8",
@@ -78,7 +80,7 @@ def test_sigkilled_workers_lose_no_job_and_repeat_only_killed_runs(tmp_path: Pat
     app = _app(tmp_path)
     marks = tmp_path / "marks"
     marks.mkdir()
-    q = conveyor.Queue(f"sqlite:///{tmp_path}/crash.db", workers=0)
+    q = conveyor.Queue(f"sqlite:///{tmp_path}/crash.db", workers=0, allow_modules=ALLOW)
     ids = [
         q.put(crash_jobs.mark, args=(str(marks), f"job{n:03d}", 0.01), id=f"job{n:03d}").id
         for n in range(500)
@@ -131,7 +133,7 @@ PRODUCER = textwrap.dedent(
     import sys
     import conveyor
     from tests.crash import crash_jobs
-    q = conveyor.Queue(sys.argv[1], workers=0)
+    q = conveyor.Queue(sys.argv[1], workers=0, allow_modules=[crash_jobs.__name__])
     print("mapping", flush=True)
     q.map(crash_jobs.mark_item, [[sys.argv[2], f"job{n}"] for n in range(300)])  # waits
     """
@@ -143,7 +145,7 @@ def test_a_producer_killed_mid_map_loses_nothing_it_submitted(tmp_path: Path) ->
     app = _app(tmp_path)
     marks = tmp_path / "marks"
     marks.mkdir()
-    q = conveyor.Queue(url, workers=0)
+    q = conveyor.Queue(url, workers=0, allow_modules=ALLOW)
     producer = subprocess.Popen(
         [sys.executable, "-c", PRODUCER, url, str(marks)],
         cwd=ROOT,

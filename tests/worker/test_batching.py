@@ -29,6 +29,9 @@ from conveyor.testing import ManualClock
 from conveyor.worker import PREFETCH_BELOW, Worker
 from tests import jobs
 
+#: what the durable queues here run: the shared jobs and this module's own
+ALLOW = [jobs.__name__, __name__]
+
 PREFETCH = 4
 WAIT = 30  # seconds an end-to-end test waits for its jobs at most
 
@@ -41,7 +44,7 @@ def url(tmp_path: Path) -> str:
 @pytest.fixture
 def queue(url: str, clock: ManualClock) -> Iterator[conveyor.Queue]:
     """A producer queue on a fresh file: the jobs' store, and how the test reads it."""
-    q = conveyor.Queue(url, workers=0, clock=clock)
+    q = conveyor.Queue(url, allow_modules=ALLOW, workers=0, clock=clock)
     yield q
     q.close()
 
@@ -375,7 +378,7 @@ def test_a_job_at_hand_cancelled_elsewhere_is_dropped_at_the_next_beat(queue, ma
     put(queue, 10)
     worker = make_worker()
     job = warmed_up(worker)
-    other = conveyor.Queue(queue.url, workers=0)  # as another process would
+    other = conveyor.Queue(queue.url, allow_modules=ALLOW, workers=0)  # as another process would
     try:
         assert other.cancel("j4") is True
     finally:
@@ -396,8 +399,8 @@ def test_a_job_at_hand_cancelled_elsewhere_is_dropped_at_the_next_beat(queue, ma
 # ----------------------------------------------------------------------- who batches
 def test_embedded_workers_batch_on_durable_backends_only(url):
     memory = conveyor.Queue("memory://", workers=1, prefetch=3)
-    durable = conveyor.Queue(url, workers=1)
-    durable_set = conveyor.Queue(url, workers=1, prefetch=3)
+    durable = conveyor.Queue(url, allow_modules=ALLOW, workers=1)
+    durable_set = conveyor.Queue(url, allow_modules=ALLOW, workers=1, prefetch=3)
     try:
         assert memory._workers["thread"]._prefetch == 0
         assert durable._workers["thread"]._prefetch == DEFAULT_PREFETCH == 8
@@ -411,7 +414,7 @@ def test_standalone_workers_batch_on_durable_backends_only(url):
     from conveyor.runner import _Runner
 
     memory = conveyor.Queue("memory://", workers=0, prefetch=3)
-    durable = conveyor.Queue(url, workers=0, prefetch=3)
+    durable = conveyor.Queue(url, allow_modules=ALLOW, workers=0, prefetch=3)
     try:
         for queue, expected in ((memory, 0), (durable, 3)):
             runner = _Runner(queue, "thread", 1, None, False)
@@ -427,7 +430,7 @@ def test_standalone_workers_batch_on_durable_backends_only(url):
 
 # ------------------------------------------------------------------------ end to end
 def test_embedded_workers_run_300_tiny_jobs_with_right_results_and_times(url):
-    with conveyor.Queue(url, workers=2) as q:
+    with conveyor.Queue(url, allow_modules=ALLOW, workers=2) as q:
         handles = [q.put(jobs.double, args=(n,), id=f"job{n}") for n in range(300)]
 
         assert [h.result(timeout=WAIT) for h in handles] == [2 * n for n in range(300)]
@@ -442,7 +445,7 @@ def test_embedded_workers_run_300_tiny_jobs_with_right_results_and_times(url):
 
 
 def test_embedded_workers_keep_dependencies_and_lanes_while_batching(url):
-    with conveyor.Queue(url, workers=2) as q:
+    with conveyor.Queue(url, allow_modules=ALLOW, workers=2) as q:
         chain = [q.put(jobs.double, args=(0,), id="c0")]
         for n in range(1, 30):
             chain.append(q.put(jobs.double, args=(n,), id=f"c{n}", after=[f"c{n - 1}"]))
@@ -460,7 +463,7 @@ def test_embedded_workers_keep_dependencies_and_lanes_while_batching(url):
 
 
 def test_a_burst_worker_drains_a_durable_queue_in_batches(url):
-    q = conveyor.Queue(url, workers=0)
+    q = conveyor.Queue(url, allow_modules=ALLOW, workers=0)
     try:
         handles = [q.put(jobs.double, args=(n,)) for n in range(200)]
 
@@ -506,7 +509,7 @@ def test_reports_survive_a_failed_write_and_go_with_the_next(queue, make_worker,
     monkeypatch.setattr("conveyor.backends.sqlite.BUSY_TIMEOUT", 0.05)
     other = sqlite3.connect(queue.backend.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(conveyor.StorageError, match="database is locked"):
         worker._write_reports()
     other.execute("ROLLBACK")
     other.close()
@@ -521,7 +524,7 @@ def test_reports_survive_a_failed_write_and_go_with_the_next(queue, make_worker,
 def test_a_callback_may_put_a_job_and_wait_for_it(url):
     # a done callback runs on the thread that writes the report: it must hold no worker lock,
     # or the other slot could not claim the job the callback waits for
-    with conveyor.Queue(url, workers=2) as q:
+    with conveyor.Queue(url, allow_modules=ALLOW, workers=2) as q:
         followed: list[Any] = []
 
         def follow(record: JobRecord) -> None:
@@ -547,7 +550,7 @@ def gated(value: int) -> int:
 
 def test_jobs_at_hand_go_to_an_idle_slot_while_a_long_job_runs(url):
     GATE.clear()
-    with conveyor.Queue(url, workers=2) as q:
+    with conveyor.Queue(url, allow_modules=ALLOW, workers=2) as q:
         warm = [q.put(jobs.double, args=(n,)) for n in range(10)]  # short: claims go ahead
         assert [job.result(timeout=WAIT) for job in warm] == [2 * n for n in range(10)]
         long = q.put(gated, args=(1,))

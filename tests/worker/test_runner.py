@@ -275,7 +275,9 @@ def test_heartbeat_stops_a_job_cancelled_elsewhere(make_queue, gate):
 
 def test_heartbeat_keeps_a_job_longer_than_its_lease_claimed_on_sqlite(make_queue, tmp_path):
     # given a durable queue whose lease is a fraction of a job's run time
-    q = make_queue("sqlite:///" + str(tmp_path / "q.db"), workers=0, lease=0.3)
+    q = make_queue(
+        "sqlite:///" + str(tmp_path / "q.db"), workers=0, lease=0.3, allow_modules=[jobs.__name__]
+    )
     job = q.submit(jobs.sleep_then, 1.0, "late")
     # when a worker runs it while lease recovery runs all along, as another process would
     runner, out = in_thread(lambda: run_worker(q, workers=1, burst=True))
