@@ -233,6 +233,12 @@ class _Child:
         child_conn.close()
         self.jobs = 0
 
+    def gone(self) -> bool:
+        """True once the process has ended, as far as can be told without waiting: its exit
+        reported, or its pipe closed (an idle child writes nothing, so a readable pipe is its
+        end closing; the exit is reported a moment later)."""
+        return not self.process.is_alive() or self.conn.poll(0)
+
     def kill(self) -> None:
         if self.process.is_alive():
             self.process.kill()
@@ -400,8 +406,12 @@ class ProcessExecutor:
         return child
 
     def _send(self, child: _Child, payload: bytes) -> _Child:
-        """Send ``payload`` to ``child``, or to a fresh child if this one died while idle."""
-        if child.process.is_alive():
+        """Send ``payload`` to ``child``, or to a fresh child if this one died while idle.
+
+        A child killed in the instant before the send (its threads still ending, so its pipe
+        still open) takes the payload and fails the job as WorkerDied: only an
+        acknowledgement per job could tell the two apart."""
+        if not child.gone():
             try:
                 child.conn.send_bytes(payload)
                 return child

@@ -318,7 +318,8 @@ def test_a_worker_process_that_died_while_idle_does_not_fail_the_next_job(make_p
     child = q.put(proc_jobs.pid_of).result(timeout=WAIT)
     # when it is killed from outside while it has no job
     os.kill(child, 9)
-    assert wait_until(lambda: process_gone(child))
+    # gone for good: reaped, not a zombie whose other threads still hold its pipe open
+    assert wait_until(lambda: not Path(f"/proc/{child}").exists())
     # then the next job still runs, in a fresh process
     job = q.put(proc_jobs.pid_of)
     assert job.result(timeout=WAIT) not in (child, os.getpid())

@@ -20,6 +20,8 @@ import pytest
 
 import conveyor
 from conveyor import JobFailed
+from conveyor.backends.base import JobSpec
+from conveyor.job import JobOptions
 
 WAIT = 10  # seconds a test waits for something that should happen soon (forks included)
 JOBS = 40  # jobs waiting while the database is full
@@ -38,7 +40,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
 # ------------------------------------------------------------------ waits too long to wait
 def test_the_watchdog_survives_a_timeout_longer_than_a_lock_can_wait(make_queue):
     # given a thread queue running a job with a timeout of 10**12 seconds (beyond
-    # threading.TIMEOUT_MAX): the watchdog's next deadline, once no earlier one is due
+    # threading.TIMEOUT_MAX): the watchdog's next deadline, once no earlier one is due. put
+    # refuses such a timeout, so the job goes straight to the backend, as a job written
+    # into a shared store by hand would
     q = make_queue(workers=2)
     gate, started = threading.Event(), threading.Event()
 
@@ -48,7 +52,9 @@ def test_the_watchdog_survives_a_timeout_longer_than_a_lock_can_wait(make_queue)
         return "held"
 
     try:
-        held = q.put(hold, timeout=10**12)
+        spec = JobSpec("held", "hold", "thread", JobOptions(timeout=10**12), hold)
+        q.backend.submit([spec])
+        held = conveyor.Job(q, "held")
         assert started.wait(WAIT)
         # when later jobs, one after another, pass their timeout of 0.2 s
         for _ in range(3):
