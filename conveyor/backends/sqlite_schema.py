@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     ready INTEGER NOT NULL DEFAULT 0,
     parked TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
+    ahead INTEGER NOT NULL DEFAULT 0,  -- claimed ahead of a slot, not started yet
+    lost INTEGER NOT NULL DEFAULT 0,  -- times taken back from a worker whose lease ran out
     worker TEXT,
     lease_until REAL,
     submitted REAL NOT NULL,
@@ -72,8 +74,16 @@ CREATE TABLE IF NOT EXISTS unique_keys (
     key TEXT PRIMARY KEY, job TEXT NOT NULL, until REAL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, mode TEXT NOT NULL,
-    slots INTEGER NOT NULL, started REAL NOT NULL, last_seen REAL NOT NULL) WITHOUT ROWID;
+    slots INTEGER NOT NULL, started REAL NOT NULL, last_seen REAL NOT NULL,
+    proc_start TEXT) WITHOUT ROWID;
 """
+
+#: columns added since the first release: (table, column, definition), added to older files
+ADDED_COLUMNS = (
+    ("jobs", "ahead", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "lost", "INTEGER NOT NULL DEFAULT 0"),
+    ("workers", "proc_start", "TEXT"),
+)
 
 INSERT_JOB = """
 INSERT INTO jobs (id, task, mode, ref, payload, status, priority, lane, stop_on_lane_error,
@@ -109,6 +119,15 @@ WHERE id = ? AND status = 'running' AND attempts = ? RETURNING *"""
 #: ``UPDATE ... RETURNING`` came with SQLite 3.35
 RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 LANE_TOP = "SELECT job FROM lane_members WHERE lane = ? ORDER BY priority, seq LIMIT 1"
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Add the columns of :data:`ADDED_COLUMNS` that a file made by an older version lacks
+    (inside the caller's write transaction)."""
+    for table, column, definition in ADDED_COLUMNS:
+        present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 def names(column: str) -> list[str]:
