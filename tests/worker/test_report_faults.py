@@ -1,0 +1,115 @@
+"""A report the backend cannot write (a database that is really full) never ends a slot nor
+leaves its job running forever: the report is kept and retried, and lands once there is room;
+a worker whose reports keep failing for a lease gives up, stops heartbeating and exits with
+status 1, and its job goes back to the queue.
+
+The database is made full for the worker process alone: a job sets SQLite's
+``max_page_count`` on the worker's own connection to the pages the file has, so that any write
+needing a new page fails with SQLITE_FULL ("database or disk is full"), and lifts the limit
+once the test creates a flag file. The job's result (20 kB) needs new pages; renewing a lease
+does not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.worker.real_workers import app, runs, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+TASKS = """
+import threading
+
+BIG = "x" * 20_000
+
+
+def full_until(flag):
+    '''Let this worker's connection add no page to the database until ``flag`` exists.'''
+    backend = q.backend
+
+    def limit(pages):
+        with backend._lock:
+            backend._db.execute(f"PRAGMA max_page_count = {pages}")
+
+    with backend._lock:
+        pages = backend._db.execute("PRAGMA page_count").fetchone()["page_count"]
+    limit(pages)
+
+    def free():
+        while not os.path.exists(flag):
+            time.sleep(0.01)
+        limit(2**32)
+
+    threading.Thread(target=free, daemon=True).start()
+
+
+@q.task()
+def big(folder, name, flag):
+    '''Fill the database (unless ``flag`` exists), then return a result that needs room.'''
+    mark(folder, name, "start")
+    if not os.path.exists(flag):
+        full_until(flag)
+    mark(folder, name, "end")
+    return BIG
+
+
+@q.task()
+def small(folder, name):
+    mark(folder, name, "start")
+    return name
+"""
+
+FULL = "database or disk is full"
+
+
+@pytest.mark.parametrize("prefetch", ["0", "8"])
+def test_a_report_written_once_there_is_room_again_and_the_slot_goes_on(
+    tmp_path: Path, prefetch: str
+) -> None:
+    with app(tmp_path, TASKS, lease=10.0) as a:
+        q, tasks = a.module.q, a.module  # type: ignore[union-attr]
+        flag = tmp_path / "room-again"
+        job = tasks.big.put(args=(str(a.marks), "big", str(flag)), id="big")
+        # a worker with one slot runs the job; the write of its report fails
+        worker = a.worker("--workers", "1", prefetch=prefetch)
+        wait_until(lambda: FULL in a.log(0), 30, "the report's write failing")
+        assert job.status == "running"  # still the worker's: its report is on its way
+        # when there is room again
+        flag.touch()
+        # then the report lands: the job ran once and finished with its result
+        assert job.result(timeout=30) == tasks.BIG
+        assert runs(a.marks, "big") == [(worker.pid, True)]
+        assert q.job("big").attempts == 1
+        # and the slot that wrote it goes on running jobs
+        after = tasks.small.put(args=(str(a.marks), "after"), id="after")
+        assert after.result(timeout=30) == "after"
+        assert worker.poll() is None
+        worker.terminate()
+        assert worker.wait(timeout=30) == 0
+
+
+def test_a_worker_whose_reports_keep_failing_gives_up_and_its_job_runs_elsewhere(
+    tmp_path: Path,
+) -> None:
+    with app(tmp_path, TASKS, lease=1.0) as a:
+        q, tasks = a.module.q, a.module  # type: ignore[union-attr]
+        flag = tmp_path / "room-again"
+        job = tasks.big.put(args=(str(a.marks), "big", str(flag)), id="big")
+        # a worker whose database stays full: the job's report can never be written
+        first = a.worker("--workers", "1")
+        # then it gives up after a lease: it exits with status 1, saying why
+        assert first.wait(timeout=60) == 1
+        assert FULL in a.log(0) and "gives up" in a.log(0)
+        # it is no longer listed as a live worker
+        assert "workers (0)" in a.status()
+        # and its job goes back to the queue once its lease runs out: a new worker (whose
+        # database has room) runs it again, the lost attempt counted
+        flag.touch()
+        second = a.worker("--workers", "1")
+        assert job.result(timeout=30) == tasks.BIG
+        assert sorted(pid for pid, _ in runs(a.marks, "big")) == sorted([first.pid, second.pid])
+        record = q.job("big")
+        assert (record.attempts, record.worker.split(":")[1]) == (2, str(second.pid))
