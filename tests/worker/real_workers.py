@@ -61,15 +61,15 @@ def runs(marks: Path, job: str) -> list[tuple[int, bool]]:
 
 
 class App:
-    """An app module in ``folder`` with a queue on ``folder/queue.db`` built with ``settings``
-    (which its worker processes then share)."""
+    """An app module in ``folder`` with a queue on ``db`` (default ``folder/queue.db``) built
+    with ``settings`` (which its worker processes then share)."""
 
-    def __init__(self, folder: Path, tasks: str, **settings: Any) -> None:
+    def __init__(self, folder: Path, tasks: str, db: Path | None = None, **settings: Any) -> None:
         self.folder = folder
         self.marks = folder / "marks"
         self.marks.mkdir()
         self.name = f"app_{uuid.uuid4().hex[:12]}"
-        url = f"sqlite:///{folder}/queue.db"
+        url = f"sqlite:///{db or folder / 'queue.db'}"
         given = "".join(f", {name}={value!r}" for name, value in settings.items())
         source = textwrap.dedent(HEADER).format(url=url, settings=given) + textwrap.dedent(tasks)
         (folder / f"{self.name}.py").write_text(source, encoding="utf-8")
@@ -145,9 +145,9 @@ class App:
 
 
 @contextmanager
-def app(folder: Path, tasks: str, **settings: Any) -> Iterator[App]:
+def app(folder: Path, tasks: str, db: Path | None = None, **settings: Any) -> Iterator[App]:
     """An :class:`App`, loaded; its workers stopped and its queue closed at the end."""
-    made = App(folder, tasks, **settings)
+    made = App(folder, tasks, db, **settings)
     made.load()
     try:
         yield made

@@ -1,17 +1,23 @@
-"""A report the backend cannot write (a database that is really full) never ends a slot nor
-leaves its job running forever: the report is kept and retried, and lands once there is room;
-a worker whose reports keep failing for a lease gives up, stops heartbeating and exits with
-status 1, and its job goes back to the queue.
+"""A report or a claim the backend cannot write (a database that is really full) never ends
+a slot nor leaves its job running forever: the report is kept and retried, and lands once there
+is room; a claim is retried; a worker whose reports keep failing for a lease gives up, stops
+heartbeating and exits with status 1, and its job goes back to the queue.
 
 The database is made full for the worker process alone: a job sets SQLite's
 ``max_page_count`` on the worker's own connection to the pages the file has, so that any write
 needing a new page fails with SQLITE_FULL ("database or disk is full"), and lifts the limit
 once the test creates a flag file. The job's result (20 kB) needs new pages; renewing a lease
-does not.
+does not. Where the tests run as root, a small tmpfs holding the database is also filled up
+for real, so that every write fails at COMMIT, claims and heartbeats included.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -113,3 +119,63 @@ def test_a_worker_whose_reports_keep_failing_gives_up_and_its_job_runs_elsewhere
         assert sorted(pid for pid, _ in runs(a.marks, "big")) == sorted([first.pid, second.pid])
         record = q.job("big")
         assert (record.attempts, record.worker.split(":")[1]) == (2, str(second.pid))
+
+
+# ------------------------------------------------------------------ a disk really full
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs (root only: skipped elsewhere), unmounted at the end."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write a file until ``disk`` has no room left; return it (delete it to free the room)."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        try:
+            while True:
+                out.write(b"\0" * 512)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+@pytest.mark.parametrize("prefetch", ["0", "8"])
+def test_claims_failing_on_a_full_disk_are_retried_and_every_job_runs_once_there_is_room(
+    tmp_path: Path, small_disk: Path, prefetch: str
+) -> None:
+    with app(tmp_path, TASKS, small_disk / "queue.db", lease=10.0) as a:
+        q, tasks = a.module.q, a.module  # type: ignore[union-attr]
+        worker = a.worker("--workers", "2", prefetch=prefetch)
+        wait_until(lambda: q.backend.workers(), 30, "the worker registered")
+        # forty jobs due in a moment, and then the disk is full
+        at = time.time() + 1.0
+        jobs = [tasks.small.put(args=(str(a.marks), f"j{n}"), at=at) for n in range(40)]
+        filler = fill(small_disk)
+        # when the worker's claims fail at COMMIT (the jobs are due), and the room comes back
+        # within a lease
+        wait_until(lambda: time.time() > at + 0.5 and FULL in a.log(0), 30, "writes failing")
+        filler.unlink()
+        # then every job runs, once, in that worker, which goes on
+        assert [job.result(timeout=30) for job in jobs] == [f"j{n}" for n in range(40)]
+        assert all(runs(a.marks, f"j{n}") == [(worker.pid, False)] for n in range(40))
+        assert worker.poll() is None
+        worker.terminate()
+        assert worker.wait(timeout=30) == 0
