@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import conveyor
 from tests.worker.real_workers import app, runs, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -179,3 +180,48 @@ def test_claims_failing_on_a_full_disk_are_retried_and_every_job_runs_once_there
         assert worker.poll() is None
         worker.terminate()
         assert worker.wait(timeout=30) == 0
+
+
+# ------------------------------------------------------------- an embedded worker
+FULL_ONCE: list[conveyor.Queue] = []  # the queue whose connection the job makes full
+
+
+def _limit_pages(q: conveyor.Queue, pages: int | None) -> None:
+    """Let ``q``'s connection add no page beyond ``pages`` (None: the pages it has)."""
+    backend = q.backend
+    with backend._lock:  # type: ignore[attr-defined]
+        db = backend._db  # type: ignore[attr-defined]
+        if pages is None:
+            pages = db.execute("PRAGMA page_count").fetchone()["page_count"]
+        db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def _big_once() -> str:
+    """The first time: make the database full for the queue's connection. Then a big result."""
+    if FULL_ONCE:
+        _limit_pages(FULL_ONCE.pop(), None)
+    return "x" * 20_000
+
+
+def test_an_embedded_worker_gives_a_job_back_when_its_report_cannot_be_written_for_a_lease(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/queue.db"
+    q = conveyor.Queue(url, workers=1, lease=1.0, prefetch=0)  # it never gives up
+    other = conveyor.Queue(url, workers=0, lease=1.0)  # as another worker process
+    try:
+        q.task()(_big_once)
+        FULL_ONCE[:] = [q]
+        job = q.put(_big_once, id="big")
+        # when the job's report cannot be written for longer than a lease
+        # then the worker stops renewing its lease, and the job goes back to the queue
+        # (the worker's own heartbeat may be the one that takes it back, and claim it again)
+        wait_until(lambda: (other.job("big").error or "").startswith("WorkerLost"), 30, "back")
+        # and once there is room again it runs again and finishes, in that worker
+        _limit_pages(q, 2**32)
+        assert job.result(timeout=30) == "x" * 20_000
+        assert other.job("big").attempts >= 2
+    finally:
+        FULL_ONCE.clear()
+        q.close()
+        other.close()
