@@ -10,6 +10,12 @@
     stop claiming, wait for the running jobs (up to graceful_timeout after a signal),
     put back the jobs still running, stop the executor, return how many jobs ran
 
+A worker whose backend calls (claims, reports, heartbeats) keep failing for a lease gives up:
+it stops claiming and heartbeating, puts back what it can, and ``run_worker`` raises
+:class:`WorkerBroken` (``conveyor worker`` exits with status 1), so that ``conveyor status``
+no longer lists it and a supervisor restarts it; its jobs go back to the queue when their
+leases run out.
+
 The main thread blocks on a socket rather than an Event because a signal handler runs on the
 main thread between two bytecodes, possibly while that thread holds the Event's lock; writing
 to a socket takes no lock.
@@ -30,6 +36,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from conveyor import executors
+from conveyor.errors import ConveyorError
 from conveyor.executors.base import Executor
 from conveyor.worker import Worker
 
@@ -40,6 +47,11 @@ log = logging.getLogger("conveyor.runner")
 
 #: the modes a standalone worker can run (inline jobs run in the caller's thread)
 WORKER_MODES = ("thread", "process", "async")
+
+
+class WorkerBroken(ConveyorError):
+    """The worker gave up: its backend calls kept failing for a lease (a full disk, a
+    database it cannot write). Restart it once the storage works again."""
 
 
 def run_worker(
@@ -71,6 +83,10 @@ def run_worker(
     Jobs put back wait again with their attempt not counted, so none is lost. A thread cannot
     be killed: a job put back while running in a thread runs on, its result dropped, until
     this process exits.
+
+    Raises:
+        WorkerBroken: the worker's claims, reports or heartbeats kept failing for the queue's
+            lease; it stopped (see the module's docstring).
     """
     mode = mode or queue.mode
     if mode not in WORKER_MODES:
@@ -113,6 +129,7 @@ class _Runner:
             burst=burst,
             on_change=self._wake,
             prefetch=queue.settings.prefetch if queue.durable else 0,
+            give_up=queue.settings.lease,
         )
         self._signals = 0  # how many stop signals arrived
         self._immediate = False
@@ -148,6 +165,8 @@ class _Runner:
             self._wake_r.close()
             self._wake_w.close()
         ran = worker.ran
+        if worker.broken is not None:
+            raise WorkerBroken(f"worker {worker.id} gave up after {ran} job(s): {worker.broken}")
         log.info("worker %s stopped; ran %d job(s)", worker.id, ran)
         return ran
 
@@ -157,6 +176,8 @@ class _Runner:
         worker = self.worker
         deadline: float | None = None
         while True:
+            if worker.broken is not None:
+                return
             if self._immediate:
                 log.warning("worker %s: stopping now", worker.id)
                 return

@@ -10,6 +10,15 @@ heartbeats, and stops gracefully.
     heartbeat thread (``start(heartbeat=True)``), every lease / 3 seconds (1 s at most):
         backend.heartbeat(worker id, running ids) ──> executor.stop_job(each id it lost)
         backend.recover_expired()                     (jobs of workers that died)
+      and, while batching, every REPORT_DELAY / 2: write the reports held back that long
+
+A backend call that fails (a full disk, a lock held too long) never ends a slot: a report that
+could not be written is kept and retried (with the next call, at the latest by the next beat),
+its job still the worker's; a claim that failed is retried after a pause. A report still
+unwritten after a lease is dropped and its job left to go back to the queue when its lease runs
+out. A worker built with ``give_up`` stops claiming and heartbeating once its backend calls
+have kept failing that long, and says why in :attr:`Worker.broken` (``conveyor worker`` then
+exits with status 1, for a supervisor to restart it).
 
 Each executor slot pulls its own work through :meth:`Worker.claim` (one lock round trip, no
 dispatcher thread in between), so an idle slot wakes the moment a job becomes startable.
@@ -31,6 +40,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from conveyor.backends.base import Finished, WorkerInfo
@@ -56,11 +66,29 @@ BURST_RECHECK = 0.5
 #: (seconds), so that long jobs are never hoarded by one worker while another idles
 PREFETCH_BELOW = 0.02
 
+#: a batching worker writes a report it held back at most this long (seconds) after the job
+#: ended, plus the time the write takes (its heartbeat thread looks every REPORT_DELAY / 2)
+REPORT_DELAY = 0.05
+
+#: seconds a slot waits before it retries a backend call that failed, doubling up to RETRY_MAX
+RETRY_FIRST = 0.05
+RETRY_MAX = 1.0
+
 
 def error_info(exc: BaseException) -> ErrorInfo:
     """Describe an exception so it can cross processes: type, message, traceback text."""
     text = "".join(traceback.format_exception(exc))
     return ErrorInfo(type(exc).__qualname__, str(exc), text)
+
+
+@dataclass(slots=True)
+class _Failure:
+    """A failed attempt whose report is still to be written."""
+
+    job: ClaimedJob
+    error: ErrorInfo
+    exception: BaseException | None
+    started: float | None
 
 
 class _Tally:
@@ -88,18 +116,24 @@ class Worker:
         executor: runs the jobs (its mode is the worker's mode).
         name: the worker id (default ``host:pid:mode-n``); a job's recorded worker is
             ``"<id>/<slot thread name>"``.
-        lease: the queue's lease in seconds; the heartbeat beats every ``lease / 3``.
+        lease: the queue's lease in seconds; the heartbeat beats every ``lease / 3``. A report
+            that could not be written for this long is dropped (its job goes back to the
+            queue when its lease runs out).
         clock: the queue's clock (for the times the worker registry shows).
         max_jobs: claim no more than this many jobs in all; :attr:`done` is set once claimed.
         burst: claim only what may start now; once nothing may and nothing of this worker
             runs, :attr:`done` is set and every slot stops claiming.
-        on_change: called (from any thread) when :attr:`done` is set, and when the last
-            running job ends after :meth:`stop_claiming`.
+        on_change: called (from any thread) when :attr:`done` is set, when the last running
+            job ends after :meth:`stop_claiming`, and when the worker gives up.
         prefetch: batch the backend calls (for durable backends, where each is a
             transaction): claim up to this many jobs beyond the slots' own while recent jobs
             ran shorter than ``PREFETCH_BELOW``, and write the reports of jobs that end while
-            claimed jobs are at hand together with the next claim (at the latest at the next
-            heartbeat). 0 (the default, and always with ``max_jobs``): one call per report.
+            claimed jobs are at hand together with the next claim, at the latest
+            ``REPORT_DELAY`` after the job ended. 0 (the default, and always with
+            ``max_jobs``): one call per report.
+        give_up: seconds the worker's backend calls (claims, reports, heartbeats) may keep
+            failing before it gives up: it stops claiming and heartbeating, puts back what it
+            can and sets :attr:`broken`. None (the default): never; its slots retry.
     """
 
     def __init__(
@@ -114,11 +148,14 @@ class Worker:
         burst: bool = False,
         on_change: Callable[[], object] | None = None,
         prefetch: int = 0,
+        give_up: float | None = None,
     ) -> None:
         if max_jobs is not None and max_jobs < 1:
             raise ValueError(f"max_jobs must be >= 1 or None, got {max_jobs!r}")
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0, got {prefetch!r}")
+        if give_up is not None and not give_up > 0:
+            raise ValueError(f"give_up must be > 0 or None, got {give_up!r}")
         self.backend = backend
         self.executor = executor
         self.mode = executor.mode
@@ -129,6 +166,8 @@ class Worker:
         self.running: dict[str, ClaimedJob] = {}
         #: set once the worker has no more work to claim (burst drained, max_jobs claimed)
         self.done = threading.Event()
+        #: why the worker gave up (its backend calls kept failing for ``give_up`` seconds)
+        self.broken: str | None = None
         self._stopping = threading.Event()
         self._draining = False  # a plain copy of _stopping, cheaper to test per job
         self._refusing = False  # running jobs were put back: a claim landing now is put back
@@ -143,10 +182,22 @@ class Worker:
         self._beat_stop = threading.Event()
         self._beat_thread: threading.Thread | None = None
         self._registered = False
+        self._give_up = give_up
+        # monotonic times of the first failure since the last success of a claim, of a
+        # report's write, of a heartbeat; None while they succeed
+        self._trouble_since: float | None = None
+        self._write_failed_since: float | None = None
+        self._beat_trouble_since: float | None = None
+        # what is still to be written, guarded by _cond: reports (held back while batching,
+        # or kept after a failed write), failures kept after a failed write, and the jobs
+        # claimed ahead that a slot started; _pending_since: when the oldest of them came
+        self._reports: list[Finished] = []
+        self._failures: list[_Failure] = []
+        self._announce: list[tuple[str, int]] = []
+        self._pending_since: float | None = None
         # batching (prefetch > 0), all guarded by _cond
         self._prefetch = 0 if max_jobs is not None else prefetch
         self._at_hand: deque[ClaimedJob] = deque()  # claimed, not yet given to a slot
-        self._reports: list[Finished] = []  # finished, not yet written
         self._given: dict[str, tuple[float, float]] = {}  # id: (monotonic, clock) given
         self._recent_runtime: float | None = None  # moving average, seconds
 
@@ -239,25 +290,47 @@ class Worker:
 
     def requeue_running(self) -> list[str]:
         """Put every running job back to waiting (attempt not counted) and stop it where it
-        runs; a claim that lands afterwards is put back too. Return the ids put back."""
+        runs; a claim that lands afterwards is put back too. Return the ids put back.
+
+        A job that ended but whose report cannot be written is not put back (it ran): it stays
+        claimed until its lease runs out, then goes back to the queue with its attempt counted.
+        """
         self._flush_reports()  # finished jobs are reported, not put back
         with self._cond:
             self._refusing = True
             self._at_hand.clear()
-            jobs = list(self.running.values())
-            self.running.clear()
+            ended = self._unwritten_ids()
+            jobs = [job for job in self.running.values() if job.id not in ended]
+            for job in jobs:
+                del self.running[job.id]
             self._cond.notify_all()
-        requeued = []
         for job in jobs:
             # stop it first, so that the slot drops its report rather than racing the requeue
             self.executor.stop_job(job.id, "requeued: its worker is stopping")
-            if self.backend.requeue(job.id, job.attempt):
-                requeued.append(job.id)
-        self._requeued += len(requeued)
+        requeued = self._put_back(jobs)
         if requeued:
             log.warning(
                 "worker %s put back %d running job(s): %s", self.id, len(requeued), requeued
             )
+        return requeued
+
+    def _put_back(self, jobs: list[ClaimedJob]) -> list[str]:
+        """Requeue ``jobs`` (no longer this worker's); return the ids put back. One that cannot
+        be is logged: its lease runs out and it goes back to the queue then."""
+        requeued = []
+        for job in jobs:
+            try:
+                if self.backend.requeue(job.id, job.attempt):
+                    requeued.append(job.id)
+            except Exception as exc:
+                log.warning(
+                    "worker %s: putting back job %s failed (%s); it returns to the queue when"
+                    " its lease runs out",
+                    self.id,
+                    job.id,
+                    exc,
+                )
+        self._requeued += len(requeued)
         return requeued
 
     def _shutdown(self) -> None:
@@ -267,7 +340,10 @@ class Worker:
             thread.join()
         if self._registered:
             self._registered = False
-            self.backend.unregister_worker(self.id)
+            try:
+                self.backend.unregister_worker(self.id)
+            except Exception as exc:
+                log.warning("worker %s: leaving the worker registry failed (%s)", self.id, exc)
 
     def _changed(self) -> None:
         if self._on_change is not None:
@@ -280,7 +356,29 @@ class Worker:
 
     def claim(self, limit: int = 1, timeout: float | None = None) -> list[ClaimedJob]:
         """Block until up to ``limit`` jobs may start; ``[]`` when the worker is stopping
-        (or, with ``burst`` or ``max_jobs``, has no more work to claim)."""
+        (or, with ``burst`` or ``max_jobs``, has no more work to claim, or it gave up).
+
+        A claim that fails is retried after a pause (logged); so are the reports still
+        unwritten, first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = RETRY_FIRST
+        while True:
+            if self._failures or (self._reports and not self._prefetch):
+                self._flush_reports()
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                jobs = self._claim(limit, remaining)
+            except Exception as exc:
+                self._trouble(exc, "claiming jobs")
+                if self._draining or (deadline is not None and time.monotonic() >= deadline):
+                    return []
+                self._stopping.wait(pause if deadline is None else min(pause, remaining or 0))
+                pause = min(pause * 2, RETRY_MAX)
+                continue
+            self._fine()
+            return jobs
+
+    def _claim(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
         if self._prefetch:
             return self._exchange(limit, timeout)
         if self._careful:
@@ -295,27 +393,34 @@ class Worker:
         in the same backend call (blocking like :meth:`claim`).
 
         A job leaves :attr:`running` only once its report is recorded, so a worker that stops
-        once nothing runs never exits with a report still on its way.
+        once nothing runs never exits with a report still on its way. A report that could not
+        be written is kept and retried; the job stays the worker's meanwhile.
         """
         if self._prefetch:
             return self._finish_batched(job, result, claim_next)
+        if self._failures or self._reports:
+            self._flush_reports()
         if self._careful:
             return self._finish_careful(job, result, claim_next)
-        if not claim_next:
-            self.backend.finish(job.id, job.attempt, result)
-            jobs: list[ClaimedJob] = []
-        else:
-            # no waiting inside: the finished job must leave `running` before this slot idles
-            jobs = self.backend.finish_and_claim(
-                job.id,
-                job.attempt,
-                result,
-                self.slot_name(),
-                self.mode,
-                claim_next,
-                timeout=0,
-                stop=self._stopping.is_set,
-            )
+        try:
+            if not claim_next:
+                self.backend.finish(job.id, job.attempt, result)
+                jobs: list[ClaimedJob] = []
+            else:
+                # no waiting inside: the finished job must leave `running` before this slot idles
+                jobs = self.backend.finish_and_claim(
+                    job.id,
+                    job.attempt,
+                    result,
+                    self.slot_name(),
+                    self.mode,
+                    claim_next,
+                    timeout=0,
+                    stop=self._stopping.is_set,
+                )
+        except Exception as exc:
+            self._keep_report(Finished(job.id, job.attempt, result, None, self.clock.now()), exc)
+            return self.claim(claim_next) if claim_next else []
         running = self.running
         if running.get(job.id) is job:
             del running[job.id]
@@ -328,12 +433,27 @@ class Worker:
         return jobs
 
     def failed(self, job: ClaimedJob, error: BaseException | ErrorInfo) -> None:
-        """Report that ``job`` failed (it raised, timed out, or its process died)."""
+        """Report that ``job`` failed (it raised, timed out, or its process died). A report
+        that could not be written is kept and retried; the job stays the worker's meanwhile."""
         started = self._taken(job)
         if isinstance(error, BaseException):
-            self.backend.fail(job.id, job.attempt, error_info(error), error, started=started)
+            failure = _Failure(job, error_info(error), error, started)
         else:
-            self.backend.fail(job.id, job.attempt, error, started=started)
+            failure = _Failure(job, error, None, started)
+        if self._failures or (self._reports and not self._prefetch):
+            self._flush_reports()
+        try:
+            self._write_failure(failure)
+        except Exception as exc:
+            with self._cond:
+                self._pend(self._failures, failure)
+            self._report_trouble(job.id, exc)
+
+    def _write_failure(self, failure: _Failure) -> None:
+        job = failure.job
+        self.backend.fail(
+            job.id, job.attempt, failure.error, failure.exception, started=failure.started
+        )
         # under the lock: a retry of the job may already run in another slot, under its id
         self._ended(job)
 
@@ -362,7 +482,7 @@ class Worker:
         """Put back jobs claimed after :meth:`requeue_running` emptied the worker."""
         with self._cond:
             late = [job for job in jobs if self.running.pop(job.id, None) is not None]
-        self._requeued += sum(self.backend.requeue(job.id, job.attempt) for job in late)
+        self._put_back(late)
         return []
 
     def _ended(self, job: ClaimedJob | None) -> None:
@@ -375,12 +495,124 @@ class Worker:
         if idle and self._draining:
             self._changed()
 
+    # ------------------------------------------------------ backend faults
+    def _pend(self, items: list[Any], item: Any) -> None:
+        """(Under ``_cond``) keep ``item`` to be written, noting when the oldest such came."""
+        items.append(item)
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
+
+    def _keep_report(self, report: Finished, exc: Exception) -> None:
+        with self._cond:
+            self._pend(self._reports, report)
+        self._report_trouble(report.job_id, exc)
+
+    def _report_trouble(self, job_id: str, exc: Exception) -> None:
+        first = self._write_failed_since is None
+        if first:
+            self._write_failed_since = time.monotonic()
+        self._log_failure(first, f"writing the report of job {job_id}", exc)
+        log.warning(
+            "worker %s: the report of job %s is kept and retried (at the next call or beat)",
+            self.id,
+            job_id,
+        )
+
+    def _trouble(self, exc: Exception, what: str) -> None:
+        """A slot's claim failed: log it, and note since when claims fail."""
+        first = self._trouble_since is None
+        if first:
+            self._trouble_since = time.monotonic()
+        self._log_failure(first, what, exc)
+
+    def _log_failure(self, first: bool, what: str, exc: Exception) -> None:
+        if first:
+            log.warning("worker %s: %s failed", self.id, what, exc_info=exc)
+        else:
+            log.warning(
+                "worker %s: %s failed again: %s: %s", self.id, what, type(exc).__name__, exc
+            )
+
+    def _fine(self) -> None:
+        """A slot's claim succeeded."""
+        if self._trouble_since is not None:
+            self._trouble_since = None
+
+    def _unwritten_ids(self) -> set[str]:
+        """(Under ``_cond``) the jobs whose report is still to be written."""
+        return {r.job_id for r in self._reports} | {f.job.id for f in self._failures}
+
+    def _drop_unwritten(self) -> None:
+        """Give up on the reports unwritten for a lease: their jobs leave the worker, their
+        leases are no longer renewed, and they go back to the queue when those run out."""
+        with self._cond:
+            reports, self._reports = self._reports, []
+            failures, self._failures = self._failures, []
+            self._pending_since = time.monotonic() if self._announce else None
+            dropped = {r.job_id: r.attempt for r in reports}
+            dropped.update({f.job.id: f.job.attempt for f in failures})
+            for job_id, attempt in dropped.items():
+                job = self.running.get(job_id)
+                if job is not None and job.attempt == attempt:
+                    del self.running[job_id]
+            self._cond.notify_all()
+            idle = not self.running
+        if dropped:
+            log.error(
+                "worker %s: the reports of %d job(s) could not be written for %g s and are"
+                " dropped; their jobs go back to the queue when their lease runs out: %s",
+                self.id,
+                len(dropped),
+                self.lease,
+                sorted(dropped),
+            )
+        if idle and self._draining:
+            self._changed()
+
+    def _failing_for(self) -> tuple[float, str] | None:
+        """How long the worker's backend calls have kept failing, and which, if they do."""
+        now = time.monotonic()
+        spans = [
+            (self._trouble_since, "claims"),
+            (self._write_failed_since, "reports"),
+            (self._beat_trouble_since, "heartbeats"),
+        ]
+        failing = [(now - since, what) for since, what in spans if since is not None]
+        return max(failing) if failing else None
+
+    def _check_give_up(self) -> bool:
+        """Give up if the backend calls kept failing for ``give_up`` seconds; True if so."""
+        if self._give_up is None or self.broken is not None:
+            return self.broken is not None
+        failing = self._failing_for()
+        if failing is None or failing[0] <= self._give_up:
+            return False
+        self.broken = f"its {failing[1]} kept failing for {failing[0]:.1f} s"
+        log.error(
+            "worker %s gives up: %s; it stops claiming and heartbeating (its jobs go back to"
+            " the queue when their lease runs out)",
+            self.id,
+            self.broken,
+        )
+        self._beat_stop.set()
+        try:
+            self.stop_claiming()
+        except Exception:
+            log.exception("worker %s: stopping after giving up failed", self.id)
+        self._changed()
+        return True
+
     # ----------------------------------------------------------- batched calls
     def _finish_batched(self, job: ClaimedJob, result: Any, claim_next: int) -> list[ClaimedJob]:
         started = self._taken(job)
         with self._cond:  # the report goes with the next backend call
-            self._reports.append(Finished(job.id, job.attempt, result, started, self.clock.now()))
-        return self._exchange(claim_next, None)
+            self._pend(
+                self._reports, Finished(job.id, job.attempt, result, started, self.clock.now())
+            )
+        if claim_next:
+            return self.claim(claim_next)
+        self._flush_reports()
+        return []
 
     def _taken(self, job: ClaimedJob) -> float | None:
         """When a slot took ``job`` (queue clock; None if not given by a batching worker); its
@@ -395,16 +627,19 @@ class Worker:
 
     def _give(self, limit: int) -> list[ClaimedJob]:
         """(Under ``_cond``) up to ``limit`` jobs at hand for the calling slot, which starts
-        them now: the time is noted for their reports and the runtime average."""
+        them now: the time is noted for their reports and the runtime average, and the backend
+        is told with the next call that they started (an attempt claimed ahead counts only
+        once it started)."""
         jobs = [self._at_hand.popleft() for _ in range(min(limit, len(self._at_hand)))]
         mono, now = time.monotonic(), self.clock.now()
         for job in jobs:
             self._given[job.id] = (mono, now)
+            self._pend(self._announce, (job.id, job.attempt))
         return jobs
 
     def _exchange(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
         """Write the pending reports and claim up to ``limit`` jobs for the calling slot (and
-        some at hand while jobs are short) in one backend call; when none may start, block
+        some ahead while jobs are short) in one backend call; when none may start, block
         like :meth:`claim` (a burst worker instead ends once none of its jobs runs).
 
         No backend call is made under ``_cond``: the backend runs event and done callbacks on
@@ -414,15 +649,16 @@ class Worker:
                 if limit and self._at_hand and not self._draining:
                     return self._give(limit)  # claimed ahead: pending reports wait a call
                 stopping = self._draining or self.done.is_set()
-                want = 0 if stopping or not limit else limit + self._extra()
-            self._keep(self._write_reports(want))
+                claim = 0 if stopping else limit
+                extra = self._extra() if claim else 0
+            self._keep(self._write_reports(claim, extra))
             with self._cond:
                 if self._at_hand and not self._draining:
                     if len(self._at_hand) > limit:
                         self._cond.notify_all()  # a burst slot waiting for work may take some
                         self.backend.wake()  # so may a slot blocked in a claim
                     return self._give(limit)
-                if not want:
+                if not claim:
                     return []
                 if self._burst:
                     if not self.running:
@@ -430,8 +666,9 @@ class Worker:
                         return []
                     self._cond.wait(BURST_RECHECK)  # ours still run and may unblock more
                     continue
+            # nothing may start now: wait for a job for this slot (none claimed ahead)
             jobs = self.backend.claim(
-                self.slot_name(), self.mode, want, timeout=timeout, stop=self._claim_stop
+                self.slot_name(), self.mode, limit, timeout=timeout, stop=self._claim_stop
             )
             if not jobs and not self._at_hand:
                 return []  # stopping, closed, or the timeout passed
@@ -451,7 +688,7 @@ class Worker:
                 return
             for job in jobs:
                 self.running.pop(job.id, None)
-        self._requeued += sum(self.backend.requeue(job.id, job.attempt) for job in jobs)
+        self._put_back(jobs)
         with self._cond:
             self._cond.notify_all()
             if not self.running:
@@ -461,22 +698,52 @@ class Worker:
         recent = self._recent_runtime
         return self._prefetch if recent is not None and recent < PREFETCH_BELOW else 0
 
-    def _write_reports(self, claim: int = 0) -> list[ClaimedJob]:
-        """Write the pending reports and claim up to ``claim`` jobs in one backend call (not
-        under ``_cond``); the reported jobs leave :attr:`running`. If the call fails, the
-        reports stay pending for the next call, and their jobs stay running (leases renewed)."""
+    def _write_reports(self, claim: int = 0, extra: int = 0) -> list[ClaimedJob]:
+        """Write what is pending (reports, failures, jobs claimed ahead that started) and claim
+        up to ``claim`` jobs, plus ``extra`` ahead, in one backend call (not under ``_cond``;
+        failures, rare, each in its own); the reported jobs leave :attr:`running`. If the call
+        fails, what was not written stays pending for the next call, and the jobs stay
+        running (leases renewed)."""
         with self._cond:
             reports, self._reports = self._reports, []
-        if not reports and not claim:
+            failures, self._failures = self._failures, []
+            started, self._announce = self._announce, []
+            since, self._pending_since = self._pending_since, None
+        if not (reports or failures or started or claim):
             return []
+        if reports and started:  # a job reported here needs no word that it started
+            ended = {report.job_id for report in reports}
+            started = [item for item in started if item[0] not in ended]
+        written = 0
         try:
-            jobs = self.backend.finish_many_and_claim(
-                reports, self.slot_name(), self.mode, claim, stop=self._stopping.is_set
-            )
+            for failure in failures:
+                self._write_failure(failure)
+                written += 1
+            jobs: list[ClaimedJob] = []
+            if reports or started or claim:
+                jobs = self.backend.finish_many_and_claim(
+                    reports,
+                    self.slot_name(),
+                    self.mode,
+                    claim + extra,
+                    stop=self._stopping.is_set,
+                    ahead=extra,
+                    started=started,
+                )
         except BaseException:
             with self._cond:
+                self._failures[:0] = failures[written:]
                 self._reports[:0] = reports
+                self._announce[:0] = started
+                if since is not None and (
+                    self._pending_since is None or since < self._pending_since
+                ):
+                    self._pending_since = since
+            if (reports or failures) and self._write_failed_since is None:
+                self._write_failed_since = time.monotonic()
             raise
+        if reports or failures:
+            self._write_failed_since = None
         with self._cond:
             running = self.running
             for report in reports:
@@ -490,13 +757,14 @@ class Worker:
             return self._track(jobs) if jobs else jobs
 
     def _flush_reports(self) -> None:
-        """Write the reports held back, if any; a failure is logged, the reports kept."""
-        if not self._reports:
+        """Write what is pending, if anything; a failure is logged, the reports kept."""
+        if self._pending_since is None:
             return
+        first = self._write_failed_since is None
         try:
             self._write_reports()
-        except Exception:
-            log.exception("worker %s: writing %d report(s) failed", self.id, len(self._reports))
+        except Exception as exc:
+            self._log_failure(first, "writing the pending reports", exc)
 
     def _hand_back(self) -> None:
         """Stopping: write the pending reports, put back the jobs at hand (not started)."""
@@ -506,7 +774,7 @@ class Worker:
             self._at_hand.clear()
             for job in spare:
                 self.running.pop(job.id, None)
-        self._requeued += sum(self.backend.requeue(job.id, job.attempt) for job in spare)
+        self._put_back(spare)
 
     # -------------------------------------------------- burst and max_jobs claims
     def _claim_careful(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
@@ -540,17 +808,22 @@ class Worker:
             allowed = (
                 claim_next if self._left is None else min(claim_next, self._left - self._reserved)
             )
-            if allowed <= 0 or self._draining or self.done.is_set():
-                jobs: list[ClaimedJob] = []
-                self.backend.finish(job.id, job.attempt, result)
+            jobs: list[ClaimedJob] = []
+            try:
+                if allowed <= 0 or self._draining or self.done.is_set():
+                    self.backend.finish(job.id, job.attempt, result)
+                else:
+                    jobs = self.backend.finish_and_claim(
+                        job.id, job.attempt, result, self.slot_name(), self.mode, allowed,
+                        timeout=0, stop=self._stopping.is_set,
+                    )  # fmt: skip
+                    if self._left is not None:
+                        self._left -= len(jobs)
+            except Exception as exc:
+                report = Finished(job.id, job.attempt, result, None, self.clock.now())
+                self._keep_report(report, exc)
             else:
-                jobs = self.backend.finish_and_claim(
-                    job.id, job.attempt, result, self.slot_name(), self.mode, allowed,
-                    timeout=0, stop=self._stopping.is_set,
-                )  # fmt: skip
-                if self._left is not None:
-                    self._left -= len(jobs)
-            self._ended(job)
+                self._ended(job)
             tracked = self._track(jobs) if jobs else jobs
         if self._left == 0 and not self.done.is_set():
             self._mark_done()
@@ -589,18 +862,44 @@ class Worker:
     # -------------------------------------------------------------- heartbeat
     def _beat_loop(self) -> None:
         # at least once a second: the beat is also how a cancel made in another process
-        # reaches the job (its slot is freed within a second, not lease / 3)
+        # reaches the job (its slot is freed within a second, not lease / 3); while batching,
+        # it also looks every REPORT_DELAY / 2 for reports held back that long
         interval = min(self.lease / 3, MAX_BEAT_INTERVAL)
-        while not self._beat_stop.wait(interval):
+        tick = min(interval, REPORT_DELAY / 2) if self._prefetch else interval
+        next_beat = time.monotonic() + interval
+        while not self._beat_stop.wait(tick):
+            if self._check_give_up():
+                return  # it stops heartbeating: its leases run out
+            now = time.monotonic()
+            if now < next_beat:
+                since = self._pending_since
+                due = since is not None and now - since >= REPORT_DELAY / 2
+                if due and self._write_failed_since is None:  # failing: retried at the beat
+                    self._flush_reports()
+                continue
+            next_beat = now + interval
             try:
                 self.beat()
-            except Exception:  # a backend hiccup must not end the heartbeat
-                log.exception("worker %s: heartbeat failed", self.id)
+            except Exception as exc:  # a backend hiccup must not end the heartbeat
+                first = self._beat_trouble_since is None
+                if first:
+                    self._beat_trouble_since = time.monotonic()
+                self._log_failure(first, "the heartbeat", exc)
+            else:
+                self._beat_trouble_since = None
 
     def beat(self) -> None:
         """Renew the leases of the running jobs; stop those this worker no longer holds
-        (cancelled elsewhere, or recovered after a lost lease); recover expired leases."""
+        (cancelled elsewhere, or recovered after a lost lease); recover expired leases.
+
+        Reports still unwritten are retried first; those that could not be written for a
+        lease are dropped, and their jobs' leases no longer renewed."""
         self._flush_reports()  # a report is held back no longer than a beat
+        failing, since = self._write_failed_since, self._pending_since
+        if failing is not None and since is not None:
+            now = time.monotonic()
+            if now - failing > self.lease and now - since > self.lease:
+                self._drop_unwritten()
         running = self.running.copy()  # one C call: atomic under the GIL
         lost = self.backend.heartbeat(self.id, list(running))
         for job_id in lost:

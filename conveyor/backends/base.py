@@ -153,9 +153,14 @@ class Backend(Protocol):
         limit: int,
         *,
         stop: Callable[[], bool] | None = None,
+        ahead: int = 0,
+        started: Sequence[tuple[str, int]] = (),
     ) -> list[ClaimedJob]:
         """Record every finished attempt (those that no longer hold their job are dropped),
-        then claim up to ``limit`` jobs, in one atomic step; never blocks."""
+        then claim up to ``limit`` jobs, in one atomic step; never blocks. The last ``ahead``
+        jobs claimed are claimed ahead of the worker's slots, and ``started`` names the
+        ``(job, attempt)`` claimed ahead that a slot has since started: a durable backend
+        counts the attempt of a job claimed ahead only once it started."""
         ...
 
     def fail(

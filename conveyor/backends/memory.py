@@ -500,8 +500,11 @@ class MemoryBackend:
         limit: int,
         *,
         stop: Callable[[], bool] | None = None,
+        ahead: int = 0,
+        started: Sequence[tuple[str, int]] = (),
     ) -> list[ClaimedJob]:
-        """Every ``finish``, then a ``claim`` that does not wait, under one lock."""
+        """Every ``finish``, then a ``claim`` that does not wait, under one lock (no lease
+        outlives this process: jobs claimed ahead need no marking)."""
         with self._lock:
             for report in finished:
                 entry = self._holding(report.job_id, report.attempt)

@@ -438,17 +438,27 @@ class SQLiteBackend:
         limit: int,
         *,
         stop: Callable[[], bool] | None = None,
+        ahead: int = 0,
+        started: Sequence[tuple[str, int]] = (),
     ) -> list[ClaimedJob]:
-        """Every ``finish``, then a ``claim`` that does not wait, in one transaction."""
+        """Every ``finish``, then a ``claim`` that does not wait, in one transaction; the jobs
+        claimed ahead, and those of ``started`` (now run by a slot), marked as such."""
         encoded = [(f, self._encode_result(f.result)) for f in finished]
         try:
-            with self._tx():
+            with self._tx() as db:
+                if started:
+                    owner = worker.rpartition("/")[0] + "/"
+                    db.executemany(
+                        "UPDATE jobs SET ahead = 0 WHERE id = ? AND attempts = ?"
+                        " AND status = 'running' AND substr(worker, 1, ?) = ?",
+                        [(job_id, attempt, len(owner), owner) for job_id, attempt in started],
+                    )
                 for report, result in encoded:
                     self._rules.finish(
                         report.job_id, report.attempt, result, report.started, report.ended
                     )
                 stopping = limit <= 0 or (stop is not None and stop())
-                rows = [] if stopping else self._rules.claim(worker, mode, limit)
+                rows = [] if stopping else self._rules.claim(worker, mode, limit, ahead)
         except QueueClosed:
             return []
         got = self._unpack(rows) if rows else []
@@ -858,35 +868,79 @@ class SQLiteBackend:
         return lost
 
     def recover_expired(self) -> int:
-        """Return running jobs whose lease ran out (their worker died) to the queue."""
+        """Return running jobs whose lease ran out (their worker died) to the queue.
+
+        A lease is judged by time, except one held by a worker that is still alive on this
+        host and silent since the lease ran out (a job holding the GIL starves its heartbeat):
+        no job runs twice while its owner lives. A job claimed ahead that no slot started gets
+        its attempt back; every loss counts in ``lost``, so a job that keeps killing its
+        worker is failed after ``retries + LOST_LEASE_ALLOWANCE`` of them.
+        """
         now = self._clock.now()
+        recovered = 0
         with self._tx() as db:
             rows = db.execute(
                 "SELECT * FROM jobs WHERE status = 'running' AND lease_until < ?", (now,)
             ).fetchall()
             for row in rows:
-                self._rules.release(row)
-                error = ErrorInfo("WorkerLost", f"the lease of worker {row['worker']} ran out")
-                if row["attempts"] > row["retries"] + LOST_LEASE_ALLOWANCE:
-                    self._rules.end(row["id"], Status.FAILED, error=error)
+                if self._owner_lives(row["worker"], row["lease_until"]):
                     continue
-                # the attempt stays counted; the job goes back to the queue
-                db.execute(
-                    "UPDATE jobs SET status = 'waiting', lease_until = NULL, error = ?"
-                    " WHERE id = ?",
-                    (str(error), row["id"]),
-                )
-                self._rules.consider(row["id"])
-            db.execute("DELETE FROM workers WHERE last_seen < ?", (now - 3 * self._lease,))
-        return len(rows)
+                self._take_back(row)
+                recovered += 1
+            stale = db.execute(
+                "SELECT id, host, pid, proc_start FROM workers WHERE last_seen < ?",
+                (now - 3 * self._lease,),
+            ).fetchall()
+            for worker in stale:
+                if not process_lives(worker["host"], worker["pid"], worker["proc_start"]):
+                    db.execute("DELETE FROM workers WHERE id = ?", (worker["id"],))
+        return recovered
+
+    def _owner_lives(self, worker: str | None, lease_until: float) -> bool:
+        """Whether the worker holding a lease that ran out still lives on this host and has
+        not beaten since (a beat that left the job out gave it up)."""
+        if not worker:
+            return False
+        owner = self._one(
+            "SELECT host, pid, proc_start, last_seen FROM workers WHERE id = ?",
+            worker.rpartition("/")[0],
+        )
+        if owner is None or owner["last_seen"] > lease_until:
+            return False
+        return process_lives(owner["host"], owner["pid"], owner["proc_start"])
+
+    def _take_back(self, row: dict[str, Any]) -> None:
+        """Return a job whose worker is gone to the queue, or fail it once it was lost too
+        often; an attempt claimed ahead and never started is not counted."""
+        self._rules.release(row)
+        attempts, lost = row["attempts"] - row["ahead"], row["lost"] + 1
+        self._db.execute(
+            "UPDATE jobs SET attempts = ?, lost = ?, ahead = 0 WHERE id = ?",
+            (attempts, lost, row["id"]),
+        )
+        note = " (claimed ahead, never started: attempt not counted)" if row["ahead"] else ""
+        error = ErrorInfo("WorkerLost", f"the lease of worker {row['worker']} ran out{note}")
+        bound = row["retries"] + LOST_LEASE_ALLOWANCE
+        if attempts > bound or lost > bound:
+            self._rules.end(row["id"], Status.FAILED, error=error)
+            return
+        self._db.execute(
+            "UPDATE jobs SET status = 'waiting', lease_until = NULL, error = ? WHERE id = ?",
+            (str(error), row["id"]),
+        )
+        self._rules.consider(row["id"])
 
     def register_worker(self, info: WorkerInfo) -> None:
+        """Record a worker, and what tells its process from a later one with its pid."""
+        here = info.host == socket.gethostname()
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO workers (id, host, pid, mode, slots, started, last_seen)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (info.id, info.host, info.pid, info.mode, info.slots, info.started, info.last_seen),
-            )
+                "INSERT OR REPLACE INTO workers"
+                " (id, host, pid, mode, slots, started, last_seen, proc_start)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (info.id, info.host, info.pid, info.mode, info.slots, info.started,
+                 info.last_seen, process_identity(info.pid) if here else None),
+            )  # fmt: skip
 
     def unregister_worker(self, worker_id: str) -> None:
         with self._tx() as db:
@@ -896,7 +950,9 @@ class SQLiteBackend:
         since = self._clock.now() - self._lease
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM workers WHERE last_seen >= ? ORDER BY started", (since,)
+                "SELECT id, host, pid, mode, slots, started, last_seen FROM workers"
+                " WHERE last_seen >= ? ORDER BY started",
+                (since,),
             ).fetchall()
         return [WorkerInfo(**row) for row in rows]
 
@@ -939,3 +995,43 @@ def _create_file(path: str, mode: int) -> None:
         os.fchmod(fd, mode)
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------- worker processes
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (Linux), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()  # the command name may hold spaces
+    return fields if len(fields) > 19 else None
+
+
+def process_identity(pid: int) -> str | None:
+    """What tells process ``pid`` of this host from a later one given the same pid: the boot
+    and its start time (Linux ``/proc``); None where that cannot be read."""
+    fields = _stat(pid)
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return None
+    return None if fields is None else f"{boot}:{fields[19]}"
+
+
+def process_lives(host: str, pid: int, identity: str | None) -> bool:
+    """Whether the worker process ``pid`` recorded on ``host`` (with ``identity``, see
+    :func:`process_identity`) still runs: only a process of this host can be checked, and a
+    zombie (killed, not yet reaped) is dead."""
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        pass  # it exists, owned by another user
+    except OSError:
+        return False
+    if identity is None:
+        return True
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X") and process_identity(pid) == identity

@@ -58,8 +58,9 @@ class Rules:
         row: dict[str, Any] | None = self._db.execute(sql, args).fetchone()
         return row
 
-    def claim(self, worker: str, mode: str, limit: int) -> list[dict[str, Any]]:
-        """Start up to ``limit`` jobs; their rows, as they were before the claim."""
+    def claim(self, worker: str, mode: str, limit: int, ahead: int = 0) -> list[dict[str, Any]]:
+        """Start up to ``limit`` jobs, the last ``ahead`` of them marked as claimed ahead (no
+        slot runs them yet); their rows, as they were before the claim."""
         now = self._clock.now()
         self.tick(now)
         rows: list[dict[str, Any]] = []
@@ -67,7 +68,7 @@ class Rules:
             row = self.next_startable(mode)
             if row is None:
                 break
-            self.start(row, worker, now)
+            self.start(row, worker, now, ahead=len(rows) >= limit - ahead)
             rows.append(row)
         return rows
 
@@ -149,13 +150,13 @@ class Rules:
             (key, delta),
         )  # a count of 0 means free: rows are kept, not deleted, to save a statement
 
-    def start(self, row: dict[str, Any], worker: str, now: float) -> None:
+    def start(self, row: dict[str, Any], worker: str, now: float, *, ahead: bool = False) -> None:
         job_id = row["id"]
         self._db.execute(
             "UPDATE jobs SET status = 'running', ready = 0, parked = NULL,"
-            " attempts = attempts + 1, started = ?,"
+            " attempts = attempts + 1, ahead = ?, started = ?,"
             " ended = NULL, worker = ?, lease_until = ? WHERE id = ?",
-            (now, worker, now + self._lease, job_id),
+            (int(ahead), now, worker, now + self._lease, job_id),
         )
         for group in names(row["exclusive"]):
             self.hold(f"group:{group}", 1)

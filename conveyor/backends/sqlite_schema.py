@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     ready INTEGER NOT NULL DEFAULT 0,
     parked TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
+    ahead INTEGER NOT NULL DEFAULT 0,  -- claimed ahead of a slot, not started yet
+    lost INTEGER NOT NULL DEFAULT 0,  -- times taken back from a worker whose lease ran out
     worker TEXT,
     lease_until REAL,
     submitted REAL NOT NULL,
@@ -73,8 +75,17 @@ CREATE TABLE IF NOT EXISTS unique_keys (
     key TEXT PRIMARY KEY, job TEXT NOT NULL, until REAL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, mode TEXT NOT NULL,
-    slots INTEGER NOT NULL, started REAL NOT NULL, last_seen REAL NOT NULL) WITHOUT ROWID;
+    slots INTEGER NOT NULL, started REAL NOT NULL, last_seen REAL NOT NULL,
+    proc_start TEXT) WITHOUT ROWID;
 """
+
+#: columns added since the first release: (table, column, definition), added to older files
+ADDED_COLUMNS = (
+    ("jobs", "mac", "BLOB"),
+    ("jobs", "ahead", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "lost", "INTEGER NOT NULL DEFAULT 0"),
+    ("workers", "proc_start", "TEXT"),
+)
 
 INSERT_JOB = """
 INSERT INTO jobs (id, task, mode, ref, payload, status, priority, lane, stop_on_lane_error,
@@ -82,8 +93,6 @@ INSERT INTO jobs (id, task, mode, ref, payload, status, priority, lane, stop_on_
     unique_key, unique_for, meta, submitted, ready, mac)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
-#: columns added after the first release, with their type: added to an older file on open
-ADDED_COLUMNS = {"mac": "BLOB"}
 READY_TOP = "SELECT * FROM jobs WHERE ready = 1 AND mode = ? ORDER BY priority, seq LIMIT 1"
 PARKED_TOP = "SELECT * FROM jobs WHERE parked = ? AND mode = ? ORDER BY priority, seq LIMIT 1"
 # timers read through their partial indexes only (INDEXED BY: the planner would otherwise
@@ -115,11 +124,12 @@ LANE_TOP = "SELECT job FROM lane_members WHERE lane = ? ORDER BY priority, seq L
 
 
 def migrate(db: sqlite3.Connection) -> None:
-    """Bring a file made by an older version up to this schema (inside a write transaction)."""
-    present = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
-    for column, kind in ADDED_COLUMNS.items():
+    """Add the columns of :data:`ADDED_COLUMNS` that a file made by an older version lacks
+    (inside the caller's write transaction)."""
+    for table, column, definition in ADDED_COLUMNS:
+        present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
         if column not in present:
-            db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 def names(column: str) -> list[str]:

@@ -138,14 +138,17 @@ def disk_full(exc: BaseException | None) -> bool:
 
 
 def slot_errors(caplog: pytest.LogCaptureFixture) -> set[str]:
-    """The threads that logged an error of an executor, the disk being full."""
+    """The threads that logged the disk being full: a slot's loop (conveyor.executors) or the
+    worker's claim it called, which logs and retries (conveyor.worker)."""
     return {
         r.threadName
         for r in caplog.records
-        if r.name.startswith("conveyor.executors")
-        and r.levelno >= logging.ERROR
-        and r.exc_info is not None
-        and disk_full(r.exc_info[1])
+        if r.name.startswith(("conveyor.executors", "conveyor.worker"))
+        and r.levelno >= logging.WARNING
+        and (
+            "database or disk is full" in r.getMessage()
+            or (r.exc_info is not None and disk_full(r.exc_info[1]))
+        )
     }
 
 
@@ -164,7 +167,7 @@ def assert_every_job_ran_once(q: conveyor.Queue, mode: str, handles: list[convey
 def test_slots_survive_a_database_full_at_claim_and_run_every_job_once_space_is_freed(
     tmp_path: Path, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="conveyor.executors")
+    caplog.set_level(logging.WARNING, logger="conveyor")
     folder = tmp_path / "marks"
     folder.mkdir()
     # given a SQLite queue with two slots, and JOBS jobs put while the slots cannot claim
@@ -224,7 +227,7 @@ def fill_disk(path: Path) -> None:
 def test_thread_slots_survive_a_disk_full_at_commit_and_run_every_job_once_space_is_freed(
     tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="conveyor.executors")
+    caplog.set_level(logging.WARNING, logger="conveyor")
     folder = tmp_path / "marks"
     folder.mkdir()
     # given a SQLite queue on a small disk with two thread slots, and JOBS jobs put while
