@@ -250,8 +250,8 @@ def status(app: conveyor.Queue, as_json: bool = False) -> None:
 )
 @json_option
 def jobs(app: conveyor.Queue, status_: str | None, limit: int, as_json: bool) -> None:
-    """List APP's jobs: id, task, status, attempts, worker, times, and the error's first
-    line (why a job failed or was cancelled).
+    """List APP's jobs: id, task, status, attempts, worker, times, and (when one has it) the
+    error's first line: why a job failed or was cancelled.
 
     Jobs are listed in submission order. Long ids and text are cut short and control
     characters escaped; `conveyor show` and --json give them whole.
@@ -268,7 +268,11 @@ def jobs(app: conveyor.Queue, status_: str | None, limit: int, as_json: bool) ->
     if not shown:
         click.echo("no jobs" + (f" {status_}" if status_ else ""))
         return
-    click.echo(table(JOB_COLUMNS, [job_row(r) for r in shown]))
+    rows = [job_row(r) for r in shown]
+    columns = JOB_COLUMNS
+    if not any(row[-1] for row in rows):  # no job to explain: no error column
+        columns, rows = columns[:-1], [row[:-1] for row in rows]
+    click.echo(table(columns, rows))
     if len(shown) < len(records):
         click.echo(f"({len(records) - len(shown)} earlier job(s) not shown; --limit 0 for all)")
 
@@ -348,12 +352,6 @@ def enqueue(
     \b
     APP is module:variable naming a conveyor.Queue, e.g. myapp:queue.
     """
-    if not app.durable:
-        raise click.UsageError(
-            f"the queue of {_spec(app)} is {app.url}: it lives in one process, so a job put"
-            " here would vanish when this command exits; give the queue a durable URL"
-            " (e.g. sqlite:///jobs.db) and run `conveyor worker` on it"
-        )
     args = _json(args_json, list, "--args", "a JSON array, e.g. '[1, \"a\"]'")
     kwargs = _json(kwargs_json, dict, "--kwargs", "a JSON object, e.g. '{\"n\": 1}'")
     options = put_options_of(put_options, at_text)
@@ -361,6 +359,12 @@ def enqueue(
         options["meta"] = _json(meta_json, dict, "--meta", "a JSON object")
     with opened(app, _spec(app)) as queue:
         fn = find_task(queue, task_name)
+        if not queue.durable:
+            raise click.UsageError(
+                f"the queue of {_spec(queue)} is {queue.url}: it lives in one process, so a job"
+                " put here would vanish when this command exits; give the queue a durable URL"
+                " (e.g. sqlite:///jobs.db) and run `conveyor worker` on it"
+            )
         try:
             job = queue.put(fn, args, kwargs, id=job_id, **options)
         except InvalidJob as exc:  # the user's values: a usage error, nothing was put
