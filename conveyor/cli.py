@@ -14,7 +14,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ import click
 
 import conveyor
 from conveyor import demo as demo_pipeline
-from conveyor.errors import ConveyorError, UnknownJob
+from conveyor.backends.base import HISTORY
+from conveyor.errors import ConveyorError, InvalidJob, UnknownJob
 from conveyor.job import MODES, JobRecord, Status
 from conveyor.queue import workers_held
 from conveyor.references import how_to_trust
@@ -114,6 +115,11 @@ def _spec(queue: conveyor.Queue) -> str:
     return str(click.get_current_context().meta.get("conveyor.app", queue.name))
 
 
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON for scripts (see docs/cli.md)."
+)
+
+
 # ---------------------------------------------------------------------- worker
 @main.command()
 @app_argument
@@ -180,7 +186,8 @@ def worker(
 # ---------------------------------------------------------------------- status
 @main.command()
 @app_argument
-def status(app: conveyor.Queue) -> None:
+@json_option
+def status(app: conveyor.Queue, as_json: bool = False) -> None:
     """Show APP's jobs by status, the running jobs and the live workers.
 
     \b
@@ -190,6 +197,9 @@ def status(app: conveyor.Queue) -> None:
         counts = queue.backend.counts()
         running = queue.jobs(Status.RUNNING)
         workers = queue.backend.workers()
+    if as_json:
+        click.echo(status_json(queue, counts, running, workers))
+        return
     click.echo(f"queue {queue.name!r} at {queue.url}")
     click.echo("  ".join(f"{s.value} {counts.get(s, 0)}" for s in Status))
     click.echo(f"\nrunning jobs ({len(running)})")
@@ -238,10 +248,13 @@ def status(app: conveyor.Queue) -> None:
     show_default=True,
     help="Show the N most recently submitted (0: all).",
 )
-def jobs(app: conveyor.Queue, status_: str | None, limit: int) -> None:
-    """List APP's jobs: id, task, status, attempts, worker, times.
+@json_option
+def jobs(app: conveyor.Queue, status_: str | None, limit: int, as_json: bool) -> None:
+    """List APP's jobs: id, task, status, attempts, worker, times, and (when one has it) the
+    error's first line: why a job failed or was cancelled.
 
-    Jobs are listed in submission order.
+    Jobs are listed in submission order. Long ids and text are cut short and control
+    characters escaped; `conveyor show` and --json give them whole.
 
     \b
     APP is module:variable naming a conveyor.Queue, e.g. myapp:queue.
@@ -249,27 +262,37 @@ def jobs(app: conveyor.Queue, status_: str | None, limit: int) -> None:
     with opened(app, _spec(app)) as queue:
         records = queue.jobs(status_)
     shown = records[-limit:] if limit else records
+    if as_json:
+        click.echo(dumps([record_json(r) for r in shown]))
+        return
     if not shown:
         click.echo("no jobs" + (f" {status_}" if status_ else ""))
         return
-    click.echo(table(JOB_COLUMNS, [job_row(r) for r in shown]))
+    rows = [job_row(r) for r in shown]
+    columns = JOB_COLUMNS
+    if not any(row[-1] for row in rows):  # no job to explain: no error column
+        columns, rows = columns[:-1], [row[:-1] for row in rows]
+    click.echo(table(columns, rows))
     if len(shown) < len(records):
         click.echo(f"({len(records) - len(shown)} earlier job(s) not shown; --limit 0 for all)")
 
 
-JOB_COLUMNS = ["id", "task", "status", "attempts", "worker", "submitted", "started", "ended"]
+JOB_COLUMNS = [
+    "id", "task", "status", "attempts", "worker", "submitted", "started", "ended", "error",
+]  # fmt: skip
 
 
 def job_row(record: JobRecord) -> list[str]:
     return [
-        record.id,
-        record.task,
+        cell(record.id),
+        cell(record.task),
         record.status.value,
         str(record.attempts),
-        record.worker or "",
+        cell(record.worker or ""),
         when(record.submitted),
         when(record.started),
         when(record.ended),
+        cell(first_line(record.error), ERROR_WIDTH),
     ]
 
 
@@ -280,38 +303,100 @@ def job_row(record: JobRecord) -> list[str]:
 @click.option("--args", "args_json", default="[]", help="Positional arguments, a JSON array.")
 @click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments, a JSON object.")
 @click.option("--id", "job_id", default=None, help="The job's id (default: generated).")
-@click.option("--priority", type=int, default=None, help="Lower runs first (default 0).")
 @click.option(
-    "--delay", type=click.FloatRange(min=0), default=None, help="Start no sooner (seconds)."
+    "--after", multiple=True, help="Start only once this job finished (repeat for several)."
 )
+@click.option("--lane", default=None, help="Run one at a time, in order, with this lane's jobs.")
+@click.option(
+    "--stop-on-lane-error",
+    is_flag=True,
+    help="Cancel this job if the job before it in its lane failed or was cancelled.",
+)
+@click.option("--priority", type=int, default=None, help="Lower runs first (default 0).")
+@click.option("--delay", type=float, default=None, help="Start no sooner (seconds).")
+@click.option(
+    "--at", "at_text", default=None, help="Start no sooner than this ISO 8601 time or epoch."
+)
+@click.option("--timeout", type=float, default=None, help="Stop an attempt after (seconds).")
+@click.option("--retries", type=int, default=None, help="Retries after a failed attempt.")
+@click.option("--retry-delay", type=float, default=None, help="Seconds before a retry.")
+@click.option("--backoff", type=float, default=None, help="Multiply the retry delay each time.")
+@click.option("--expires", type=float, default=None, help="Cancel if not started in (seconds).")
+@click.option(
+    "--unique", default=None, help="A key: while a job with it is active, return that job."
+)
+@click.option("--exclusive", multiple=True, help="A group no two running jobs share (repeatable).")
+@click.option(
+    "--incompatible",
+    multiple=True,
+    help="A job id or task name that must not run at the same time (repeatable).",
+)
+@click.option("--meta", "meta_json", default=None, help="Metadata, a JSON object.")
 def enqueue(
     app: conveyor.Queue,
     task_name: str,
     args_json: str,
     kwargs_json: str,
     job_id: str | None,
-    priority: int | None,
-    delay: float | None,
+    at_text: str | None,
+    meta_json: str | None,
+    **put_options: Any,
 ) -> None:
     """Put a job calling TASK on APP's queue; print its id.
 
     TASK is the name of a task registered with the queue (@queue.task), or module:function
-    of a registered task or of a module the queue allows (allow_modules).
+    of a registered task or of a module the queue allows (allow_modules). The options are
+    put's (see the README); a bad value is refused (exit code 2) and nothing is put. With
+    --unique, an active job holding the key is printed instead of a new one.
 
     \b
     APP is module:variable naming a conveyor.Queue, e.g. myapp:queue.
     """
     args = _json(args_json, list, "--args", "a JSON array, e.g. '[1, \"a\"]'")
     kwargs = _json(kwargs_json, dict, "--kwargs", "a JSON object, e.g. '{\"n\": 1}'")
-    options: dict[str, Any] = {}
-    if priority is not None:
-        options["priority"] = priority
-    if delay is not None:
-        options["delay"] = delay
+    options = put_options_of(put_options, at_text)
+    if meta_json is not None:
+        options["meta"] = _json(meta_json, dict, "--meta", "a JSON object")
     with opened(app, _spec(app)) as queue:
         fn = find_task(queue, task_name)
-        job = queue.put(fn, args, kwargs, id=job_id, **options)
+        if not queue.durable:
+            raise click.UsageError(
+                f"the queue of {_spec(queue)} is {queue.url}: it lives in one process, so a job"
+                " put here would vanish when this command exits; give the queue a durable URL"
+                " (e.g. sqlite:///jobs.db) and run `conveyor worker` on it"
+            )
+        try:
+            job = queue.put(fn, args, kwargs, id=job_id, **options)
+        except InvalidJob as exc:  # the user's values: a usage error, nothing was put
+            raise click.UsageError(f"invalid job: {exc}") from None
     click.echo(job.id)
+
+
+def put_options_of(given: dict[str, Any], at_text: str | None) -> dict[str, Any]:
+    """The put options the user gave (unset ones left to put's defaults)."""
+    options: dict[str, Any] = {}
+    for name, value in given.items():
+        if value is None or value == () or value is False:
+            continue
+        options[name] = list(value) if isinstance(value, tuple) else value
+    if at_text is not None:
+        options["at"] = parse_moment(at_text)
+    return options
+
+
+def parse_moment(text: str) -> datetime | float:
+    """An ISO 8601 time (naive: local) or epoch seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither an ISO 8601 time (2030-01-02T03:04:05) nor epoch seconds",
+            param_hint="--at",
+        ) from None
 
 
 def _json(text: str, kind: type, option: str, expected: str) -> Any:
@@ -390,6 +475,203 @@ def cancel(app: conveyor.Queue, job_id: str) -> None:
         click.echo(f"job {job_id} had already ended ({state}); nothing to cancel", err=True)
         sys.exit(1)
     click.echo(f"cancelled {job_id}")
+
+
+# ------------------------------------------------------------------------ show
+@main.command()
+@app_argument
+@click.argument("job_id", metavar="ID")
+@json_option
+def show(app: conveyor.Queue, job_id: str, as_json: bool) -> None:
+    """Show job ID of APP's queue: status, task, arguments, attempts, times, worker, result,
+    and the error with its traceback (and how it ended before, if it was retried).
+
+    \b
+    APP is module:variable naming a conveyor.Queue, e.g. myapp:queue.
+    """
+    with opened(app, _spec(app)) as queue:
+        try:
+            record = queue.job(job_id)
+        except UnknownJob:
+            raise click.ClickException(f"no job {job_id!r} in the queue") from None
+    if as_json:
+        click.echo(dumps(record_json(record)))
+        return
+    click.echo(describe(record))
+
+
+def describe(record: JobRecord) -> str:
+    """One job, a field a line; the traceback and earlier ends in full below."""
+    fields: list[tuple[str, str]] = [
+        ("id", escaped(record.id)),
+        ("status", record.status.value),
+        ("task", escaped(record.task)),
+        ("args", escaped(shown_value(list(record.args)))),
+        ("kwargs", escaped(shown_value(record.kwargs))),
+        ("attempts", str(record.attempts)),
+        ("priority", str(record.priority)),
+    ]
+    for name, value in [
+        ("lane", record.lane),
+        ("after", ", ".join(record.after)),
+        ("exclusive", ", ".join(record.exclusive)),
+        ("incompatible", ", ".join(record.incompatible)),
+    ]:
+        if value not in (None, ""):
+            fields.append((name, escaped(str(value))))
+    fields += [
+        ("worker", escaped(record.worker or "")),
+        ("submitted", when(record.submitted)),
+        ("started", when(record.started)),
+        ("ended", when(record.ended)),
+        ("runtime", "" if record.runtime is None else f"{record.runtime:.3f} s"),
+    ]
+    if record.status is Status.FINISHED:
+        fields.append(("result", escaped(shown_value(record.result))))
+    if record.error:
+        fields.append(("error", escaped(record.error)))
+    meta = {k: v for k, v in record.meta.items() if k != HISTORY}
+    if meta:
+        fields.append(("meta", escaped(shown_value(meta))))
+    width = max(len(name) for name, _ in fields)
+    lines = [f"{name:<{width}}  {value}".rstrip() for name, value in fields]
+    if record.traceback:
+        lines += ["", "traceback:", record.traceback.rstrip()]
+    for n, earlier in enumerate(history_of(record), 1):
+        lines += [
+            "",
+            f"earlier end {n}: {earlier.get('status')} after {earlier.get('attempts')}"
+            f" attempt(s), ended {earlier.get('ended')}, retried {earlier.get('retried')}",
+        ]
+        if earlier.get("error"):
+            lines.append(f"  error: {escaped(str(earlier['error']))}")
+        if earlier.get("traceback"):
+            lines.append(str(earlier["traceback"]).rstrip())
+    return "\n".join(lines)
+
+
+def history_of(record: JobRecord) -> list[dict[str, Any]]:
+    """How a retried job ended before (oldest first)."""
+    history = record.meta.get(HISTORY)
+    return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
+
+
+# ----------------------------------------------------------------------- retry
+@main.command()
+@app_argument
+@click.argument("job_ids", metavar="[ID]...", nargs=-1)
+@click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job.")
+@click.option("--task", "task_name", default=None, help="With --failed: only jobs of this task.")
+def retry(
+    app: conveyor.Queue, job_ids: tuple[str, ...], all_failed: bool, task_name: str | None
+) -> None:
+    """Put failed or cancelled jobs of APP's queue back to waiting: the jobs ID..., or with
+    --failed every failed job (of --task).
+
+    Attempts start again from 0; how each job ended is kept in its history (`conveyor show`).
+    A job whose dependency failed or was cancelled is refused: retry the dependency first.
+    Exits with code 1 if a job could not be retried.
+
+    \b
+    APP is module:variable naming a conveyor.Queue, e.g. myapp:queue.
+    """
+    if bool(job_ids) == all_failed:
+        raise click.UsageError("give job ids or --failed (not both)")
+    if task_name is not None and not all_failed:
+        raise click.UsageError("--task goes with --failed")
+    refused = 0
+    with opened(app, _spec(app)) as queue:
+        if all_failed:
+            job_ids = tuple(
+                r.id for r in queue.jobs(Status.FAILED) if task_name is None or r.task == task_name
+            )
+        for job_id in job_ids:
+            try:
+                queue.retry(job_id)
+            except UnknownJob:
+                click.echo(f"cannot retry {escaped(job_id)}: no such job in the queue", err=True)
+                refused += 1
+            except InvalidJob as exc:
+                click.echo(f"cannot retry {escaped(job_id)}: {exc}", err=True)
+                refused += 1
+            else:
+                click.echo(f"retried {escaped(job_id)}")
+    if all_failed:
+        click.echo(f"retried {len(job_ids) - refused} failed job(s)")
+    if refused:
+        sys.exit(1)
+
+
+# ----------------------------------------------------------------------- purge
+@main.command()
+@app_argument
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice([s.value for s in Status if s is not Status.RUNNING]),
+    help="Only jobs in this status (repeatable; default: finished, failed and cancelled)."
+    " Waiting and scheduled jobs are cancelled first, with their dependents.",
+)
+@click.option("--task", "task_name", default=None, help="Only jobs of this task.")
+@click.option(
+    "--older-than",
+    default=None,
+    metavar="AGE",
+    help="Only jobs that ended (or, not started, were submitted) more than AGE ago:"
+    " seconds, or a number with s, m, h or d (90s, 15m, 1h, 7d).",
+)
+def purge(
+    app: conveyor.Queue, statuses: tuple[str, ...], task_name: str | None, older_than: str | None
+) -> None:
+    """Drop jobs of APP's queue and their results; print how many. Running jobs are never
+    purged.
+
+    \b
+    APP is module:variable naming a conveyor.Queue, e.g. myapp:queue.
+    """
+    age = None if older_than is None else parse_age(older_than)
+    with opened(app, _spec(app)) as queue:
+        count = queue.purge(statuses or None, task=task_name, older_than=age)
+    click.echo(f"purged {count} job(s)")
+
+
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_age(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``1h``, ``7d`` -> seconds."""
+    number, unit = text.strip(), "s"
+    if number[-1:].lower() in AGE_UNITS:
+        number, unit = number[:-1], number[-1].lower()
+    try:
+        seconds = float(number) * AGE_UNITS[unit]
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise click.BadParameter(
+            f"{text!r} is not an age (seconds, or 90s, 15m, 1h, 7d)", param_hint="--older-than"
+        )
+    return seconds
+
+
+# ---------------------------------------------------------------------- forget
+@main.command()
+@app_argument
+@click.argument("job_id", metavar="ID")
+def forget(app: conveyor.Queue, job_id: str) -> None:
+    """Drop ended job ID of APP's queue and its result. Exits with code 1 if the job is
+    unknown or has not ended (cancel it first).
+
+    \b
+    APP is module:variable naming a conveyor.Queue, e.g. myapp:queue.
+    """
+    with opened(app, _spec(app)) as queue:
+        try:
+            queue.forget(job_id)
+        except UnknownJob:
+            raise click.ClickException(f"no job {job_id!r} in the queue") from None
+    click.echo(f"forgot {escaped(job_id)}")
 
 
 # ------------------------------------------------------------------------ demo
@@ -492,3 +774,94 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def when(moment: datetime | None) -> str:
     """A local time to the second, or empty."""
     return "" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+# ------------------------------------------------------------------------ JSON
+def dumps(data: Any) -> str:
+    """JSON for scripts: ASCII, values JSON cannot hold as their repr."""
+    return json.dumps(data, ensure_ascii=True, default=repr, indent=2)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 with its UTC offset, or None."""
+    return None if moment is None else moment.isoformat()
+
+
+def record_json(record: JobRecord) -> dict[str, Any]:
+    """A job for ``--json``: every JobRecord field, times as ISO 8601 (UTC), and
+    ``history`` (earlier ends of a retried job)."""
+    data = record.as_dict()
+    for name in ("submitted", "started", "ended"):
+        data[name] = iso(getattr(record, name))
+    data["args"] = list(record.args)
+    data["after"], data["exclusive"] = list(record.after), list(record.exclusive)
+    data["incompatible"] = list(record.incompatible)
+    data["meta"] = {k: v for k, v in record.meta.items() if k != HISTORY}
+    data["history"] = history_of(record)
+    return data
+
+
+def status_json(
+    queue: conveyor.Queue,
+    counts: dict[Status, int],
+    running: list[JobRecord],
+    workers: Sequence[Any],
+) -> str:
+    """``conveyor status --json``: the queue, counts by status, running jobs, workers."""
+    return dumps(
+        {
+            "queue": queue.name,
+            "url": queue.url,
+            "counts": {s.value: counts.get(s, 0) for s in Status},
+            "running": [record_json(r) for r in running],
+            "workers": [
+                {
+                    "id": w.id,
+                    "host": w.host,
+                    "pid": w.pid,
+                    "mode": w.mode,
+                    "slots": w.slots,
+                    "started": iso(datetime.fromtimestamp(w.started, UTC)),
+                    "last_seen": iso(datetime.fromtimestamp(w.last_seen, UTC)),
+                }
+                for w in workers
+            ],
+        }
+    )
+
+
+# ------------------------------------------------------------------ table cells
+#: the widest a table cell gets (ids, task names, workers); longer ones end in an ellipsis
+CELL_WIDTH = 40
+#: the widest the error column gets
+ERROR_WIDTH = 60
+
+
+def escaped(text: str) -> str:
+    """``text`` with control characters (newlines, tabs, escapes) written as ``\\n`` etc., so
+    one value stays on one line and cannot move the terminal's cursor."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def cell(text: str, width: int = CELL_WIDTH) -> str:
+    """``text`` escaped and cut to ``width`` characters (an ellipsis marks the cut)."""
+    text = escaped(text)
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
+def first_line(text: str | None) -> str:
+    """The first non-empty line of ``text`` ("" for None)."""
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def shown_value(value: Any) -> str:
+    """A value as JSON when it is JSON data, else its repr."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)

@@ -52,6 +52,10 @@ class Job:
         """Cancel the job (stopping it if it runs); False if it had already ended."""
         return self.queue.cancel(self.id)
 
+    def retry(self) -> Job:
+        """Put the job back if it failed or was cancelled (see :meth:`Queue.retry`)."""
+        return self.queue.retry(self.id)
+
     def record(self) -> JobRecord:
         """A snapshot of everything known about the job."""
         return self.queue.job(self.id)

@@ -82,6 +82,14 @@ class _Prepared:
         self.ref = ref
 
 
+def _status(value: Status | str) -> Status:
+    try:
+        return Status(value)
+    except ValueError:
+        known = ", ".join(s.value for s in Status)
+        raise InvalidJob(f"unknown status {value!r} (one of {known})") from None
+
+
 class Queue:
     """A job queue: submit work, watch it, collect results.
 
@@ -515,6 +523,48 @@ class Queue:
     def forget(self, job_id: str) -> None:
         """Drop an ended job and its result."""
         self.backend.forget(job_id)
+
+    def retry(self, job_id: str) -> Job:
+        """Put a failed or cancelled job back to waiting, attempts reset; how it ended is kept
+        in ``meta["conveyor.history"]``. Its dependencies must have finished (or be waiting or
+        running again); dependents cancelled by its end stay cancelled (retry them too).
+        Raises UnknownJob, or InvalidJob (and changes nothing) if it cannot be retried."""
+        self.backend.retry(job_id)
+        if self.runs_workers:
+            self._drain_inline()
+        return Job(self, job_id)
+
+    def purge(
+        self,
+        status: Status | str | Iterable[Status | str] | None = None,
+        *,
+        task: str | None = None,
+        older_than: float | None = None,
+    ) -> int:
+        """Drop jobs and their results; return how many.
+
+        ``status``: one or several (default: the ended ones, finished, failed and cancelled);
+        waiting and scheduled jobs named here are cancelled first, with the usual cascade to
+        their dependents; running jobs are never purged (InvalidJob). ``task``: only jobs of
+        this task. ``older_than``: only jobs that ended (or, not started, were submitted) more
+        than this many seconds ago.
+        """
+        if status is None:
+            statuses = set(TERMINAL)
+        elif isinstance(status, str):
+            statuses = {_status(status)}
+        else:
+            statuses = {_status(s) for s in status}
+        if task is not None:
+            check_name(task, "task")
+        before = None
+        if older_than is not None:
+            if isinstance(older_than, bool) or not isinstance(older_than, int | float):
+                raise InvalidJob(f"older_than must be a number of seconds, got {older_than!r}")
+            if not older_than >= 0:
+                raise InvalidJob(f"older_than must be >= 0 seconds, got {older_than!r}")
+            before = self.clock.now() - older_than
+        return self.backend.purge(statuses, task, before)
 
     def jobs(self, status: Status | str | None = None) -> list[JobRecord]:
         """Records of every job the queue holds (or of one status), in submission order."""

@@ -248,3 +248,70 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release resources and wake every blocked call."""
         ...
+
+    def retry(self, job_id: str) -> None:
+        """Put a failed or cancelled job back to waiting: attempts reset, started, ended,
+        worker, result and error cleared, and how it ended (:func:`history_entry`) appended
+        to ``meta[HISTORY]``.
+
+        Its unique key is taken again (InvalidJob if another active job holds it); it rejoins
+        its lane in its place (priority, submission), and an idle lane forgets its last
+        failure (no stop_on_lane_error short-circuit); dependencies that finished or are gone
+        are satisfied, active ones are awaited again, a failed or cancelled one refuses the
+        retry (InvalidJob: retry that one first). Dependents cancelled by its end stay
+        cancelled. An ``expires`` that has passed no longer applies. Raises UnknownJob, or
+        InvalidJob if the job is not failed or cancelled; on refusal nothing changes.
+        """
+        ...
+
+    def purge(
+        self,
+        statuses: Collection[Status],
+        task: str | None = None,
+        before: float | None = None,
+    ) -> int:
+        """Drop the jobs in ``statuses`` (of ``task``, if given) that ended (or, not started,
+        were submitted) before ``before`` (queue-clock epoch seconds); return how many.
+
+        Waiting and scheduled jobs are cancelled first (their dependents are cancelled by
+        the cascade, as with cancel). Raises InvalidJob for ``running``: running jobs are
+        never purged.
+        """
+        ...
+
+
+#: the ``meta`` key of a retried job's earlier ends (a list of :func:`history_entry` dicts)
+HISTORY = "conveyor.history"
+
+
+def history_entry(
+    status: str,
+    error: str | None,
+    traceback: str | None,
+    attempts: int,
+    ended: float | None,
+    now: float,
+) -> dict[str, Any]:
+    """How a job ended before it was retried, as JSON data (times ISO 8601, UTC)."""
+    ended_at = JobRecord.timestamp(ended)
+    retried_at = JobRecord.timestamp(now)
+    return {
+        "status": status,
+        "error": error,
+        "traceback": traceback,
+        "attempts": attempts,
+        "ended": None if ended_at is None else ended_at.isoformat(),
+        "retried": None if retried_at is None else retried_at.isoformat(),
+    }
+
+
+def with_history(meta: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``meta`` with ``entry`` appended to its history."""
+    earlier = meta.get(HISTORY)
+    return {**meta, HISTORY: [*(earlier if isinstance(earlier, list) else []), entry]}
+
+
+def ended_before(moment: float | None, before: float | None) -> bool:
+    """Whether a job's ``moment`` (its end, or its submission) lies before ``before``
+    (None: no limit)."""
+    return before is None or (moment is not None and moment < before)

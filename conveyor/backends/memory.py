@@ -26,7 +26,15 @@ from typing import Any
 
 from conveyor import events as ev
 from conveyor import rules
-from conveyor.backends.base import ClaimedJob, Finished, JobSpec, WorkerInfo
+from conveyor.backends.base import (
+    ClaimedJob,
+    Finished,
+    JobSpec,
+    WorkerInfo,
+    ended_before,
+    history_entry,
+    with_history,
+)
 from conveyor.backends.locking import YieldingLock
 from conveyor.clock import Clock
 from conveyor.errors import (
@@ -1063,3 +1071,119 @@ class MemoryBackend:
             self._closed = True
         self._clock.unsubscribe(self.wake)
         self.wake()
+
+    # ------------------------------------------------------------ retry, purge
+    def retry(self, job_id: str) -> None:
+        """Put a failed or cancelled job back to waiting (see :meth:`Backend.retry`)."""
+        with self._lock:
+            now = self._clock.now()
+            self._tick(now)
+            entry = self._entry(job_id)
+            if entry.status not in (Status.FAILED, Status.CANCELLED):
+                raise InvalidJob(
+                    f"job {job_id!r} is {entry.status.value}; only failed or cancelled jobs"
+                    " can be retried"
+                )
+            awaited = self._retry_dependencies(entry)
+            self._retry_unique(entry, now)
+            history = history_entry(
+                entry.status.value, entry.error, entry.traceback, entry.attempts, entry.ended, now
+            )
+            expires_at = entry.opts.expires_at
+            entry.opts = entry.opts.replace(
+                meta=with_history(entry.opts.meta, history),
+                expires_at=None if expires_at is not None and expires_at <= now else expires_at,
+            )
+            self._ended.pop(job_id, None)
+            entry.attempts = 0
+            entry.started = entry.ended = entry.due = entry.worker = None
+            entry.result = entry.error = entry.traceback = entry.exception = None
+            entry.where = None
+            self._set_status(entry, Status.WAITING)
+            for dep in awaited:
+                dep.dependents.append(entry.id)
+            entry.pending_deps = len(awaited)
+            self._emit(ev.QUEUED, entry)
+            if entry.opts.lane is not None:
+                self._retry_lane(entry)
+            else:
+                self._consider(entry)
+            self._process()
+            effects = self._take_effects()
+        self._run(effects)
+
+    def _retry_dependencies(self, entry: _Entry) -> list[_Entry]:
+        """The dependencies a retried job waits for again; InvalidJob if one did not finish."""
+        awaited = []
+        for dep_id in entry.opts.after:
+            dep = self._jobs.get(dep_id)
+            if dep is None or dep.status is Status.FINISHED:
+                continue  # gone (popped or forgotten) or finished: satisfied
+            if dep.status in TERMINAL:
+                raise InvalidJob(
+                    f"job {entry.id!r} depends on {dep_id!r}, which {dep.status.value}; "
+                    f"retry {dep_id!r} first"
+                )
+            awaited.append(dep)
+        return awaited
+
+    def _retry_unique(self, entry: _Entry, now: float) -> None:
+        key = entry.opts.unique
+        if not key:
+            return
+        held = self._unique.get(key)
+        if held is not None and held[0] != entry.id:
+            holder = self._jobs.get(held[0])
+            if holder is not None and rules.unique_still_held(
+                holder.status not in TERMINAL, held[1], now
+            ):
+                raise InvalidJob(
+                    f"job {entry.id!r} cannot be retried: job {held[0]!r} holds its unique key"
+                    f" {key!r}"
+                )
+        self._unique[key] = (entry.id, None)
+
+    def _retry_lane(self, entry: _Entry) -> None:
+        """Rejoin the lane in the job's place (priority, submission); an idle lane forgets its
+        last failure, so stop_on_lane_error does not cancel the retried job at once."""
+        name = entry.opts.lane
+        assert name is not None
+        lane = self._lanes.setdefault(name, _Lane())
+        if entry.item() not in lane.heap:
+            heapq.heappush(lane.heap, entry.item())
+        if lane.current is None:
+            lane.previous_failed = False  # the user resumes the lane: no short-circuit
+            self._work.append(("lane", name))
+
+    def purge(
+        self,
+        statuses: Collection[Status],
+        task: str | None = None,
+        before: float | None = None,
+    ) -> int:
+        """Drop matching jobs; return how many (see :meth:`Backend.purge`)."""
+        if Status.RUNNING in statuses:
+            raise InvalidJob("running jobs are never purged; cancel them first")
+        with self._lock:
+            self._tick(self._clock.now())
+            chosen = [
+                entry
+                for entry in self._jobs.values()
+                if entry.status in statuses
+                and (task is None or entry.task == task)
+                and ended_before(
+                    entry.ended if entry.status in TERMINAL else entry.submitted, before
+                )
+            ]
+            for entry in chosen:
+                if entry.status not in TERMINAL:
+                    self._end(entry, Status.CANCELLED, reason="purged")
+            self._process()
+            for entry in chosen:
+                if self._jobs.get(entry.id) is entry and entry.status in TERMINAL:
+                    del self._jobs[entry.id]
+                    self._ended.pop(entry.id, None)
+                    self._counts[entry.status] -= 1
+            effects = self._take_effects()
+        self._run(effects)
+        return len(chosen)

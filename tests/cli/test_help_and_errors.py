@@ -166,19 +166,13 @@ def test_enqueue_reports_a_missing_function(runner, make_app):
     assert f"module {name!r} has no 'nope'" in result.output
 
 
-def test_enqueue_prints_the_job_id(runner, make_app):
+def test_enqueue_refuses_a_memory_queue_whose_job_would_vanish(runner, make_app):
     name = make_app()
     result = runner.invoke(
         main, ["enqueue", f"{name}:q", f"{name}:double", "--args", "[2]", "--id", "j1"]
     )
-    assert result.exit_code == 0, result.output
-    assert result.output == "j1\n"
-
-
-def test_enqueue_reports_a_queue_error_without_a_traceback(runner, make_app):
-    result = runner.invoke(main, ["enqueue", f"{make_app()}:q", "add", "--id", ""])
-    assert result.exit_code == 1
-    assert "Error: a job id must be a non-empty string" in result.output
+    assert result.exit_code == 2, result.output
+    assert "is memory://" in result.output and "would vanish" in result.output
 
 
 def test_cancel_of_an_unknown_job_fails_clearly(runner, make_app):
