@@ -282,12 +282,6 @@ class SQLiteBackend:
                 "INSERT OR REPLACE INTO unique_keys (key, job, until) VALUES (?, ?, NULL)",
                 (opts.unique, spec.id),
             )
-        if lane is not None:
-            db.execute(
-                "INSERT INTO lane_members (lane, priority, seq, job) VALUES (?, ?, ?, ?)",
-                (lane, opts.priority, seq, spec.id),
-            )
-            db.execute("INSERT OR IGNORE INTO lanes (lane) VALUES (?)", (lane,))
         self._event("queued", spec.id)
         failed: dict[str, Any] | None = None
         pending = 0
@@ -310,7 +304,9 @@ class SQLiteBackend:
                 reason=rules.cascade_reason(failed["id"], failed["status"]),
             )
         elif lane is not None:
-            self._rules.cascade(self._rules.advance_lane(lane))
+            if not pending:  # a lane job joins the lane's order once its dependencies finished
+                row = {"id": spec.id, "lane": lane, "priority": opts.priority, "seq": seq}
+                self._rules.cascade(self._rules.join_lane(row))
         elif not ready:
             self._rules.consider(spec.id)
 
