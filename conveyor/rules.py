@@ -54,6 +54,12 @@ def order_key(priority: int, seq: int) -> tuple[int, int]:
     return (priority, seq)
 
 
+def dependencies(after: Iterable[str], aliases: Mapping[str, str]) -> list[str]:
+    """The jobs a job waits for: ``after`` with the ids unique sent to another job replaced
+    by it, each once (a dependency counted twice would never be settled)."""
+    return list(dict.fromkeys(aliases.get(dep, dep) for dep in after))
+
+
 def retry_delay(retry_delay: float, backoff: float, failures: int) -> float:
     """Seconds to wait before the next attempt after ``failures`` failed attempts (>= 1)."""
     return retry_delay * backoff ** max(0, failures - 1)

@@ -273,8 +273,8 @@ class MemoryBackend:
             self._add_timer(opts.expires_at, _EXPIRE, entry)
         self._emit(ev.QUEUED, entry)
         failed_dep: _Entry | None = None
-        for dep_id in opts.after:
-            dep = self._jobs[aliases.get(dep_id, dep_id)]
+        for dep_id in rules.dependencies(opts.after, aliases):
+            dep = self._jobs[dep_id]
             if dep.status is Status.FINISHED:
                 continue
             if dep.status in TERMINAL:

@@ -285,8 +285,8 @@ class SQLiteBackend:
         self._event("queued", spec.id)
         failed: dict[str, Any] | None = None
         pending = 0
-        for dep_id in opts.after:
-            dep = self._one("SELECT id, status FROM jobs WHERE id = ?", aliases.get(dep_id, dep_id))
+        for dep_id in rules.dependencies(opts.after, aliases):
+            dep = self._one("SELECT id, status FROM jobs WHERE id = ?", dep_id)
             assert dep is not None
             if dep["status"] == Status.FINISHED:
                 continue

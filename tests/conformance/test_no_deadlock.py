@@ -110,3 +110,17 @@ def test_a_scheduled_job_keeps_its_place_in_its_lane(queue_factory, board):
         job.result(timeout=WAIT)
     # the lane waited for the delayed job's timer: it is ahead of "waiting" in the lane's order
     assert board.starts() == ["gate", "delayed", "waiting"]
+
+
+def test_a_dependency_named_twice_is_waited_for_once(queue_factory, board):
+    q, gate = _one_slot_behind_a_gate(queue_factory, board)
+    first = q.put(jobs.record, args=(board.key, "first"), id="first", unique="key")
+    again = q.put(jobs.record, args=(board.key, "again"), unique="key")
+    assert again.id == "first"  # unique sent it to the first job
+    twice = q.put(jobs.record, args=(board.key, "twice"), after=["first", "first"])
+    both = q.put(jobs.record, args=(board.key, "both"), after=[first, again])
+    board.gate("go").set()
+
+    for job in (gate, first, twice, both):
+        job.result(timeout=WAIT)
+    assert board.starts() == ["gate", "first", "twice", "both"]
