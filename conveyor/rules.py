@@ -19,10 +19,10 @@ Lane order (the same on every backend; the backends name the steps ``deps_done``
   failed or was cancelled.
 
 So the front of a lane never waits on a dependency: it waits only for a timer, for the lane's
-running (or retrying) job, or for resources that running jobs hold. Dependencies point to
-jobs put earlier; a lane waits only for jobs that already have their dependencies: no chain of
-waits can close into a loop, and every accepted job ends (tests/conformance/
-test_no_deadlock.py and test_property.py).
+running (or retrying) job, or for resources that running jobs hold. Dependencies form no cycle
+(``put`` refuses one), and a lane makes its members wait only for a job that has all its
+dependencies: no chain of waits can close into a loop, and every accepted job ends
+(tests/conformance/test_no_deadlock.py, tests/conformance/test_property.py).
 """
 
 from __future__ import annotations

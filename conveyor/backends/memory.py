@@ -709,8 +709,10 @@ class MemoryBackend:
         """Give ``entry`` its place in its lane's order (priority, then submission)."""
         name = entry.opts.lane
         assert name is not None
-        heapq.heappush(self._lanes.setdefault(name, _Lane()).heap, entry.item())
-        self._work.append(("lane", name))  # advances only if nothing holds the lane
+        lane = self._lanes.setdefault(name, _Lane())
+        heapq.heappush(lane.heap, entry.item())
+        if lane.current is None:  # nothing holds the lane: its front may change
+            self._work.append(("lane", name))
 
     def _advance_lane(self, name: str | int) -> None:
         lane = self._lanes.get(name)

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 import conveyor
@@ -37,12 +37,15 @@ HOLD = 0.001
 #: seconds without progress (nothing running or scheduled, jobs left) that make a deadlock
 STALL = 1.0
 #: seconds an example may take in all
-LIMIT = 30.0
+LIMIT = 15.0
 KINDS = ("record", "fail", "flaky", "limited")
+#: no shrinking: a failing example (a batch of at most six jobs) is reported at once, well
+#: within the test's timeout, rather than after many more runs that each wait for a stall
 SETTINGS = settings(
     max_examples=40,
     deadline=None,
     database=None,
+    phases=(Phase.explicit, Phase.reuse, Phase.generate),
     suppress_health_check=[HealthCheck.too_slow],
 )
 
@@ -242,7 +245,7 @@ class Example:
             with contextlib.suppress(conveyor.UnknownJob):
                 self.q.cancel(job_id)
         self.board.release()
-        self.q.wait(timeout=LIMIT)
+        self.q.wait(timeout=STALL)
         self.q.collect()
 
     def _describe(self) -> str:
