@@ -2,6 +2,27 @@
 
 The memory backend calls these directly; the SQL and Lua backends mirror them. Nothing here
 holds state or a lock.
+
+Lane order (the same on every backend; the backends name the steps ``deps_done``,
+``join_lane``, ``advance_lane``):
+
+- A job put with ``lane=`` joins its lane's order once every job in its ``after`` has
+  finished (at put when it has none left). A job cancelled before that (a failed dependency,
+  expiry, ``cancel``) never joins its lane.
+- The lane's order is priority, then submission, among the jobs that joined and have not
+  started. Its first job starts once the lane is free: the job that last started in the lane
+  has ended (a job holds its lane through its retries, the waits between them included).
+- A scheduled job (``delay``, ``at``) keeps its place: the lane waits for its timer, which
+  always fires (or its ``expires``, which cancels it).
+- ``stop_on_lane_error``: a job reaching the front of the order is cancelled if the job before
+  it in that order - the last one to hold the lane, or a joined job cancelled before its turn -
+  failed or was cancelled.
+
+So the front of a lane never waits on a dependency: it waits only for a timer, for the lane's
+running (or retrying) job, or for resources that running jobs hold. Dependencies form no cycle
+(``put`` refuses one), and a lane makes its members wait only for a job that has all its
+dependencies: no chain of waits can close into a loop, and every accepted job ends
+(tests/conformance/test_no_deadlock.py, tests/conformance/test_property.py).
 """
 
 from __future__ import annotations
@@ -32,6 +53,12 @@ class JobSpecLike(Protocol):
 def order_key(priority: int, seq: int) -> tuple[int, int]:
     """Among jobs that may start: lower priority first, then first submitted."""
     return (priority, seq)
+
+
+def dependencies(after: Iterable[str], aliases: Mapping[str, str]) -> list[str]:
+    """The jobs a job waits for: ``after`` with the ids unique sent to another job replaced
+    by it, each once (a dependency counted twice would never be settled)."""
+    return list(dict.fromkeys(aliases.get(dep, dep) for dep in after))
 
 
 def retry_delay(retry_delay: float, backoff: float, failures: int) -> float:

@@ -183,6 +183,7 @@ class MemoryBackend:
         self._unique: dict[str, tuple[str, float | None]] = {}
         self._work: list[tuple[str, Any]] = []
         self._wakeups: Counter[str] = Counter()  # claimers to wake per mode, at lock release
+        self._timer_moved = False  # a new first timer: every blocked wait must re-measure
         self._effects: list[Callable[[], object]] = []
         self._stop_hook: Callable[[str, str], object] | None = None
         self._waiters = 0
@@ -275,15 +276,13 @@ class MemoryBackend:
         if opts.at is not None and opts.at > now:
             self._set_status(entry, Status.SCHEDULED)
             entry.due = opts.at
-            heapq.heappush(self._timers, (opts.at, entry.seq, _DUE, entry.id))
+            self._add_timer(opts.at, _DUE, entry)
         if opts.expires_at is not None:
-            heapq.heappush(self._timers, (opts.expires_at, entry.seq, _EXPIRE, entry.id))
-        if opts.lane is not None:
-            heapq.heappush(self._lanes.setdefault(opts.lane, _Lane()).heap, entry.item())
+            self._add_timer(opts.expires_at, _EXPIRE, entry)
         self._emit(ev.QUEUED, entry)
         failed_dep: _Entry | None = None
-        for dep_id in opts.after:
-            dep = self._jobs[aliases.get(dep_id, dep_id)]
+        for dep_id in rules.dependencies(opts.after, aliases):
+            dep = self._jobs[dep_id]
             if dep.status is Status.FINISHED:
                 continue
             if dep.status in TERMINAL:
@@ -297,12 +296,8 @@ class MemoryBackend:
                 Status.CANCELLED,
                 reason=rules.cascade_reason(failed_dep.id, failed_dep.status.value),
             )
-        elif opts.lane is not None:
-            lane = self._lanes[opts.lane]
-            if lane.current is None:
-                self._work.append(("lane", opts.lane))
-        else:
-            self._consider(entry)
+        elif not entry.pending_deps:
+            self._deps_done(entry)
 
     # ------------------------------------------------------------------ claim
     def claim(
@@ -374,13 +369,14 @@ class MemoryBackend:
                 if self._waiters:
                     self._changed.notify_all()  # room under max_size
                 return got
+            if self._run_locked_effects():  # events of what just ended run before we block
+                continue  # the lock was let go meanwhile: look again
             wait = self._timer_wait()
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
                 wait = remaining if wait is None else min(wait, remaining)
-            self._run_locked_effects()  # events of what just ended run before we block
             cond.wait(wait)
 
     def _next_startable(self, mode: str) -> _Entry | None:
@@ -582,7 +578,7 @@ class MemoryBackend:
         if delay > 0:
             self._set_status(entry, Status.SCHEDULED)
             entry.due = self._clock.now() + delay
-            heapq.heappush(self._timers, (entry.due, entry.seq, _DUE, entry.id))
+            self._add_timer(entry.due, _DUE, entry)
         else:
             self._set_status(entry, Status.WAITING)
             self._consider(entry)
@@ -706,12 +702,28 @@ class MemoryBackend:
             if dep.status is Status.FINISHED:
                 entry.pending_deps -= 1
                 if entry.pending_deps == 0:
-                    self._consider(entry)
+                    self._deps_done(entry)
             else:
                 self._end(
                     entry, Status.CANCELLED, reason=rules.cascade_reason(dep.id, dep.status.value)
                 )
         dep.dependents = []
+
+    def _deps_done(self, entry: _Entry) -> None:
+        """Every dependency of ``entry`` finished: it joins its lane's order, or may start."""
+        if entry.opts.lane is None:
+            self._consider(entry)
+        else:
+            self._join_lane(entry)
+
+    def _join_lane(self, entry: _Entry) -> None:
+        """Give ``entry`` its place in its lane's order (priority, then submission)."""
+        name = entry.opts.lane
+        assert name is not None
+        lane = self._lanes.setdefault(name, _Lane())
+        heapq.heappush(lane.heap, entry.item())
+        if lane.current is None:  # nothing holds the lane: its front may change
+            self._work.append(("lane", name))
 
     def _advance_lane(self, name: str | int) -> None:
         lane = self._lanes.get(name)
@@ -776,6 +788,14 @@ class MemoryBackend:
                 self._end(entry, Status.CANCELLED, reason="expired")
         self._process()
 
+    def _add_timer(self, when: float, kind: int, entry: _Entry) -> None:
+        """Set a timer; one earlier than every other wakes the blocked claims and waits,
+        whose sleep was measured to the timer that was first before it."""
+        item = (when, entry.seq, kind, entry.id)
+        heapq.heappush(self._timers, item)
+        if self._timers[0] is item:
+            self._timer_moved = True
+
     def _timer_wait(self) -> float | None:
         if not self._timers:
             return None
@@ -795,26 +815,39 @@ class MemoryBackend:
 
     def _take_effects(self) -> list[Callable[[], object]]:
         """Wake the claimers the change calls for; hand back the callbacks to run unlocked."""
-        if self._wakeups:
-            for mode, count in self._wakeups.items():
-                cond = self._claimable.get(mode)
-                if cond is not None:
-                    cond.notify(count)
-            self._wakeups.clear()
+        if self._wakeups or self._timer_moved:
+            self._wake_claimers()
         effects = self._effects
         if effects:
             self._effects = []
         return effects
 
-    def _run_locked_effects(self) -> None:
-        """Effects produced by a claim that found nothing (expiry ticks) run before it waits."""
+    def _wake_claimers(self) -> None:
+        if self._timer_moved:  # every blocked wait measured its sleep to a later timer
+            self._timer_moved = False
+            for blocked in self._claimable.values():
+                blocked.notify_all()
+            if self._waiters:
+                self._changed.notify_all()
+        else:
+            for mode, count in self._wakeups.items():
+                cond = self._claimable.get(mode)
+                if cond is not None:
+                    cond.notify(count)
+        self._wakeups.clear()
+
+    def _run_locked_effects(self) -> bool:
+        """Effects produced by a claim that found nothing (expiry ticks) run before it waits;
+        True if they ran (the lock was let go, so the claim must look again)."""
         effects = self._take_effects()
-        if effects:
-            self._lock.release()
-            try:
-                self._run(effects)
-            finally:
-                self._lock.acquire()
+        if not effects:
+            return False
+        self._lock.release()
+        try:
+            self._run(effects)
+        finally:
+            self._lock.acquire()
+        return True
 
     @staticmethod
     def _run(effects: list[Callable[[], object]]) -> None:

@@ -357,17 +357,11 @@ class SQLiteBackend:
                 "INSERT OR REPLACE INTO unique_keys (key, job, until) VALUES (?, ?, NULL)",
                 (opts.unique, spec.id),
             )
-        if lane is not None:
-            db.execute(
-                "INSERT INTO lane_members (lane, priority, seq, job) VALUES (?, ?, ?, ?)",
-                (lane, opts.priority, seq, spec.id),
-            )
-            db.execute("INSERT OR IGNORE INTO lanes (lane) VALUES (?)", (lane,))
         self._event("queued", spec.id)
         failed: dict[str, Any] | None = None
         pending = 0
-        for dep_id in opts.after:
-            dep = self._one("SELECT id, status FROM jobs WHERE id = ?", aliases.get(dep_id, dep_id))
+        for dep_id in rules.dependencies(opts.after, aliases):
+            dep = self._one("SELECT id, status FROM jobs WHERE id = ?", dep_id)
             assert dep is not None
             if dep["status"] == Status.FINISHED:
                 continue
@@ -385,7 +379,9 @@ class SQLiteBackend:
                 reason=rules.cascade_reason(failed["id"], failed["status"]),
             )
         elif lane is not None:
-            self._rules.cascade(self._rules.advance_lane(lane))
+            if not pending:  # a lane job joins the lane's order once its dependencies finished
+                row = {"id": spec.id, "lane": lane, "priority": opts.priority, "seq": seq}
+                self._rules.cascade(self._rules.join_lane(row))
         elif not ready:
             self._rules.consider(spec.id)
 

@@ -5,7 +5,8 @@ priority and submission is the ready structure); a job found blocked by a resour
 is *parked* on it (``parked = 'group:db'``), and when the resource is released the key goes into
 ``freed``, so a claim looks at the best ready job and the best parked job of each freed key —
 never at the whole backlog. Dependencies count down in ``pending_deps``; lanes keep their
-not-yet-started members in ``lane_members`` and their holder in ``lanes``.
+members (jobs not yet started whose dependencies all finished: the lane order of
+:mod:`conveyor.rules`) in ``lane_members`` and their holder in ``lanes``.
 
 Held resources live in ``held``: ``group:<g>`` (1 while a running job holds the group),
 ``task:<t>`` (running jobs of task t) and ``decl:<name>`` (running jobs that list name as
@@ -302,7 +303,10 @@ class Rules:
                 )
         dependents = self._db.execute("SELECT job FROM deps WHERE dep = ?", (job_id,)).fetchall()
         for dep in dependents:
-            child = self._one("SELECT id, status, pending_deps FROM jobs WHERE id = ?", dep["job"])
+            child = self._one(
+                "SELECT id, status, pending_deps, lane, priority, seq FROM jobs WHERE id = ?",
+                dep["job"],
+            )
             if child is None or child["status"] in TERMINAL:
                 continue
             if state == Status.FINISHED:
@@ -310,7 +314,7 @@ class Rules:
                     "UPDATE jobs SET pending_deps = pending_deps - 1 WHERE id = ?", (child["id"],)
                 )
                 if child["pending_deps"] == 1:
-                    self.consider(child["id"])
+                    doomed += self.deps_done(child)
             else:
                 self.cancel_quietly(child["id"], rules.cascade_reason(job_id, state.value))
                 doomed.append(child["id"])
@@ -338,6 +342,24 @@ class Rules:
             " lease_until = NULL, error = ? WHERE id = ?",
             (self._clock.now(), reason, job_id),
         )
+
+    def deps_done(self, row: dict[str, Any]) -> list[str]:
+        """Every dependency of the job finished: it joins its lane's order, or may start.
+        ``row`` has its id, lane, priority and seq; returns what ``join_lane`` returns."""
+        if row["lane"] is None:
+            self.consider(row["id"])
+            return []
+        return self.join_lane(row)
+
+    def join_lane(self, row: dict[str, Any]) -> list[str]:
+        """Give the job its place in its lane's order (priority, then submission); if nothing
+        holds the lane it advances: return the jobs a failure short-circuited."""
+        self._db.execute(
+            "INSERT INTO lane_members (lane, priority, seq, job) VALUES (?, ?, ?, ?)",
+            (row["lane"], row["priority"], row["seq"], row["id"]),
+        )
+        self._db.execute("INSERT OR IGNORE INTO lanes (lane) VALUES (?)", (row["lane"],))
+        return self.advance_lane(row["lane"])
 
     def advance_lane(self, lane: str) -> list[str]:
         """Pick the lane's next job if it is free; return the jobs a failure short-circuited."""
