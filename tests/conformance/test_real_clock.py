@@ -152,7 +152,7 @@ def test_a_lost_lease_returns_the_job_once_the_lease_ran_out(
         pytest.skip(f"{variant.id}: no leases (workers live in the queue's process)")
     lease = 1.0
     q = queue_factory(workers=0, lease=lease)
-    victim = WorkerProcess(q, 1, {"lease": lease}, tmp_path)
+    victim = WorkerProcess(q, 1, {"lease": lease, "allow_modules": [jobs.__name__]}, tmp_path)
     try:
         job = q.put(jobs.blocker, args=(board.key, "job", "go"))
         board.wait_started("job")
