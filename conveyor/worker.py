@@ -127,7 +127,9 @@ class Worker:
 
     Args:
         backend: where jobs are claimed and reported.
-        executor: runs the jobs (its mode is the worker's mode).
+        executor: runs the jobs.
+        claims: the mode of the jobs it claims (:attr:`mode`); default: the executor's. A
+            process executor may run jobs put in thread mode, say.
         name: the worker id (default ``host:pid:mode-n``); a job's recorded worker is
             ``"<id>/<slot thread name>"``.
         lease: the queue's lease in seconds; the heartbeat beats every ``lease / 3``. A report
@@ -163,6 +165,7 @@ class Worker:
         on_change: Callable[[], object] | None = None,
         prefetch: int = 0,
         give_up: float | None = None,
+        claims: str | None = None,
     ) -> None:
         if max_jobs is not None and max_jobs < 1:
             raise ValueError(f"max_jobs must be >= 1 or None, got {max_jobs!r}")
@@ -172,8 +175,9 @@ class Worker:
             raise ValueError(f"give_up must be > 0 or None, got {give_up!r}")
         self.backend = backend
         self.executor = executor
-        self.mode = executor.mode
-        self.id = name or f"{socket.gethostname()}:{os.getpid()}:{self.mode}-{next(_numbers)}"
+        #: the mode of the jobs it claims
+        self.mode = claims or executor.mode
+        self.id = name or (f"{socket.gethostname()}:{os.getpid()}:{executor.mode}-{next(_numbers)}")
         self.lease = lease
         self.clock = clock or Clock()
         #: the jobs this worker runs now, by id
@@ -246,7 +250,7 @@ class Worker:
                 self.id,
                 socket.gethostname(),
                 os.getpid(),
-                self.mode,
+                self.executor.mode,
                 self.executor.slots,
                 now,
                 now,
@@ -798,10 +802,9 @@ class Worker:
                     return []
                 if self._local.sifted:
                     continue  # what it claimed could not run (said and recorded): again
-                if self._burst:
-                    if self.running or self._claiming:
-                        self._cond.wait(BURST_RECHECK)  # ours still run and may unblock more
-                        continue
+                if self._burst and (self.running or self._claiming):
+                    self._cond.wait(BURST_RECHECK)  # ours still run and may unblock more
+                    continue
             if self._burst:
                 self._end_burst_if_over()
                 continue

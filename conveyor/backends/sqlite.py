@@ -517,12 +517,9 @@ class SQLiteBackend:
         if outcome is None:
             return []
         why = Unrunnable(error, outcome, refused)
-        return [
-            ClaimedJob(
-                row["id"], attempt, row["task"], row["mode"], None, (), {}, None, row["timeout"],
-                why,
-            )  # fmt: skip
-        ]
+        job = ClaimedJob(row["id"], attempt, row["task"], row["mode"], None, (), {}, None, None)
+        job.unrunnable = why
+        return [job]
 
     def _resolve(self, ref: str) -> Callable[..., Any]:
         if self._resolver is not None:
