@@ -227,17 +227,17 @@ def status(app: conveyor.Queue) -> None:
     if workers:
         click.echo(
             table(
-                ["id", "state", "host", "pid", "mode", "slots", "started", "last seen"],
+                ["id", "host", "pid", "mode", "slots", "started", "last seen", "state"],
                 [
                     [
                         w.id,
-                        "lost" if w.id in lost else "alive",
                         w.host,
                         str(w.pid),
                         w.mode,
                         str(w.slots),
                         when(datetime.fromtimestamp(w.started)),
                         when(datetime.fromtimestamp(w.last_seen)),
+                        "lost" if w.id in lost else "alive",
                     ]
                     for w in workers
                 ],
