@@ -242,6 +242,11 @@ class _Runner:
             f" none in {executor_mode} mode)"
         )  # fmt: skip
         tasks = sorted(queue.tasks)
+        shown = [
+            name if mode == worker.mode else f"{name} ({mode} mode: not run here)"
+            for name in tasks
+            for mode in [queue.tasks[name].mode or queue.mode]
+        ]
         allowed = list(queue.allowed.patterns)
         url = redact(queue.url)
         log.info(
@@ -253,7 +258,7 @@ class _Runner:
             url,
             queue.name,
             queue.settings.lease,
-            ", ".join(tasks) or "none",
+            ", ".join(shown) or "none",
             ", ".join(allowed) or "none",
             extra={
                 "worker": worker.id,
