@@ -223,7 +223,8 @@ def status(app: conveyor.Queue) -> None:
                 [[r.id, r.task, r.worker or "", when(r.started)] for r in running],
             )
         )
-    click.echo(f"\nworkers ({len(workers) - len(lost)} alive, {len(lost)} lost)")
+    alive = len(workers) - len(lost)
+    click.echo(f"\nworkers ({alive} alive, {len(lost)} lost)" if lost else f"\nworkers ({alive})")
     if workers:
         click.echo(
             table(

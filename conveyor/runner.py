@@ -128,9 +128,8 @@ def run_worker(
         if value is not None and (isinstance(value, bool) or value < 1):
             raise ValueError(f"{name} must be an int >= 1 or None, got {value!r}")
     slots = workers or queue.slots or os.cpu_count() or 1
-    return _Runner(queue, mode, claims_mode(queue, mode), slots, max_jobs, burst).run(
-        handle_signals
-    )
+    runner = _Runner(queue, mode, slots, max_jobs, burst, claims=claims_mode(queue, mode))
+    return runner.run(handle_signals)
 
 
 def claims_mode(queue: Queue, mode: str) -> str:
@@ -176,7 +175,14 @@ class _Runner:
     """The state of one :func:`run_worker` call; the main thread drives it."""
 
     def __init__(
-        self, queue: Queue, mode: str, claims: str, slots: int, max_jobs: int | None, burst: bool
+        self,
+        queue: Queue,
+        mode: str,
+        slots: int,
+        max_jobs: int | None,
+        burst: bool,
+        *,
+        claims: str | None = None,
     ) -> None:
         self.queue = queue
         self._wake_r, self._wake_w = socket.socketpair()
