@@ -24,6 +24,18 @@ Each executor slot pulls its own work through :meth:`Worker.claim` (one lock rou
 dispatcher thread in between), so an idle slot wakes the moment a job becomes startable.
 Recovering jobs of dead workers is the backend's job; the heartbeat only asks for it.
 
+What happens to each job is said on the logger ``conveyor.worker``, from what the backend
+recorded (``fail`` answers whether the job will be retried): an attempt that failed and is
+retried (INFO, with the next attempt and when), a job failed for good or refused (WARNING), a
+job stopped because it was cancelled (INFO), each finished job (DEBUG). A job the backend
+found it cannot run here (refused, or its function could not be loaded) comes back from the
+claim marked ``unrunnable``, already recorded: it is said and counted, and never reaches a
+slot. :meth:`Worker.counts` counts the outcomes.
+
+A burst worker that finds nothing to start, with none of its own jobs running or being claimed,
+recovers the expired leases and ends only if no job runs anywhere in the queue: a job that runs
+may still fail and be retried, come back when its worker is lost, or unblock others.
+
 The worker keeps the jobs it runs in :attr:`Worker.running` (set on claim, popped on report).
 A dict set or pop is atomic under the GIL, so the per-job path takes no lock; the lock below
 is taken only by what is rare (a stop, a cancel) or opted into (``burst``, ``max_jobs``).
@@ -177,7 +189,8 @@ class Worker:
         self.executor = executor
         #: the mode of the jobs it claims
         self.mode = claims or executor.mode
-        self.id = name or (f"{socket.gethostname()}:{os.getpid()}:{executor.mode}-{next(_numbers)}")
+        number = next(_numbers)
+        self.id = name or f"{socket.gethostname()}:{os.getpid()}:{executor.mode}-{number}"
         self.lease = lease
         self.clock = clock or Clock()
         #: the jobs this worker runs now, by id
@@ -770,7 +783,8 @@ class Worker:
     def _exchange(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
         """Write the pending reports and claim up to ``limit`` jobs for the calling slot (and
         some ahead while jobs are short) in one backend call; when none may start, block
-        like :meth:`claim` (a burst worker instead ends once none of its jobs runs).
+        like :meth:`claim` (a burst worker instead ends once nothing runs, see
+        :meth:`_end_burst_if_over`).
 
         No backend call is made under ``_cond``: the backend runs event and done callbacks on
         the calling thread, and a callback may put a job and wait for it. So that a burst
