@@ -183,6 +183,7 @@ def worker(
     logs.configure(log_level, log_format)
     spec = _spec(app)
     if not app.durable:
+        app.close(wait=False)
         raise click.UsageError(
             f"{spec} is a {app.url} queue: its jobs live in the memory of the process that"
             " puts them, so a worker in another process has none to run (and a job put here"

@@ -243,9 +243,9 @@ class _Runner:
         code it runs (registered tasks, allowed modules)."""
         worker, queue = self.worker, self.queue
         executor_mode = worker.executor.mode
-        runs = executor_mode if worker.mode == executor_mode else (
-            f"{executor_mode} (it runs the queue's {worker.mode}-mode jobs: the app puts"
-            f" none in {executor_mode} mode)"
+        note = "" if worker.mode == executor_mode else (
+            f" for the queue's {worker.mode}-mode jobs (the app puts none in {executor_mode}"
+            " mode)"
         )  # fmt: skip
         tasks = sorted(queue.tasks)
         shown = [
@@ -256,11 +256,12 @@ class _Runner:
         allowed = list(queue.allowed.patterns)
         url = redact(queue.url)
         log.info(
-            "worker %s started: %d %s slot(s) on %s (queue %r, lease %g s); tasks: %s;"
+            "worker %s started: %d %s slot(s)%s on %s (queue %r, lease %g s); tasks: %s;"
             " allowed modules: %s",
             worker.id,
             worker.executor.slots,
-            runs,
+            executor_mode,
+            note,
             url,
             queue.name,
             queue.settings.lease,
