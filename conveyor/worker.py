@@ -509,8 +509,14 @@ class Worker:
         outcome = self.backend.fail(
             job.id, job.attempt, failure.error, failure.exception, started=failure.started
         )
-        # under the lock: a retry of the job may already run in another slot, under its id
-        self._ended(job)
+        try:
+            self._say_outcome(job, failure.error, outcome)
+        finally:
+            # said first: a worker that stops once its jobs ended reports the outcome counted
+            # under the lock: a retry of the job may already run in another slot, under its id
+            self._ended(job)
+
+    def _say_outcome(self, job: ClaimedJob, error: ErrorInfo, outcome: Failed | None) -> None:
         if outcome is None:
             log.debug(
                 "%s: the failure of job %s (attempt %d) was dropped: the job no longer held"
@@ -521,7 +527,7 @@ class Worker:
                 extra=job_fields(job),
             )
         else:
-            self._say_failed(job, failure.error, outcome)
+            self._say_failed(job, error, outcome)
 
     def stop_job(self, job_id: str, reason: str) -> None:
         """Stop ``job_id`` where it runs (it was cancelled); its report will be dropped."""
@@ -532,7 +538,6 @@ class Worker:
         self._given.pop(job_id, None)
         job = self.running.get(job_id)
         if job is not None:
-            self._ended(job)
             self._outcomes["cancelled"].bump()
             log.info(
                 "%s: job %s (task %s, attempt %d) stopped: %s",
@@ -543,6 +548,7 @@ class Worker:
                 reason,
                 extra={**job_fields(job), "outcome": "cancelled"},
             )
+            self._ended(job)
         self.executor.stop_job(job_id, reason)
 
     def _sift(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
@@ -922,8 +928,8 @@ class Worker:
             for report in reports:
                 job = running.get(report.job_id)
                 if job is not None and job.attempt == report.attempt:
-                    del running[report.job_id]
                     self._finished_one(job)
+                    del running[report.job_id]
             if reports:
                 self._cond.notify_all()
                 if self._draining and not running:
@@ -1004,8 +1010,8 @@ class Worker:
                 report = Finished(job.id, job.attempt, result, None, self.clock.now())
                 self._keep_report(report, exc)
             else:
-                self._ended(job)
                 self._finished_one(job)
+                self._ended(job)
             tracked = self._track(jobs) if jobs else jobs
         if self._left == 0 and not self.done.is_set():
             self._mark_done()

@@ -213,7 +213,9 @@ class ThreadExecutor:
         """Called by the watchdog when ``job`` passed its timeout: the slot that replaces the
         job's slot reports it failed (no backend call on the watchdog's thread)."""
         assert job.timeout is not None
-        if self.interrupt(slot, job, ErrorInfo("TimeoutError", timeout_message(job.timeout))):
+        with slot.lock:
+            running = slot.job is job and not slot.abandoned
+        if running:  # said before the new slot reports the failure (and the worker may stop)
             worker = self._worker
             log_timeout(
                 log,
@@ -222,6 +224,7 @@ class ThreadExecutor:
                 "an exception is raised in its thread (which runs on until it next runs Python"
                 " code, its result dropped) and a new thread takes its slot",
             )
+        self.interrupt(slot, job, ErrorInfo("TimeoutError", timeout_message(job.timeout)))
 
     def stop_job(self, job_id: str, reason: str) -> None:
         slot = self._running.get(job_id)

@@ -186,7 +186,7 @@ def test_log_levels(made: App) -> None:
     loud = burst(made, "--log-level", "DEBUG")
     assert loud.returncode == 0, loud.stderr
     assert f"job {ok.id} (task ok, attempt 1) finished" in loud.stderr
-    assert "line two" in loud.stderr  # the failed job's traceback
+    assert "line two" in loud.stderr, loud.stderr  # the failed job's traceback
 
 
 def test_a_cancelled_job_and_a_process_timeout_are_said(made: App) -> None:
