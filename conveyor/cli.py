@@ -9,11 +9,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import logging
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import click
 
 import conveyor
 from conveyor import demo as demo_pipeline
+from conveyor import logs
 from conveyor.backends.base import HISTORY
 from conveyor.errors import ConveyorError, InvalidJob, UnknownJob
 from conveyor.job import MODES, JobRecord, Status
@@ -150,10 +150,20 @@ json_option = click.option(
 )
 @click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="info",
     show_default=True,
-    help="What to log on standard error.",
+    help="What to log on standard error: info says what the worker is, what failed, was"
+    " retried, refused, recovered, timed out or cancelled, and how its jobs ended; debug"
+    " adds every finished job and the tracebacks.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(logs.FORMATS),
+    default="text",
+    show_default=True,
+    help="text: readable lines; json: one JSON object per line (time, level, logger,"
+    " message, and the job's fields: job_id, task, attempt, outcome, error...).",
 )
 def worker(
     app: conveyor.Queue,
@@ -162,25 +172,37 @@ def worker(
     max_jobs: int | None,
     burst: bool,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run the jobs of APP's queue in this process until stopped.
 
     SIGTERM or Ctrl-C stops claiming and gives running jobs the queue's graceful_timeout to
     end; jobs still running then go back to the queue (their attempt not counted). A second
-    Ctrl-C puts them back at once. Prints how many jobs ran.
+    Ctrl-C puts them back at once. Prints how the jobs it ran ended.
+
+    --mode runs the jobs in threads, processes or coroutines: those the app puts in that
+    mode, else (when it puts none in it) those of the queue's mode.
 
     \b
     APP is module:variable naming a conveyor.Queue, e.g. myapp:queue.
     """
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    with opened(app, _spec(app)) as queue:
+    logs.configure(log_level, log_format)
+    spec = _spec(app)
+    if not app.durable:
+        app.close(wait=False)
+        raise click.UsageError(
+            f"{spec} is a {app.url} queue: its jobs live in the memory of the process that"
+            " puts them, so a worker in another process has none to run (and a job put here"
+            " would vanish with this process). Give the app a durable queue, e.g."
+            " conveyor.Queue('sqlite:///jobs.db', workers=0), or run its jobs in its own"
+            " process with conveyor.Queue(workers=N)."
+        )
+    with opened(app, spec) as queue:
         try:
             ran = run_worker(queue, workers=workers, mode=mode, max_jobs=max_jobs, burst=burst)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
-    click.echo(f"ran {ran} job(s)")
+    click.echo(ran.summary())
 
 
 # ---------------------------------------------------------------------- status
@@ -188,7 +210,7 @@ def worker(
 @app_argument
 @json_option
 def status(app: conveyor.Queue, as_json: bool = False) -> None:
-    """Show APP's jobs by status, the running jobs and the live workers.
+    """Show APP's jobs by status, the running jobs and the workers (alive or lost).
 
     \b
     APP is module:variable naming a conveyor.Queue, e.g. myapp:queue.
@@ -196,9 +218,11 @@ def status(app: conveyor.Queue, as_json: bool = False) -> None:
     with opened(app, _spec(app)) as queue:
         counts = queue.backend.counts()
         running = queue.jobs(Status.RUNNING)
-        workers = queue.backend.workers()
+        workers = queue.backend.workers(include_lost=True)
+        now = queue.clock.now()
+    lost = {w.id for w in workers if w.lost(now, queue.settings.lease)}
     if as_json:
-        click.echo(status_json(queue, counts, running, workers))
+        click.echo(status_json(queue, counts, running, workers, lost))
         return
     click.echo(f"queue {queue.name!r} at {queue.url}")
     click.echo("  ".join(f"{s.value} {counts.get(s, 0)}" for s in Status))
@@ -210,11 +234,12 @@ def status(app: conveyor.Queue, as_json: bool = False) -> None:
                 [[r.id, r.task, r.worker or "", when(r.started)] for r in running],
             )
         )
-    click.echo(f"\nworkers ({len(workers)})")
+    alive = len(workers) - len(lost)
+    click.echo(f"\nworkers ({alive} alive, {len(lost)} lost)" if lost else f"\nworkers ({alive})")
     if workers:
         click.echo(
             table(
-                ["id", "host", "pid", "mode", "slots", "started", "last seen"],
+                ["id", "host", "pid", "mode", "slots", "started", "last seen", "state"],
                 [
                     [
                         w.id,
@@ -224,10 +249,16 @@ def status(app: conveyor.Queue, as_json: bool = False) -> None:
                         str(w.slots),
                         when(datetime.fromtimestamp(w.started)),
                         when(datetime.fromtimestamp(w.last_seen)),
+                        "lost" if w.id in lost else "alive",
                     ]
                     for w in workers
                 ],
             )
+        )
+    if lost:
+        click.echo(
+            "(a lost worker was silent longer than its lease: it died or hangs, and its"
+            " running jobs go back to the queue)"
         )
 
 
@@ -806,8 +837,10 @@ def status_json(
     counts: dict[Status, int],
     running: list[JobRecord],
     workers: Sequence[Any],
+    lost: Collection[str] = (),
 ) -> str:
-    """``conveyor status --json``: the queue, counts by status, running jobs, workers."""
+    """``conveyor status --json``: the queue, counts by status, running jobs, workers (with
+    their state: ``alive``, or ``lost`` once their own lease ran out unrenewed)."""
     return dumps(
         {
             "queue": queue.name,
@@ -823,6 +856,7 @@ def status_json(
                     "slots": w.slots,
                     "started": iso(datetime.fromtimestamp(w.started, UTC)),
                     "last_seen": iso(datetime.fromtimestamp(w.last_seen, UTC)),
+                    "state": "lost" if w.id in lost else "alive",
                 }
                 for w in workers
             ],

@@ -20,6 +20,12 @@ from typing import Any
 from conveyor.errors import NotSerializable, UntrustedFunction
 
 
+class CannotLoad(LookupError):
+    """An allowed function could not be loaded: importing its module raised (the exception is
+    the ``__cause__``, any type: a module may raise anything at import), or the module has no
+    such function. Unlike a refusal, a deploy may mend it: the job's attempt failed."""
+
+
 def reference(fn: Callable[..., Any], name: str) -> str:
     """The import path of ``fn`` (``module:qualname``); raises NotSerializable if it has none."""
     module = getattr(fn, "__module__", None)
@@ -103,7 +109,8 @@ def resolve(ref: str, allowed: Allowed) -> Callable[..., Any]:
     Raises:
         UntrustedFunction: the module is not allowed (nothing was imported), or the name leads
             to something that is not that module's own function.
-        LookupError: a malformed reference, or no such function.
+        CannotLoad: importing the module raised, or it has no such function.
+        LookupError: a malformed reference.
     """
     module_name, qualname = split(ref)
     if module_name not in allowed:
@@ -114,8 +121,10 @@ def resolve(ref: str, allowed: Allowed) -> Callable[..., Any]:
         )
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise LookupError(f"{ref!r} not found: cannot import {module_name!r}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # whatever the module's code raised at import
+        raise CannotLoad(
+            f"importing module {module_name!r} (for {ref}) failed: {exc or type(exc).__name__}"
+        ) from exc
     target = _walk(module, qualname, ref)
     fn = getattr(target, "fn", target)  # a Task wraps the function
     if not callable(fn):
@@ -139,7 +148,7 @@ def _walk(module: ModuleType, qualname: str, ref: str) -> Any:
             )
         target = getattr(target, part, None)
         if target is None:
-            raise LookupError(f"{ref!r} not found: no {qualname!r} in module {module.__name__!r}")
+            raise CannotLoad(f"{ref!r} not found: no {qualname!r} in module {module.__name__!r}")
     return target
 
 

@@ -5,10 +5,19 @@
     main thread                      worker threads
     ───────────                      ──────────────
     start the worker (heartbeat) ──> slots claim, run, report
+    log a banner (queue, mode, slots, tasks)
     block on a wake-up socket   <─── "done" (max_jobs claimed, burst drained), "idle"
          ^  signal handler writes one byte: SIGTERM/SIGINT (graceful), SIGINT again (now)
     stop claiming, wait for the running jobs (up to graceful_timeout after a signal),
-    put back the jobs still running, stop the executor, return how many jobs ran
+    put back the jobs still running, stop the executor, log how its jobs ended, return
+    how many jobs ran
+
+A worker runs its jobs with the executor of its mode, and claims the jobs put in that mode
+(each job keeps the mode it was put with: its task's, else its queue's). When no job of the
+app is put in the mode asked for (neither the queue's mode nor any registered task's), the
+worker claims the jobs of the queue's mode instead and runs them in that executor:
+``conveyor worker app:q --mode process`` runs a thread app's jobs in processes, as a user
+reaching for a process pool expects, rather than claim nothing and exit.
 
 A worker whose backend calls (claims, reports, heartbeats) keep failing for a lease gives up:
 it stops claiming and heartbeating, puts back what it can, and ``run_worker`` raises
@@ -34,11 +43,12 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 from conveyor import executors
 from conveyor.errors import ConveyorError
 from conveyor.executors.base import Executor
-from conveyor.worker import Worker
+from conveyor.worker import OUTCOMES, Worker
 
 if TYPE_CHECKING:
     from conveyor.queue import Queue
@@ -54,6 +64,22 @@ class WorkerBroken(ConveyorError):
     database it cannot write). Restart it once the storage works again."""
 
 
+class Ran(int):
+    """How many jobs a worker ran (an ``int``), and in :attr:`outcomes` how the attempts it
+    ended ended: finished, failed, retried, cancelled, put back (``Worker.counts``)."""
+
+    outcomes: dict[str, int]
+
+    def __new__(cls, ran: int, outcomes: dict[str, int]) -> Ran:
+        made = super().__new__(cls, ran)
+        made.outcomes = outcomes
+        return made
+
+    def summary(self) -> str:
+        """``3 finished, 1 failed, 0 retried, 0 cancelled, 1 put back``."""
+        return ", ".join(f"{self.outcomes.get(name, 0)} {name}" for name in OUTCOMES)
+
+
 def run_worker(
     queue: Queue,
     *,
@@ -62,18 +88,23 @@ def run_worker(
     max_jobs: int | None = None,
     burst: bool = False,
     handle_signals: bool = True,
-) -> int:
-    """Run jobs of ``queue`` in this process until told to stop; return how many ran.
+) -> Ran:
+    """Run jobs of ``queue`` in this process until told to stop; return how many ran (with
+    how they ended, :class:`Ran`).
 
     Args:
         queue: the queue whose jobs to run (usually a producer-only ``Queue(url, workers=0)``).
         workers: slots (threads, processes, or concurrent coroutines); default: the queue's
             ``workers`` if it has any, else the CPU count.
         mode: ``"thread"``, ``"process"`` or ``"async"``; default: the queue's mode. The
-            worker claims only jobs of this mode.
+            worker claims the jobs put in this mode; if the app puts none in it (neither
+            the queue's mode nor a registered task's), it claims the jobs of the queue's mode
+            and runs them in this one (see the module's docstring).
         max_jobs: stop (gracefully) once this many jobs have been claimed and have ended.
-        burst: stop once nothing may start for this worker and nothing of it runs (jobs
-            scheduled for later are left for another worker).
+        burst: stop once nothing may start for this worker and no job runs anywhere in the
+            queue (one that runs may fail and be retried, or come back when its worker is
+            lost), after recovering the expired leases; jobs scheduled for later are left
+            for another worker.
         handle_signals: stop on SIGTERM or SIGINT: the first stops claiming and gives the
             running jobs ``queue.settings.graceful_timeout`` seconds to end, then puts back
             those still running; a second SIGINT puts them back at once (killing worker
@@ -87,6 +118,8 @@ def run_worker(
     Raises:
         WorkerBroken: the worker's claims, reports or heartbeats kept failing for the queue's
             lease; it stopped (see the module's docstring).
+        ValueError: a bad argument, or jobs of the queue's mode that ``mode`` cannot run
+            (coroutines in worker processes).
     """
     mode = mode or queue.mode
     if mode not in WORKER_MODES:
@@ -95,7 +128,35 @@ def run_worker(
         if value is not None and (isinstance(value, bool) or value < 1):
             raise ValueError(f"{name} must be an int >= 1 or None, got {value!r}")
     slots = workers or queue.slots or os.cpu_count() or 1
-    return _Runner(queue, mode, slots, max_jobs, burst).run(handle_signals)
+    runner = _Runner(queue, mode, slots, max_jobs, burst, claims=claims_mode(queue, mode))
+    return runner.run(handle_signals)
+
+
+def claims_mode(queue: Queue, mode: str) -> str:
+    """The mode of the jobs a worker of ``queue`` running ``mode`` claims: ``mode`` if the
+    app puts jobs in it (its queue's mode, or a registered task's), else the queue's mode.
+
+    Raises:
+        ValueError: the queue's jobs are coroutines (async) and ``mode`` is process.
+    """
+    declared = {queue.mode, *(task.mode for task in queue.tasks.values() if task.mode)}
+    if mode in declared:
+        return mode
+    if queue.mode == "async" and mode == "process":
+        raise ValueError(
+            "the queue's jobs are put in async mode (coroutines), which worker processes"
+            " cannot run; use --mode async (or thread)"
+        )
+    return queue.mode
+
+
+def redact(url: str) -> str:
+    """``url`` with the password of its user part, if any, hidden (for logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def build_executor(queue: Queue, mode: str, slots: int) -> Executor:
@@ -114,7 +175,14 @@ class _Runner:
     """The state of one :func:`run_worker` call; the main thread drives it."""
 
     def __init__(
-        self, queue: Queue, mode: str, slots: int, max_jobs: int | None, burst: bool
+        self,
+        queue: Queue,
+        mode: str,
+        slots: int,
+        max_jobs: int | None,
+        burst: bool,
+        *,
+        claims: str | None = None,
     ) -> None:
         self.queue = queue
         self._wake_r, self._wake_w = socket.socketpair()
@@ -123,6 +191,7 @@ class _Runner:
         self.worker = Worker(
             queue.backend,
             build_executor(queue, mode, slots),
+            claims=claims,
             lease=queue.settings.lease,
             clock=queue.clock,
             max_jobs=max_jobs,
@@ -132,6 +201,7 @@ class _Runner:
             give_up=queue.settings.lease,
         )
         self._signals = 0  # how many stop signals arrived
+        self._signal = signal.SIGTERM  # the first one
         self._immediate = False
 
     def _wake(self) -> None:
@@ -141,22 +211,18 @@ class _Runner:
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
-        if self._signals > 1 and signum == signal.SIGINT:
+        if self._signals == 1:
+            self._signal = signal.Signals(signum)
+        elif signum == signal.SIGINT:
             self._immediate = True
         self._wake()
 
-    def run(self, handle_signals: bool) -> int:
+    def run(self, handle_signals: bool) -> Ran:
         worker = self.worker
         try:
             with self._signal_handlers(handle_signals):
                 worker.start(heartbeat=True)
-                log.info(
-                    "worker %s: %d %s slot(s) on %s",
-                    worker.id,
-                    worker.executor.slots,
-                    worker.mode,
-                    self.queue.url,
-                )
+                self._banner()
                 self._serve()
                 worker.stop(0)  # puts back what still runs (none, unless time ran out)
         finally:
@@ -164,11 +230,54 @@ class _Runner:
                 worker.stop(0)
             self._wake_r.close()
             self._wake_w.close()
-        ran = worker.ran
+        ran = Ran(worker.ran, worker.counts())
         if worker.broken is not None:
-            raise WorkerBroken(f"worker {worker.id} gave up after {ran} job(s): {worker.broken}")
-        log.info("worker %s stopped; ran %d job(s)", worker.id, ran)
+            raise WorkerBroken(f"worker {worker.id} gave up ({ran.summary()}): {worker.broken}")
+        log.info(
+            "worker %s stopped: %s", worker.id, ran.summary(), extra={"outcomes": ran.outcomes}
+        )
         return ran
+
+    def _banner(self) -> None:
+        """Say what this worker is: its queue (no secret in the URL), mode, slots, and the
+        code it runs (registered tasks, allowed modules)."""
+        worker, queue = self.worker, self.queue
+        executor_mode = worker.executor.mode
+        note = "" if worker.mode == executor_mode else (
+            f" for the queue's {worker.mode}-mode jobs (the app puts none in {executor_mode}"
+            " mode)"
+        )  # fmt: skip
+        tasks = sorted(queue.tasks)
+        shown = [
+            name if mode == worker.mode else f"{name} ({mode} mode: not run here)"
+            for name in tasks
+            for mode in [queue.tasks[name].mode or queue.mode]
+        ]
+        allowed = list(queue.allowed.patterns)
+        url = redact(queue.url)
+        log.info(
+            "worker %s started: %d %s slot(s)%s on %s (queue %r, lease %g s); tasks: %s;"
+            " allowed modules: %s",
+            worker.id,
+            worker.executor.slots,
+            executor_mode,
+            note,
+            url,
+            queue.name,
+            queue.settings.lease,
+            ", ".join(shown) or "none",
+            ", ".join(allowed) or "none",
+            extra={
+                "worker": worker.id,
+                "url": url,
+                "queue": queue.name,
+                "mode": executor_mode,
+                "claims": worker.mode,
+                "slots": worker.executor.slots,
+                "tasks": tasks,
+                "allowed_modules": allowed,
+            },
+        )
 
     def _serve(self) -> None:
         """Block until the work is done or a signal says stop, then until the running jobs
@@ -185,10 +294,13 @@ class _Runner:
                 grace = self.queue.settings.graceful_timeout
                 deadline = time.monotonic() + grace
                 log.warning(
-                    "worker %s: stopping; %d running job(s) get %g s to end (SIGINT again: now)",
+                    "worker %s: %s: stopping; %d running job(s) get %g s to end, then go back"
+                    " to the queue%s",
                     worker.id,
+                    self._signal.name,
                     len(worker.running),
                     grace,
+                    " (Ctrl-C again: now)" if self._signal == signal.SIGINT else "",
                 )
                 worker.stop_claiming()
             if worker.done.is_set() and not worker.stopping:

@@ -9,7 +9,7 @@ heartbeats, and stops gracefully.
 
     heartbeat thread (``start(heartbeat=True)``), every lease / 3 seconds (1 s at most):
         backend.heartbeat(worker id, running ids) ──> executor.stop_job(each id it lost)
-        backend.recover_expired()                     (jobs of workers that died)
+        backend.recover_expired(by=worker id)         (jobs of workers that died)
       and, while batching, every REPORT_DELAY / 2: write the reports held back that long
 
 A backend call that fails (a full disk, a lock held too long) never ends a slot: a report that
@@ -23,6 +23,18 @@ exits with status 1, for a supervisor to restart it).
 Each executor slot pulls its own work through :meth:`Worker.claim` (one lock round trip, no
 dispatcher thread in between), so an idle slot wakes the moment a job becomes startable.
 Recovering jobs of dead workers is the backend's job; the heartbeat only asks for it.
+
+What happens to each job is said on the logger ``conveyor.worker``, from what the backend
+recorded (``fail`` answers whether the job will be retried): an attempt that failed and is
+retried (INFO, with the next attempt and when), a job failed for good or refused (WARNING), a
+job stopped because it was cancelled (INFO), each finished job (DEBUG). A job the backend
+found it cannot run here (refused, or its function could not be loaded) comes back from the
+claim marked ``unrunnable``, already recorded: it is said and counted, and never reaches a
+slot. :meth:`Worker.counts` counts the outcomes.
+
+A burst worker that finds nothing to start, with none of its own jobs running or being claimed,
+recovers the expired leases and ends only if no job runs anywhere in the queue: a job that runs
+may still fail and be retried, come back when its worker is lost, or unblock others.
 
 The worker keeps the jobs it runs in :attr:`Worker.running` (set on claim, popped on report).
 A dict set or pop is atomic under the GIL, so the per-job path takes no lock; the lock below
@@ -43,9 +55,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from conveyor.backends.base import Finished, WorkerInfo
+from conveyor.backends.base import Failed, Finished, WorkerInfo
 from conveyor.clock import Clock
-from conveyor.job import ErrorInfo
+from conveyor.job import ErrorInfo, Status
 from conveyor.settings import DEFAULT_LEASE
 
 if TYPE_CHECKING:
@@ -73,6 +85,20 @@ REPORT_DELAY = 0.05
 #: seconds a slot waits before it retries a backend call that failed, doubling up to RETRY_MAX
 RETRY_FIRST = 0.05
 RETRY_MAX = 1.0
+
+#: how the attempts a worker ended are counted (:meth:`Worker.counts`): finished, failed for
+#: good (refused jobs too), failed and retried, cancelled (stopped where they ran), put back
+OUTCOMES = ("finished", "failed", "retried", "cancelled", "put back")
+
+
+def job_fields(job: ClaimedJob) -> dict[str, Any]:
+    """A job's fields for a log record (``extra``; the JSON log format makes them keys)."""
+    return {"job_id": job.id, "task": job.task, "attempt": job.attempt}
+
+
+def first_line(error: ErrorInfo) -> str:
+    """``Type: message`` up to the message's first line break."""
+    return str(error).split("\n", 1)[0]
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
@@ -113,7 +139,9 @@ class Worker:
 
     Args:
         backend: where jobs are claimed and reported.
-        executor: runs the jobs (its mode is the worker's mode).
+        executor: runs the jobs.
+        claims: the mode of the jobs it claims (:attr:`mode`); default: the executor's. A
+            process executor may run jobs put in thread mode, say.
         name: the worker id (default ``host:pid:mode-n``); a job's recorded worker is
             ``"<id>/<slot thread name>"``.
         lease: the queue's lease in seconds; the heartbeat beats every ``lease / 3``. A report
@@ -149,6 +177,7 @@ class Worker:
         on_change: Callable[[], object] | None = None,
         prefetch: int = 0,
         give_up: float | None = None,
+        claims: str | None = None,
     ) -> None:
         if max_jobs is not None and max_jobs < 1:
             raise ValueError(f"max_jobs must be >= 1 or None, got {max_jobs!r}")
@@ -158,8 +187,10 @@ class Worker:
             raise ValueError(f"give_up must be > 0 or None, got {give_up!r}")
         self.backend = backend
         self.executor = executor
-        self.mode = executor.mode
-        self.id = name or f"{socket.gethostname()}:{os.getpid()}:{self.mode}-{next(_numbers)}"
+        #: the mode of the jobs it claims
+        self.mode = claims or executor.mode
+        number = next(_numbers)
+        self.id = name or f"{socket.gethostname()}:{os.getpid()}:{executor.mode}-{number}"
         self.lease = lease
         self.clock = clock or Clock()
         #: the jobs this worker runs now, by id
@@ -179,6 +210,9 @@ class Worker:
         self._on_change = on_change
         self._claimed = _Tally()
         self._requeued = 0
+        self._outcomes = {outcome: _Tally() for outcome in OUTCOMES}
+        self._local = threading.local()  # .sifted: the calling slot's claim had unrunnable jobs
+        self._claiming = 0  # batching slots in a backend call that may claim (under _cond)
         self._beat_stop = threading.Event()
         self._beat_thread: threading.Thread | None = None
         self._registered = False
@@ -212,13 +246,28 @@ class Worker:
         """How many jobs this worker started and did not put back."""
         return self._claimed.value() - self._requeued
 
+    def counts(self) -> dict[str, int]:
+        """How the attempts this worker ended, so far, ended (see :data:`OUTCOMES`); jobs it
+        claimed that could not run (refused, or their function not loaded) are among the
+        failed and retried."""
+        counts = {outcome: tally.value() for outcome, tally in self._outcomes.items()}
+        counts["put back"] = self._requeued
+        return counts
+
     def start(self, *, heartbeat: bool = False) -> None:
         """Register the worker and start the executor's slots; with ``heartbeat``, also the
         heartbeat thread (long-running workers on durable backends)."""
         now = self.clock.now()
         self.backend.register_worker(
             WorkerInfo(
-                self.id, socket.gethostname(), os.getpid(), self.mode, self.executor.slots, now, now
+                self.id,
+                socket.gethostname(),
+                os.getpid(),
+                self.executor.mode,
+                self.executor.slots,
+                now,
+                now,
+                self.lease,
             )
         )
         self._registered = True
@@ -366,6 +415,7 @@ class Worker:
             if self._failures or (self._reports and not self._prefetch):
                 self._flush_reports()
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._local.sifted = False
             try:
                 jobs = self._claim(limit, remaining)
             except Exception as exc:
@@ -376,6 +426,8 @@ class Worker:
                 pause = min(pause * 2, RETRY_MAX)
                 continue
             self._fine()
+            if not jobs and self._local.sifted:
+                continue  # every job claimed could not run (said and recorded): claim again
             return jobs
 
     def _claim(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
@@ -386,7 +438,7 @@ class Worker:
         jobs = self.backend.claim(
             self.slot_name(), self.mode, limit, timeout=timeout, stop=self._stopping.is_set
         )
-        return self._track(jobs) if jobs else jobs
+        return self._track(self._sift(jobs)) if jobs else jobs
 
     def finished(self, job: ClaimedJob, result: Any, *, claim_next: int = 0) -> list[ClaimedJob]:
         """Report that ``job`` returned ``result``; with ``claim_next``, claim that many more
@@ -421,11 +473,14 @@ class Worker:
         except Exception as exc:
             self._keep_report(Finished(job.id, job.attempt, result, None, self.clock.now()), exc)
             return self.claim(claim_next) if claim_next else []
+        self._finished_one(job)
         running = self.running
         if running.get(job.id) is job:
             del running[job.id]
         if self._draining:
             self._ended(None)
+        if jobs:
+            jobs = self._sift(jobs)
         if jobs:
             return self._track(jobs)
         if claim_next:
@@ -451,11 +506,28 @@ class Worker:
 
     def _write_failure(self, failure: _Failure) -> None:
         job = failure.job
-        self.backend.fail(
+        outcome = self.backend.fail(
             job.id, job.attempt, failure.error, failure.exception, started=failure.started
         )
-        # under the lock: a retry of the job may already run in another slot, under its id
-        self._ended(job)
+        try:
+            self._say_outcome(job, failure.error, outcome)
+        finally:
+            # said first: a worker that stops once its jobs ended reports the outcome counted
+            # under the lock: a retry of the job may already run in another slot, under its id
+            self._ended(job)
+
+    def _say_outcome(self, job: ClaimedJob, error: ErrorInfo, outcome: Failed | None) -> None:
+        if outcome is None:
+            log.debug(
+                "%s: the failure of job %s (attempt %d) was dropped: the job no longer held"
+                " this attempt (cancelled, or taken back meanwhile)",
+                self.id,
+                job.id,
+                job.attempt,
+                extra=job_fields(job),
+            )
+        else:
+            self._say_failed(job, error, outcome)
 
     def stop_job(self, job_id: str, reason: str) -> None:
         """Stop ``job_id`` where it runs (it was cancelled); its report will be dropped."""
@@ -466,8 +538,85 @@ class Worker:
         self._given.pop(job_id, None)
         job = self.running.get(job_id)
         if job is not None:
+            self._outcomes["cancelled"].bump()
+            log.info(
+                "%s: job %s (task %s, attempt %d) stopped: %s",
+                self.id,
+                job.id,
+                job.task,
+                job.attempt,
+                reason,
+                extra={**job_fields(job), "outcome": "cancelled"},
+            )
             self._ended(job)
         self.executor.stop_job(job_id, reason)
+
+    def _sift(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+        """The claimed jobs that may run. The backend already recorded why the others cannot
+        (:class:`~conveyor.backends.base.Unrunnable`): they are said and counted here, and
+        never reach a slot; the calling slot's ``_local.sifted`` notes that some were."""
+        for job in jobs:
+            if job.unrunnable is not None:
+                break
+        else:
+            return jobs
+        self._local.sifted = True
+        runnable = []
+        for job in jobs:
+            why = job.unrunnable
+            if why is None:
+                runnable.append(job)
+            else:
+                self._say_failed(job, why.error, why.outcome, refused=why.refused)
+        return runnable
+
+    def _finished_one(self, job: ClaimedJob) -> None:
+        self._outcomes["finished"].bump()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s: job %s (task %s, attempt %d) finished",
+                self.id,
+                job.id,
+                job.task,
+                job.attempt,
+                extra={**job_fields(job), "outcome": "finished"},
+            )
+
+    def _say_failed(
+        self, job: ClaimedJob, error: ErrorInfo, outcome: Failed, *, refused: bool = False
+    ) -> None:
+        """Log and count a failed attempt as the backend recorded it: retried, or failed for
+        good (``refused``: the job could not run here, and no retry can mend it)."""
+        first = first_line(error)
+        fields = {**job_fields(job), "error_type": error.type, "error": first}
+        if outcome.retry_at is not None:
+            self._outcomes["retried"].bump()
+            wait = outcome.retry_at - self.clock.now()
+            log.info(
+                "%s: job %s (task %s) attempt %d failed: %s; attempt %d %s",
+                self.id,
+                job.id,
+                job.task,
+                job.attempt,
+                first,
+                job.attempt + 1,
+                f"in {wait:.3g} s" if wait > 0.0005 else "may start now",
+                extra={**fields, "outcome": "retried", "next_attempt": job.attempt + 1,
+                       "retry_at": outcome.retry_at},
+            )  # fmt: skip
+        else:
+            self._outcomes["failed"].bump()
+            log.warning(
+                "%s: job %s (task %s) %s: %s",
+                self.id,
+                job.id,
+                job.task,
+                "refused" if refused else f"failed (attempt {job.attempt}, no retry left)",
+                first,
+                extra={**fields, "outcome": "refused" if refused else "failed"},
+            )
+        if error.traceback and log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: the traceback of job %s:\n%s", self.id, job.id, error.traceback)
 
     def _track(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
         running, bump = self.running, self._claimed.bump
@@ -640,10 +789,13 @@ class Worker:
     def _exchange(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
         """Write the pending reports and claim up to ``limit`` jobs for the calling slot (and
         some ahead while jobs are short) in one backend call; when none may start, block
-        like :meth:`claim` (a burst worker instead ends once none of its jobs runs).
+        like :meth:`claim` (a burst worker instead ends once nothing runs, see
+        :meth:`_end_burst_if_over`).
 
         No backend call is made under ``_cond``: the backend runs event and done callbacks on
-        the calling thread, and a callback may put a job and wait for it."""
+        the calling thread, and a callback may put a job and wait for it. So that a burst
+        worker never ends while one of its slots is in a claim whose jobs it has not tracked
+        yet, such calls are counted in ``_claiming``."""
         while True:
             with self._cond:
                 if limit and self._at_hand and not self._draining:
@@ -651,7 +803,15 @@ class Worker:
                 stopping = self._draining or self.done.is_set()
                 claim = 0 if stopping else limit
                 extra = self._extra() if claim else 0
-            self._keep(self._write_reports(claim, extra))
+                if claim:
+                    self._claiming += 1
+            self._local.sifted = False
+            try:
+                self._keep(self._write_reports(claim, extra))
+            finally:
+                if claim:
+                    with self._cond:
+                        self._claiming -= 1
             with self._cond:
                 if self._at_hand and not self._draining:
                     if len(self._at_hand) > limit:
@@ -660,19 +820,38 @@ class Worker:
                     return self._give(limit)
                 if not claim:
                     return []
-                if self._burst:
-                    if not self.running:
-                        self._mark_done()
-                        return []
+                if self._local.sifted:
+                    continue  # what it claimed could not run (said and recorded): again
+                if self._burst and (self.running or self._claiming):
                     self._cond.wait(BURST_RECHECK)  # ours still run and may unblock more
                     continue
+            if self._burst:
+                self._end_burst_if_over()
+                continue
             # nothing may start now: wait for a job for this slot (none claimed ahead)
-            jobs = self.backend.claim(
+            self._local.sifted = False
+            claimed = self.backend.claim(
                 self.slot_name(), self.mode, limit, timeout=timeout, stop=self._claim_stop
             )
-            if not jobs and not self._at_hand:
+            jobs = self._sift(claimed)
+            if not claimed and not self._at_hand:
                 return []  # stopping, closed, or the timeout passed
             self._keep(self._track(jobs) if jobs else jobs)
+
+    def _end_burst_if_over(self) -> None:
+        """(A batching burst slot that found nothing, nothing of its worker running or being
+        claimed) end the burst if nothing came back and nothing runs elsewhere, unless a claim
+        began meanwhile; else wait a little before looking again."""
+        if self._recovered():
+            return
+        over = not self._others_run()
+        with self._cond:
+            if self.done.is_set() or self._draining:
+                return
+            if over and not (self.running or self._claiming or self._at_hand):
+                self._mark_done()
+            else:
+                self._cond.wait(BURST_RECHECK)
 
     def _claim_stop(self) -> bool:
         """A blocked claim of a batching slot ends on a stop, or once jobs are at hand."""
@@ -749,12 +928,13 @@ class Worker:
             for report in reports:
                 job = running.get(report.job_id)
                 if job is not None and job.attempt == report.attempt:
+                    self._finished_one(job)
                     del running[report.job_id]
             if reports:
                 self._cond.notify_all()
                 if self._draining and not running:
                     self._changed()
-            return self._track(jobs) if jobs else jobs
+            return self._track(self._sift(jobs)) if jobs else jobs
 
     def _flush_reports(self) -> None:
         """Write what is pending, if anything; a failure is logged, the reports kept."""
@@ -788,8 +968,14 @@ class Worker:
             self._reserved += allowed
         jobs: list[ClaimedJob] = []
         try:
-            jobs = self.backend.claim(
-                self.slot_name(), self.mode, allowed, timeout=timeout, stop=self._stopping.is_set
+            jobs = self._sift(
+                self.backend.claim(
+                    self.slot_name(),
+                    self.mode,
+                    allowed,
+                    timeout=timeout,
+                    stop=self._stopping.is_set,
+                )
             )
         finally:
             with self._cond:
@@ -817,12 +1003,14 @@ class Worker:
                         job.id, job.attempt, result, self.slot_name(), self.mode, allowed,
                         timeout=0, stop=self._stopping.is_set,
                     )  # fmt: skip
+                    jobs = self._sift(jobs)
                     if self._left is not None:
                         self._left -= len(jobs)
             except Exception as exc:
                 report = Finished(job.id, job.attempt, result, None, self.clock.now())
                 self._keep_report(report, exc)
             else:
+                self._finished_one(job)
                 self._ended(job)
             tracked = self._track(jobs) if jobs else jobs
         if self._left == 0 and not self.done.is_set():
@@ -840,18 +1028,38 @@ class Worker:
                 if self._draining or self.done.is_set():
                     return []
                 allowed = limit if self._left is None else min(limit, self._left)
-                jobs = []
+                claimed = []
                 if allowed > 0:
-                    jobs = self.backend.claim(self.slot_name(), self.mode, allowed, timeout=0)
+                    claimed = self.backend.claim(self.slot_name(), self.mode, allowed, timeout=0)
+                jobs = self._sift(claimed)
                 if jobs:
                     if self._left is not None:
                         self._left -= len(jobs)
                     return self._track(jobs)
-                if not self.running or allowed <= 0:
+                if claimed:
+                    continue  # none of them could run (said and recorded): look again
+                if allowed <= 0:
                     self._mark_done()
                     return []
-                # ours still run and may unblock more: wait for one to end, then look again
+                if not self.running:
+                    if self._recovered():
+                        continue
+                    if not self._others_run():
+                        self._mark_done()
+                        return []
+                # ours (or others') still run and may unblock more, fail and be retried, or
+                # come back when their worker is lost: wait for a change, then look again
                 self._cond.wait(BURST_RECHECK)
+
+    # A burst worker that found nothing to start while none of its own jobs runs first
+    # recovers the expired leases (jobs whose worker was lost come back: it looks again),
+    # then ends only if no job runs anywhere in the queue: one that runs may still fail and
+    # be retried, come back when its worker is lost, or unblock others.
+    def _recovered(self) -> bool:
+        return self.backend.recover_expired(by=self.id) > 0
+
+    def _others_run(self) -> bool:
+        return bool(self.backend.query(Status.RUNNING))
 
     def _mark_done(self) -> None:
         self.done.set()
@@ -905,8 +1113,7 @@ class Worker:
         for job_id in lost:
             job = running.get(job_id)
             if job is not None and self.running.get(job_id) is job:
-                log.info("worker %s: job %s is no longer its own; stopping it", self.id, job_id)
-                self.stop_job(job_id, "cancelled")
-        recovered = self.backend.recover_expired()
-        if recovered:
-            log.warning("recovered %d job(s) whose worker stopped heartbeating", recovered)
+                self.stop_job(
+                    job_id, "it is no longer this worker's (cancelled, or taken back elsewhere)"
+                )
+        self.backend.recover_expired(by=self.id)  # each job taken back is logged

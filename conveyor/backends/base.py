@@ -34,9 +34,36 @@ class JobSpec:
     ref: str | None = None
 
 
+class Failed(NamedTuple):
+    """What a failed attempt became, as the backend recorded it (``fail``'s answer): retried
+    as the next attempt from ``retry_at`` (queue clock) on, or failed for good (None)."""
+
+    retry_at: float | None = None
+
+    @property
+    def retrying(self) -> bool:
+        """True if the job will run again."""
+        return self.retry_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Unrunnable:
+    """Why a claimed job cannot run in this worker, already recorded by the backend: the
+    job is ``refused`` (its signature, trust, reference or payload is bad: failed for good,
+    no retry can mend it), or its function could not be loaded (importing its module raised,
+    or the module has no such function: a failed attempt, retried if it has retries left)."""
+
+    error: ErrorInfo
+    outcome: Failed
+    refused: bool
+
+
 @dataclass(slots=True)
 class ClaimedJob:
-    """What a worker gets from ``claim``: enough to run one attempt and report it."""
+    """What a worker gets from ``claim``: enough to run one attempt and report it.
+
+    A job with ``unrunnable`` set is not running: the backend recorded why it cannot run here
+    (see :class:`Unrunnable`) and hands it over only so that its worker can say so."""
 
     id: str
     attempt: int
@@ -47,6 +74,7 @@ class ClaimedJob:
     kwargs: dict[str, Any]
     payload: bytes | None
     timeout: float | None
+    unrunnable: Unrunnable | None = None
 
 
 class Finished(NamedTuple):
@@ -72,6 +100,13 @@ class WorkerInfo:
     slots: int
     started: float
     last_seen: float
+    #: the worker's own lease in seconds (None: not recorded, a file of an older version)
+    lease: float | None = None
+
+    def lost(self, now: float, lease: float) -> bool:
+        """True once the worker was silent longer than its own lease (``lease`` if it has
+        none recorded): it died or hangs, and its jobs go back to the queue."""
+        return now - self.last_seen > (self.lease if self.lease is not None else lease)
 
 
 class Backend(Protocol):
@@ -122,8 +157,9 @@ class Backend(Protocol):
         """Forget a worker that stopped."""
         ...
 
-    def workers(self) -> list[WorkerInfo]:
-        """The workers known to be alive (seen within the lease)."""
+    def workers(self, *, include_lost: bool = False) -> list[WorkerInfo]:
+        """The workers known to be alive (seen within their own lease); with
+        ``include_lost``, also those whose lease ran out and that are not forgotten yet."""
         ...
 
     def finish(self, job_id: str, attempt: int, result: Any) -> bool:
@@ -171,8 +207,9 @@ class Backend(Protocol):
         exception: BaseException | None = None,
         *,
         started: float | None = None,
-    ) -> bool:
-        """Record a failed attempt: schedule a retry if any are left, else fail and cascade.
+    ) -> Failed | None:
+        """Record a failed attempt: schedule a retry if any are left, else fail and cascade;
+        return which (None if the attempt no longer holds the job: the report is dropped).
         ``started``: when the attempt really started, if later than its claim."""
         ...
 
@@ -233,8 +270,9 @@ class Backend(Protocol):
         """Block until no job is waiting, scheduled or running; return how many still are."""
         ...
 
-    def recover_expired(self) -> int:
-        """Return jobs whose lease ran out to the queue; return how many."""
+    def recover_expired(self, *, by: str | None = None) -> int:
+        """Return jobs whose lease ran out to the queue; return how many. Each is logged,
+        naming ``by`` (the worker that recovers them)."""
         ...
 
     def set_stop_hook(self, hook: Callable[[str, str], object] | None) -> None:

@@ -28,6 +28,7 @@ from conveyor import events as ev
 from conveyor import rules
 from conveyor.backends.base import (
     ClaimedJob,
+    Failed,
     Finished,
     JobSpec,
     WorkerInfo,
@@ -534,22 +535,23 @@ class MemoryBackend:
         exception: BaseException | None = None,
         *,
         started: float | None = None,
-    ) -> bool:
+    ) -> Failed | None:
         with self._lock:
             entry = self._holding(job_id, attempt)
             if entry is None:
-                return False
+                return None
             if started is not None:
                 entry.started = started
             self._release(entry)
             if entry.attempts <= entry.opts.retries:
-                self._retry(entry, error)
+                outcome = Failed(self._retry(entry, error))
             else:
                 self._end(entry, Status.FAILED, error=error, exception=exception)
+                outcome = Failed()
             self._process()
             effects = self._take_effects()
         self._run(effects)
-        return True
+        return outcome
 
     def requeue(self, job_id: str, attempt: int) -> bool:
         with self._lock:
@@ -571,18 +573,21 @@ class MemoryBackend:
             return None  # cancelled or timed out meanwhile: the late report is dropped
         return entry
 
-    def _retry(self, entry: _Entry, error: ErrorInfo) -> None:
+    def _retry(self, entry: _Entry, error: ErrorInfo) -> float:
+        """Put a failed attempt's job back for its next attempt; return when it may start."""
         opts = entry.opts
         entry.error, entry.traceback = str(error), error.traceback
         delay = rules.retry_delay(opts.retry_delay, opts.backoff, entry.attempts)
+        now = self._clock.now()
         if delay > 0:
             self._set_status(entry, Status.SCHEDULED)
-            entry.due = self._clock.now() + delay
+            entry.due = now + delay
             self._add_timer(entry.due, _DUE, entry)
         else:
             self._set_status(entry, Status.WAITING)
             self._consider(entry)
         self._emit(ev.RETRYING, entry)
+        return now + max(delay, 0.0)
 
     def _release(self, entry: _Entry) -> None:
         """Give back what a running job held and mark those resources freed."""
@@ -1083,11 +1088,12 @@ class MemoryBackend:
         with self._lock:
             self._workers.pop(worker_id, None)
 
-    def workers(self) -> list[WorkerInfo]:
+    def workers(self, *, include_lost: bool = False) -> list[WorkerInfo]:
+        """The workers of this process (they live while it does: none is ever lost)."""
         with self._lock:
             return [dataclasses.replace(info) for info in self._workers.values()]
 
-    def recover_expired(self) -> int:
+    def recover_expired(self, *, by: str | None = None) -> int:
         return 0  # workers live in this process: nothing holds a lease to outlive
 
     def set_stop_hook(self, hook: Callable[[str, str], object] | None) -> None:
@@ -1137,7 +1143,9 @@ class MemoryBackend:
                 dep.dependents.append(entry.id)
             entry.pending_deps = len(awaited)
             self._emit(ev.QUEUED, entry)
-            if entry.opts.lane is not None:
+            if awaited:
+                self._leave_lane(entry)  # it joins once its dependencies finished
+            elif entry.opts.lane is not None:
                 self._retry_lane(entry)
             else:
                 self._consider(entry)
@@ -1187,6 +1195,14 @@ class MemoryBackend:
         if lane.current is None:
             lane.previous_failed = False  # the user resumes the lane: no short-circuit
             self._work.append(("lane", name))
+
+    def _leave_lane(self, entry: _Entry) -> None:
+        """Drop a place the job still holds in its lane's order (it was cancelled before its
+        turn): a job waiting for dependencies has no place there."""
+        lane = None if entry.opts.lane is None else self._lanes.get(entry.opts.lane)
+        if lane is not None and entry.item() in lane.heap:
+            lane.heap.remove(entry.item())
+            heapq.heapify(lane.heap)
 
     def purge(
         self,

@@ -26,6 +26,7 @@ import socket
 import sqlite3
 import threading
 import time
+import traceback
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,10 @@ from typing import Any
 from conveyor import rules
 from conveyor.backends.base import (
     ClaimedJob,
+    Failed,
     Finished,
     JobSpec,
+    Unrunnable,
     WorkerInfo,
     ended_before,
     history_entry,
@@ -63,6 +66,7 @@ from conveyor.errors import (
 )
 from conveyor.events import EventBus
 from conveyor.job import TERMINAL, ErrorInfo, JobRecord, Status
+from conveyor.references import CannotLoad
 from conveyor.serializer import NOT_DECODED, Serializer
 from conveyor.settings import DEFAULT_FILE_MODE
 
@@ -472,10 +476,12 @@ class SQLiteBackend:
 
     def _unpack(self, rows: list[dict[str, Any]]) -> list[ClaimedJob]:
         """Claimed rows as jobs to run, decoded outside the transaction (the write lock is not
-        held for it). A job whose signature fails (with a secret), whose function this worker
-        does not trust or cannot find, or whose payload is corrupt or forged, fails (no retry
-        can mend it); the worker lives. The checks go in that order: the signature before any
-        import or decode, the trust before any import."""
+        held for it). The checks go in this order: the signature (with a secret) before any
+        import or decode, the trust before any import. A job that fails one is refused:
+        failed for good (no retry can mend a forged, untrusted or corrupt job). A job whose
+        function cannot be loaded (importing its module raised, or it has no such function)
+        has a failed attempt, retried if it has retries left. Either way the worker lives, and
+        gets the job back marked :class:`Unrunnable`, so that it can say so."""
         got: list[ClaimedJob] = []
         for row in rows:
             attempt = row["attempts"] + 1
@@ -490,8 +496,13 @@ class SQLiteBackend:
                 fn = self._resolve(row["ref"])
                 args, kwargs = self.serializer.loads(row["payload"])
                 args, kwargs = tuple(args), dict(kwargs)
-            except (PayloadRefused, LookupError, ImportError, ValueError, TypeError) as exc:
-                self._fail_unrunnable(row["id"], attempt, ErrorInfo(type(exc).__name__, str(exc)))
+            except CannotLoad as exc:
+                refused = self._unrunnable(row, attempt, load_error(exc), refused=False)
+                got.extend(refused)
+                continue
+            except Exception as exc:  # whatever it is, this job cannot run: never the worker
+                error = ErrorInfo(type(exc).__name__, str(exc))
+                got.extend(self._unrunnable(row, attempt, error, refused=True))
                 continue
             timeout = row["timeout"]
             got.append(
@@ -501,12 +512,20 @@ class SQLiteBackend:
             )
         return got
 
-    def _fail_unrunnable(self, job_id: str, attempt: int, error: ErrorInfo) -> None:
+    def _unrunnable(
+        self, row: dict[str, Any], attempt: int, error: ErrorInfo, *, refused: bool
+    ) -> list[ClaimedJob]:
+        """Fail the attempt of a job that cannot run here (for good if ``refused``); the job
+        marked as such, or nothing if the attempt no longer held it."""
         with self._tx():
-            row = self._rules.holding(job_id, attempt)
-            if row is not None:
-                self._rules.release(row)
-                self._rules.end(job_id, Status.FAILED, error=error)
+            held = self._rules.holding(row["id"], attempt)
+            outcome = None if held is None else self._fail_row(held, error, final=refused)
+        if outcome is None:
+            return []
+        why = Unrunnable(error, outcome, refused)
+        job = ClaimedJob(row["id"], attempt, row["task"], row["mode"], None, (), {}, None, None)
+        job.unrunnable = why
+        return [job]
 
     def _resolve(self, ref: str) -> Callable[..., Any]:
         if self._resolver is not None:
@@ -535,19 +554,23 @@ class SQLiteBackend:
         exception: BaseException | None = None,
         *,
         started: float | None = None,
-    ) -> bool:
+    ) -> Failed | None:
         with self._tx():
             row = self._rules.holding(job_id, attempt)
             if row is None:
-                return False
-            self._rules.release(row)
+                return None
             if started is not None:
                 self._db.execute("UPDATE jobs SET started = ? WHERE id = ?", (started, job_id))
-            if row["attempts"] <= row["retries"]:
-                self._rules.retry(row, error)
-            else:
-                self._rules.end(job_id, Status.FAILED, error=error)
-        return True
+            return self._fail_row(row, error)
+
+    def _fail_row(self, row: dict[str, Any], error: ErrorInfo, *, final: bool = False) -> Failed:
+        """(In a transaction) end a running attempt as failed: its job retried if it has
+        retries left (and not ``final``), else failed for good (cascading)."""
+        self._rules.release(row)
+        if not final and row["attempts"] <= row["retries"]:
+            return Failed(self._rules.retry(row, error))
+        self._rules.end(row["id"], Status.FAILED, error=error)
+        return Failed()
 
     def requeue(self, job_id: str, attempt: int) -> bool:
         with self._tx():
@@ -871,14 +894,16 @@ class SQLiteBackend:
                     )
         return lost
 
-    def recover_expired(self) -> int:
+    def recover_expired(self, *, by: str | None = None) -> int:
         """Return running jobs whose lease ran out (their worker died) to the queue.
 
         A lease is judged by time, except one held by a worker that is still alive on this
         host and silent since the lease ran out (a job holding the GIL starves its heartbeat):
         no job runs twice while its owner lives. A job claimed ahead that no slot started gets
         its attempt back; every loss counts in ``lost``, so a job that keeps killing its
-        worker is failed after ``retries + LOST_LEASE_ALLOWANCE`` of them.
+        worker is failed after ``retries + LOST_LEASE_ALLOWANCE`` of them. Each job taken back
+        is logged (naming ``by``, the worker that recovers it); workers silent for three of
+        their own leases whose process is gone leave the registry.
         """
         now = self._clock.now()
         recovered = 0
@@ -889,11 +914,12 @@ class SQLiteBackend:
             for row in rows:
                 if self._owner_lives(row["worker"], row["lease_until"]):
                     continue
-                self._take_back(row)
+                self._take_back(row, by)
                 recovered += 1
             stale = db.execute(
-                "SELECT id, host, pid, proc_start FROM workers WHERE last_seen < ?",
-                (now - 3 * self._lease,),
+                "SELECT id, host, pid, proc_start FROM workers"
+                " WHERE last_seen < ? - 3 * coalesce(lease, ?)",
+                (now, self._lease),
             ).fetchall()
             for worker in stale:
                 if not process_lives(worker["host"], worker["pid"], worker["proc_start"]):
@@ -913,7 +939,7 @@ class SQLiteBackend:
             return False
         return process_lives(owner["host"], owner["pid"], owner["proc_start"])
 
-    def _take_back(self, row: dict[str, Any]) -> None:
+    def _take_back(self, row: dict[str, Any], by: str | None = None) -> None:
         """Return a job whose worker is gone to the queue, or fail it once it was lost too
         often; an attempt claimed ahead and never started is not counted."""
         self._rules.release(row)
@@ -925,7 +951,26 @@ class SQLiteBackend:
         note = " (claimed ahead, never started: attempt not counted)" if row["ahead"] else ""
         error = ErrorInfo("WorkerLost", f"the lease of worker {row['worker']} ran out{note}")
         bound = row["retries"] + LOST_LEASE_ALLOWANCE
-        if attempts > bound or lost > bound:
+        final = attempts > bound or lost > bound
+        log.warning(
+            "%sjob %s (task %s, attempt %d) recovered: %s; %s",
+            f"{by}: " if by else "",
+            row["id"],
+            row["task"],
+            row["attempts"],
+            error.message,
+            f"failed for good: its workers were lost {lost} time(s)"
+            if final
+            else "it waits to run again",
+            extra={
+                "job_id": row["id"],
+                "task": row["task"],
+                "attempt": row["attempts"],
+                "lost_worker": row["worker"],
+                "outcome": "failed" if final else "waiting",
+            },
+        )
+        if final:
             self._rules.end(row["id"], Status.FAILED, error=error)
             return
         self._db.execute(
@@ -935,28 +980,32 @@ class SQLiteBackend:
         self._rules.consider(row["id"])
 
     def register_worker(self, info: WorkerInfo) -> None:
-        """Record a worker, and what tells its process from a later one with its pid."""
+        """Record a worker, its lease, and what tells its process from a later one with its
+        pid."""
         here = info.host == socket.gethostname()
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO workers"
-                " (id, host, pid, mode, slots, started, last_seen, proc_start)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " (id, host, pid, mode, slots, started, last_seen, proc_start, lease)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (info.id, info.host, info.pid, info.mode, info.slots, info.started,
-                 info.last_seen, process_identity(info.pid) if here else None),
+                 info.last_seen, process_identity(info.pid) if here else None, info.lease),
             )  # fmt: skip
 
     def unregister_worker(self, worker_id: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
 
-    def workers(self) -> list[WorkerInfo]:
-        since = self._clock.now() - self._lease
-        with self._lock:
+    def workers(self, *, include_lost: bool = False) -> list[WorkerInfo]:
+        """The workers seen within their own lease (this backend's for a worker of an older
+        version, which recorded none); with ``include_lost``, the silent ones too."""
+        alive = "1" if include_lost else "last_seen >= ? - coalesce(lease, ?)"
+        args = () if include_lost else (self._clock.now(), self._lease)
+        with self._lock, self._storage(READ_FAILED):
             rows = self._db.execute(
-                "SELECT id, host, pid, mode, slots, started, last_seen FROM workers"
-                " WHERE last_seen >= ? ORDER BY started",
-                (since,),
+                "SELECT id, host, pid, mode, slots, started, last_seen, lease FROM workers"
+                f" WHERE {alive} ORDER BY started",
+                args,
             ).fetchall()
         return [WorkerInfo(**row) for row in rows]
 
@@ -1015,7 +1064,12 @@ class SQLiteBackend:
             )
             self._event("queued", job_id)
             lane = row["lane"]
-            if lane is not None:
+            if awaited:  # it joins its lane's order once its dependencies finished
+                db.execute(
+                    "DELETE FROM lane_members WHERE lane = ? AND priority = ? AND seq = ?",
+                    (lane, row["priority"], row["seq"]),
+                )
+            elif lane is not None:
                 db.execute(
                     "INSERT OR IGNORE INTO lane_members (lane, priority, seq, job)"
                     " VALUES (?, ?, ?, ?)",
@@ -1099,6 +1153,15 @@ class SQLiteBackend:
                     self._rules.end(row["id"], Status.CANCELLED, reason="purged")
             db.executemany("DELETE FROM jobs WHERE id = ?", [(row["id"],) for row in chosen])
         return len(chosen)
+
+
+def load_error(exc: CannotLoad) -> ErrorInfo:
+    """A job function that could not be loaded, as its error: the type of what importing its
+    module raised (LookupError: no such function), the module named, the import's traceback."""
+    cause = exc.__cause__
+    if cause is None:
+        return ErrorInfo("LookupError", str(exc))
+    return ErrorInfo(type(cause).__qualname__, str(exc), "".join(traceback.format_exception(cause)))
 
 
 def envelope(

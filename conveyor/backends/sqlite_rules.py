@@ -216,7 +216,8 @@ class Rules:
             return None  # cancelled, recovered or timed out meanwhile: the late report is dropped
         return row
 
-    def retry(self, row: dict[str, Any], error: ErrorInfo) -> None:
+    def retry(self, row: dict[str, Any], error: ErrorInfo) -> float:
+        """Put a failed attempt's job back for its next attempt; return when it may start."""
         delay = rules.retry_delay(row["retry_delay"], row["backoff"], row["attempts"])
         if delay > 0:
             self._db.execute(
@@ -232,6 +233,7 @@ class Rules:
             )
             self.consider(row["id"])
         self._event("retrying", row["id"])
+        return self._clock.now() + max(delay, 0.0)
 
     def release(self, row: dict[str, Any]) -> None:
         """Give back what a running job held and mark the keys it frees."""

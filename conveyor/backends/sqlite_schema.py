@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS unique_keys (
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, mode TEXT NOT NULL,
     slots INTEGER NOT NULL, started REAL NOT NULL, last_seen REAL NOT NULL,
-    proc_start TEXT) WITHOUT ROWID;
+    proc_start TEXT, lease REAL) WITHOUT ROWID;
 """
 
 #: columns added since the first release: (table, column, definition), added to older files
@@ -85,6 +85,7 @@ ADDED_COLUMNS = (
     ("jobs", "ahead", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "lost", "INTEGER NOT NULL DEFAULT 0"),
     ("workers", "proc_start", "TEXT"),
+    ("workers", "lease", "REAL"),  # the worker's own lease (NULL: a worker of an older version)
 )
 
 INSERT_JOB = """

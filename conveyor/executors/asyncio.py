@@ -27,6 +27,7 @@ from conveyor.executors.base import (
     Pause,
     holds,
     join,
+    log_timeout,
     report_once,
     timeout_message,
 )
@@ -155,6 +156,11 @@ class AsyncExecutor:
         except TimeoutError as exc:
             if scope.expired():
                 assert job.timeout is not None
+                how = "its coroutine is cancelled"
+                if not inspect.iscoroutinefunction(job.fn):
+                    how = "it is given up (its thread runs on, its result dropped)"
+                worker = self._worker.id if self._worker is not None else "?"
+                log_timeout(log, worker, job, how)
                 return False, ErrorInfo("TimeoutError", timeout_message(job.timeout))
             return False, exc
         except asyncio.CancelledError:

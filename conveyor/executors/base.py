@@ -60,6 +60,20 @@ def timeout_message(seconds: float) -> str:
     return f"job exceeded its timeout of {seconds:g} s and was stopped"
 
 
+def log_timeout(logger: logging.Logger, worker: str, job: ClaimedJob, how: str) -> None:
+    """Say that ``job`` passed its timeout and ``how`` it is stopped (its failure follows)."""
+    logger.info(
+        "%s: job %s (task %s, attempt %d) passed its timeout of %g s: %s",
+        worker,
+        job.id,
+        job.task,
+        job.attempt,
+        job.timeout,
+        how,
+        extra={"job_id": job.id, "task": job.task, "attempt": job.attempt, "timeout": job.timeout},
+    )
+
+
 def bounded(seconds: float) -> float:
     """``seconds`` as one wait that any blocking primitive accepts: 0 to MAX_WAIT (a longer,
     infinite or NaN wait becomes MAX_WAIT; the caller waits again)."""

@@ -33,7 +33,15 @@ import cloudpickle
 
 from conveyor.context import set_context
 from conveyor.errors import QueueClosed
-from conveyor.executors.base import Pause, bounded, holds, join, report, timeout_message
+from conveyor.executors.base import (
+    Pause,
+    bounded,
+    holds,
+    join,
+    log_timeout,
+    report,
+    timeout_message,
+)
 from conveyor.job import ErrorInfo
 
 if TYPE_CHECKING:
@@ -385,14 +393,29 @@ class ProcessExecutor:
         if stopped:  # cancelled: the child was killed on purpose, nothing to report
             self._drop(child, kill=True)
             return None, None
+        worker = self._worker.id if self._worker is not None else "?"
         if answer is None:
             code = child.process.exitcode
             self._drop(child, kill=True)
             message = f"the worker process died while running the job (exit code {code})"
+            log.warning(
+                "%s: worker process %s died (exit code %s) running job %s (task %s, attempt"
+                " %d); a new one takes its place",
+                worker,
+                child.process.pid,
+                code,
+                job.id,
+                job.task,
+                job.attempt,
+                extra={"job_id": job.id, "task": job.task, "attempt": job.attempt},
+            )
             return None, (False, ErrorInfo("WorkerDied", message))
         if answer is _TIMED_OUT:
             self._drop(child, kill=True)
             assert job.timeout is not None
+            log_timeout(
+                log, worker, job, f"its worker process {child.process.pid} is killed and replaced"
+            )
             return None, (False, ErrorInfo("TimeoutError", timeout_message(job.timeout)))
         child.jobs += 1
         ok, value = answer

@@ -27,6 +27,7 @@ from conveyor.executors.base import (
     bounded,
     holds,
     join,
+    log_timeout,
     report,
     report_once,
     timeout_message,
@@ -212,6 +213,17 @@ class ThreadExecutor:
         """Called by the watchdog when ``job`` passed its timeout: the slot that replaces the
         job's slot reports it failed (no backend call on the watchdog's thread)."""
         assert job.timeout is not None
+        with slot.lock:
+            running = slot.job is job and not slot.abandoned
+        if running:  # said before the new slot reports the failure (and the worker may stop)
+            worker = self._worker
+            log_timeout(
+                log,
+                worker.id if worker is not None else "?",
+                job,
+                "an exception is raised in its thread (which runs on until it next runs Python"
+                " code, its result dropped) and a new thread takes its slot",
+            )
         self.interrupt(slot, job, ErrorInfo("TimeoutError", timeout_message(job.timeout)))
 
     def stop_job(self, job_id: str, reason: str) -> None:

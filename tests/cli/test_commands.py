@@ -149,7 +149,7 @@ def test_enqueue_then_a_burst_worker_runs_the_jobs(app):
     result = app.run("worker", "app:q", "--burst", "-w", "2")
     # then it ran both, said so, and exited
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ran 2 job(s)"
+    assert result.stdout.strip() == "2 finished, 0 failed, 0 retried, 0 cancelled, 0 put back"
     assert app.q.result("first", timeout=0) == 3
     assert app.q.result(second, timeout=0) == "second"
 
@@ -166,7 +166,7 @@ def test_max_jobs_exits_after_that_many(app):
     ids = [app.enqueue("add", "--args", f"[{n}]") for n in range(3)]
     result = app.run("worker", "app:q", "--max-jobs", "2", "-w", "1")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ran 2 job(s)"
+    assert result.stdout.strip() == "2 finished, 0 failed, 0 retried, 0 cancelled, 0 put back"
     assert [app.q.status(i) for i in ids].count(Status.FINISHED) == 2
     assert app.q.size(Status.WAITING) == 1
 
@@ -246,7 +246,7 @@ def test_sigterm_mid_job_loses_nothing(app):
     # and a new worker runs every job to its end
     app.go("held")
     result = app.run("worker", "app:q", "--burst")
-    assert result.stdout.strip() == "ran 4 job(s)"
+    assert result.stdout.strip() == "4 finished, 0 failed, 0 retried, 0 cancelled, 0 put back"
     assert app.q.result(held, timeout=0) == "held"
     assert app.q.job(held).attempts == 1
 
@@ -260,7 +260,11 @@ def test_sigterm_lets_a_job_that_ends_within_the_grace_finish(app):
     assert wait_for(lambda: "stopping;" in app.log())
     app.go("held")
     assert worker.wait(WAIT) == 0
-    assert worker.stdout is not None and worker.stdout.read().strip() == "ran 1 job(s)"
+    assert (
+        worker.stdout is not None
+        and worker.stdout.read().strip()
+        == "1 finished, 0 failed, 0 retried, 0 cancelled, 0 put back"
+    )
     assert app.q.result(held, timeout=0) == "held"
     assert app.q.status(after) is Status.WAITING  # claimed no more once told to stop
 

@@ -183,14 +183,14 @@ def test_cancel_of_an_unknown_job_fails_clearly(runner, make_app):
 
 def test_an_app_queue_with_workers_starts_none_when_the_command_line_imports_it(runner, make_app):
     # given an app whose queue would start 2 embedded workers when imported
-    name = make_app(workers=2)
+    name = make_app(workers=2, source=APP_SOURCE.replace("Queue(", "Queue('sqlite:///jobs.db', "))
     # when the worker command imports it and runs in burst mode
     result = runner.invoke(main, ["worker", f"{name}:q", "--burst", "-w", "1"])
     # then the queue started none of its own (nothing to stop, no note), and keeps its slots
     # as the default of `conveyor worker`
     assert result.exit_code == 0, result.output
     assert "note:" not in result.output
-    assert "ran 0 job(s)" in result.output
+    assert "0 finished, 0 failed" in result.output
     queue = sys.modules[name].q
     assert (queue.runs_workers, queue._workers, queue.slots) == (False, {}, 2)
 

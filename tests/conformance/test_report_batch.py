@@ -90,7 +90,7 @@ def test_a_report_of_a_stale_attempt_is_dropped(queue_factory):
     q.put(jobs.identity, args=(2,), id="plain")
     (first,) = backend.claim(WORKER, "thread", 1, timeout=0)
     assert first.id == "retried"
-    assert backend.fail(first.id, first.attempt, ErrorInfo("ValueError", "once")) is True
+    assert backend.fail(first.id, first.attempt, ErrorInfo("ValueError", "once")).retrying
     second = backend.claim(WORKER, "thread", 2, timeout=0)
     assert [(job.id, job.attempt) for job in second] == [("retried", 2), ("plain", 1)]
 

@@ -189,3 +189,27 @@ def test_purge_drops_ended_jobs_by_default_and_never_running_ones(queue_factory,
     assert running.result(timeout=10) == "run"
     assert q.purge() == 1
     assert q.jobs() == []
+
+
+def test_a_retried_lane_job_waits_for_its_retried_dependency_outside_the_lane_order(
+    queue_factory, board
+):
+    # given a lane whose first job fails, cancelling its dependent (ahead of it by priority)
+    q = queue_factory(workers=2, mode="thread")
+    first = q.put(jobs.flaky, args=(board.key, "first", 1), id="first", lane="L")
+    second = q.put(
+        jobs.record, args=(board.key, "second"), id="second", lane="L", priority=-1, after=["first"]
+    )
+    with pytest.raises(conveyor.JobFailed):
+        first.result(timeout=10)
+    with pytest.raises(conveyor.JobCancelled):
+        second.result(timeout=10)
+
+    # when both are retried (the dependent jumps the lane by priority once it joins)
+    q.retry("first")
+    q.retry("second")
+
+    # then the dependent joins the lane only once its dependency finished: no deadlock
+    assert first.result(timeout=10) == "first"
+    assert second.result(timeout=10) == "second"
+    assert board.ended_before_started("first", "second")
