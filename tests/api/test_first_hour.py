@@ -338,3 +338,46 @@ def test_scripts_demo_does_not_reinstall_on_every_run() -> None:
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert "installing" not in second.stderr
     assert "Usage: conveyor demo" in second.stdout
+
+
+# ----------------------------------------------------------------- conveyor worker, SIGTERM
+#: a worker whose SIGTERM is taken by a thread other than the main one (as the kernel may pick
+#: any thread for a signal sent to the process): here a thread of the script sends it to itself
+#: once the worker's slots run
+SIGNAL_FROM_ANOTHER_THREAD = textwrap.dedent(
+    """
+    import signal, sys, threading, time
+    import conveyor
+    from conveyor.runner import run_worker
+
+    q = conveyor.Queue(sys.argv[1], workers=0)
+
+    def stop_from_this_thread():
+        while not any(t.name.startswith("conveyor-thread") for t in threading.enumerate()):
+            time.sleep(0.01)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    threading.Thread(target=stop_from_this_thread, daemon=True).start()
+    print("stopped; ran", run_worker(q, workers=2, mode="thread"))
+    """
+)
+
+
+def test_a_worker_stops_on_sigterm_taken_by_any_of_its_threads(tmp_path: Path) -> None:
+    # given a running worker / when its SIGTERM lands on a thread other than the main one
+    process = subprocess.Popen(
+        [sys.executable, "-c", SIGNAL_FROM_ANOTHER_THREAD, f"sqlite:///{tmp_path}/jobs.db"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        out, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"the worker ignored its SIGTERM\n{err[-3000:]}")
+    # then it stops as it would on a SIGTERM to its main thread
+    assert process.returncode == 0, err[-3000:]
+    assert "stopped; ran 0" in out
