@@ -381,3 +381,51 @@ def test_a_worker_stops_on_sigterm_taken_by_any_of_its_threads(tmp_path: Path) -
     # then it stops as it would on a SIGTERM to its main thread
     assert process.returncode == 0, err[-3000:]
     assert "stopped; ran 0" in out
+
+
+# ------------------------------------------------------ worker processes that cannot start
+UNGUARDED_TASK_IN_PROCESSES = textwrap.dedent(
+    """
+    import conveyor
+
+    q = conveyor.Queue(workers=1)
+
+    @q.task(mode="process")
+    def double(x):
+        return 2 * x
+
+    try:
+        print("result:", double.enqueue(21).result(timeout=20))
+    except conveyor.ConveyorError as exc:
+        print("refused:", exc)
+        print("jobs in the queue:", q.size())
+    q.close()
+    """
+)
+
+
+def test_a_process_task_put_from_an_unguarded_script_is_refused_at_put(tmp_path: Path) -> None:
+    # given a script without the __main__ guard whose task runs in processes
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_TASK_IN_PROCESSES, encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, script.name],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+        start_new_session=True,
+    )
+    # when it puts a job of that task
+    try:
+        out, err = process.communicate(timeout=40)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        out, err = process.communicate()
+        pytest.fail(f"the script hung\n{out}\n{err[-3000:]}")
+    # then the put is refused at once, naming the guard, and nothing was put
+    assert "refused: worker processes cannot start" in out, err[-3000:]
+    assert 'if __name__ == "__main__":' in out
+    assert "jobs in the queue: 0" in out
+    assert process.returncode == 0
