@@ -1,4 +1,5 @@
-"""conveyor: one Python job queue, from the threads of a script to a fleet of hosts."""
+"""conveyor: one Python job queue, from the threads of a script to worker processes sharing a
+SQLite file."""
 
 # the queue and its handles
 from conveyor.context import context
@@ -13,6 +14,7 @@ from conveyor.errors import (
     JobFailed,
     MissingExtra,
     NotSerializable,
+    PayloadRefused,
     QueueClosed,
     QueueFull,
     StorageError,
@@ -38,6 +40,7 @@ __all__ = [
     "JobRecord",
     "MissingExtra",
     "NotSerializable",
+    "PayloadRefused",
     "Queue",
     "QueueClosed",
     "QueueFull",

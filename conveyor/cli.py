@@ -11,7 +11,6 @@ import importlib
 import json
 import os
 import sys
-from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +33,7 @@ from conveyor.task import Task
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(conveyor.__version__, prog_name="conveyor")
 def main() -> None:
-    """conveyor: one Python job queue, from a script's threads to a fleet of hosts."""
+    """conveyor: one Python job queue, from a script's threads to worker processes."""
 
 
 # ------------------------------------------------------------------ loading APP
@@ -729,69 +728,29 @@ def forget(app: conveyor.Queue, job_id: str) -> None:
     show_default=True,
     help="Where to keep the queue file (queue.db) and the reports; a second run finds the first.",
 )
-def demo(workers: int | None, mode: str, workdir: Path) -> None:
-    """Run a small real pipeline and show what ran when.
+@click.option(
+    "--source",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Read the .py files under this folder (default: the standard library; test suites"
+    " and site-packages are skipped).",
+)
+def demo(workers: int | None, mode: str, workdir: Path, source: Path | None) -> None:
+    """Run a small real pipeline and show what ran where and when.
 
-    The pipeline reads the standard library's source files.
-
-    Jobs: `count` per batch of files (priorities: biggest first), `append` per batch in the
-    sequential lane "report" after its count, and `summarise` after every append.
+    It counts the lines and identifiers of Python source in batches, on a SQLite queue:
+    `count` per batch (priority: the biggest first), `append` per batch in the sequential
+    lane "report" after its count, and `summarise` after every append. Then a table shows
+    where and when each job ran, and the rules are checked against it.
     """
-    folder = workdir.resolve()
-    summary, records, earlier = demo_pipeline.run(workers, mode, folder)
-    if earlier:
-        click.echo(f"Earlier runs, still in {folder / 'queue.db'}:")
-        click.echo(runs_table(earlier) + "\n")
-    click.echo(timeline(records))
-    click.echo(
-        f"\n{summary['batches']} batches, {summary['files']:,} files, {summary['lines']:,} lines,"
-        f" {summary['chars']:,} characters of the standard library; report in {folder}"
-    )
-    click.echo(
-        "most common identifiers: " + ", ".join(f"{word} ({n:,})" for word, n in summary["words"])
-    )
+    try:
+        done = demo_pipeline.run(workers, mode, workdir, source, echo=click.echo)
+    except ConveyorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(demo_pipeline.show(done, source))
 
 
 # -------------------------------------------------------------------- printing
-def runs_table(records: list[conveyor.JobRecord]) -> str:
-    """One line per demo run found in the queue file: its jobs by status and when it ran."""
-    runs: dict[object, list[conveyor.JobRecord]] = {}
-    for record in records:
-        runs.setdefault(record.meta.get("run", "?"), []).append(record)
-    lines = [f"{'run':>4} {'jobs':>5}  {'statuses':<28} {'first submit':<20} last end"]
-    for run, items in sorted(runs.items(), key=lambda kv: str(kv[0])):
-        statuses = ", ".join(
-            f"{n} {status}" for status, n in sorted(Counter(r.status.value for r in items).items())
-        )
-        first = min((r.submitted for r in items if r.submitted), default=None)
-        last = max((r.ended for r in items if r.ended), default=None)
-        lines.append(
-            f"{run!s:>4} {len(items):>5}  {statuses:<28} "
-            f"{first.astimezone().strftime('%Y-%m-%d %H:%M:%S') if first else '':<20} "
-            f"{last.astimezone().strftime('%H:%M:%S') if last else ''}"
-        )
-    return "\n".join(lines)
-
-
-def timeline(records: list[conveyor.JobRecord]) -> str:
-    """A table of what ran when: start and end in ms after the first submit, worker, status."""
-    if not records:
-        return "no jobs"
-    origin = min(r.submitted for r in records if r.submitted is not None)
-    width = max(12, *(len(r.id) for r in records))
-    rows = [f"{'job':<{width}} {'status':<9} {'start ms':>9} {'end ms':>8} {'lane':<7} worker"]
-    for record in sorted(records, key=lambda r: (r.started or origin, r.id)):
-        start = (record.started - origin).total_seconds() * 1000 if record.started else None
-        end = (record.ended - origin).total_seconds() * 1000 if record.ended else None
-        rows.append(
-            f"{record.id:<{width}} {record.status.value:<9} "
-            f"{'' if start is None else f'{start:9.1f}':>9} "
-            f"{'' if end is None else f'{end:8.1f}':>8} {record.lane or '':<7} "
-            f"{(record.worker or '').rsplit('/', 1)[-1]}"
-        )
-    return "\n".join(rows)
-
-
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Columns left-aligned to their widest cell, two spaces apart."""
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]

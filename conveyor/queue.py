@@ -8,18 +8,20 @@ import contextvars
 import itertools
 import os
 import pickle
+import sys
 import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
-from typing import Any, TypeVar, overload
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from conveyor import rules
 from conveyor.backends import from_url
 from conveyor.backends.base import Backend, JobSpec
 from conveyor.clock import Clock
 from conveyor.errors import (
+    ConveyorError,
     InvalidJob,
     JobCancelled,
     JobFailed,
@@ -36,9 +38,11 @@ from conveyor.handle import Job
 from conveyor.job import ACTIVE, MODES, TERMINAL, JobOptions, JobRecord, Status, check_name
 from conveyor.observe.progress import progress_bar
 from conveyor.references import Allowed, how_to_trust, path_of, reference, resolve
-from conveyor.settings import Settings
 from conveyor.task import Task
 from conveyor.worker import Worker
+
+if TYPE_CHECKING:
+    from conveyor.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,6 +62,31 @@ def workers_held() -> Iterator[None]:
         yield
     finally:
         _workers_held.reset(token)
+
+
+def _check_not_reimported() -> None:
+    """Refuse a queue with workers built by the top level of a script that a new process
+    imports again (as ``__mp_main__``: the forkserver, or a spawned worker process): the script
+    lacks the ``if __name__ == "__main__":`` guard, and its jobs would run again there."""
+    process = sys.modules.get("multiprocessing.process")
+    if process is None or not getattr(process.current_process(), "_inheriting", False):
+        return
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_code.co_name != "<module>":
+        frame = frame.f_back  # the module whose top level builds this queue
+    if frame is not None and frame.f_globals.get("__name__") == "__mp_main__":
+        raise ConveyorError(
+            f"the script {frame.f_globals.get('__file__', '')} is being imported again by a"
+            " new process (that is how worker processes start) and builds a queue with workers"
+            ' at its top level: put that code under `if __name__ == "__main__":`'
+        )
+
+
+def _load_settings(name: str, given: dict[str, Any]) -> Settings:
+    """The queue's settings; pydantic-settings is imported here, not by ``import conveyor``."""
+    from conveyor.settings_model import Settings
+
+    return Settings.load(name, **given)
 
 
 #: the options of a job put without any
@@ -94,7 +123,9 @@ class Queue:
     """A job queue: submit work, watch it, collect results.
 
     Args:
-        url: ``memory://`` runs jobs in this process.
+        url: ``memory://`` keeps jobs in this process; ``sqlite:///jobs.db`` (relative to the
+            working directory) or ``sqlite:////abs/path/jobs.db`` keeps them in a SQLite file
+            that worker processes share (``sqlite:jobs.db`` is refused).
         name: the queue's name (also the prefix of its own environment variables).
         workers: worker slots started with the queue (None: CPU count; 0: producer only).
         mode: ``"thread"``, ``"process"``, ``"async"`` or ``"inline"``; a task may override it.
@@ -123,10 +154,12 @@ class Queue:
             isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
         ):
             raise ValueError(f"workers must be an int >= 0 or None, got {workers!r}")
+        if (workers is None or workers > 0) and not _workers_held.get():
+            _check_not_reimported()
         self.url = url
         self.name = name
         self.mode = mode
-        self.settings = Settings.load(name, **settings)
+        self.settings: Settings = _load_settings(name, settings)
         self.clock = clock or Clock()
         self.events = EventBus()
         self.tasks: dict[str, Task[Any, Any]] = {}  # registered by @task, found by name
@@ -162,7 +195,11 @@ class Queue:
         #: whether this queue runs its jobs in workers of its own (``slots`` of them)
         self.runs_workers = bool(self.slots) and not _workers_held.get()
         if self.runs_workers:
-            self._worker_for(mode)
+            try:
+                self._worker_for(mode)
+            except BaseException:
+                self.backend.close()
+                raise
 
     # ------------------------------------------------------------ submitting
     def put(
@@ -383,11 +420,11 @@ class Queue:
     def _submit(self, specs: list[JobSpec], mode: str, *, block: bool = True) -> list[str]:
         if not specs:
             return []
+        # the worker first: if it cannot start (see _worker_for), nothing is submitted
+        worker = self._worker_for(mode) if self.runs_workers else None
         ids = self.backend.submit(specs, block=block)
-        if self.runs_workers:
-            worker = self._worker_for(mode)
-            if isinstance(worker.executor, InlineExecutor):
-                worker.executor.drain()
+        if worker is not None and isinstance(worker.executor, InlineExecutor):
+            worker.executor.drain()
         return ids
 
     # --------------------------------------------------------------- workers
@@ -398,6 +435,10 @@ class Queue:
         with self._lock:
             worker = self._workers.get(mode)
             if worker is None:
+                if mode == "process":
+                    from conveyor.executors.process import check_can_start
+
+                    check_can_start()  # fails fast where processes would never start
                 worker = Worker(
                     self.backend,
                     self._executor(mode),

@@ -328,8 +328,12 @@ class _Runner:
             signum: signal.signal(signum, self._on_signal)
             for signum in (signal.SIGTERM, signal.SIGINT)
         }
+        # a signal that lands on another thread leaves the main thread's select asleep: the
+        # wake-up fd gets a byte from whichever thread takes it, and wakes it
+        wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         try:
             yield
         finally:
+            signal.set_wakeup_fd(wakeup)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

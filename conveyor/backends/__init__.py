@@ -39,13 +39,7 @@ def from_url(
         from conveyor.backends.sqlite import SQLiteBackend
         from conveyor.serializer import Serializer
 
-        # sqlite:///relative/path.db, sqlite:////absolute/path.db (as SQLAlchemy reads them)
-        path = unquote(url[len("sqlite://") :].split("?", 1)[0])
-        path = "/" + path.lstrip("/") if path.startswith("//") else path.lstrip("/")
-        if not path:
-            raise ConveyorError(
-                f"{url!r} names no file; use sqlite:///relative.db or sqlite:////absolute/path.db"
-            )
+        path = sqlite_path(url)
         secret = settings.secret.get_secret_value() if settings.secret else None
         serializer = Serializer(settings.serializer or "json", secret)
         backend = SQLiteBackend(
@@ -66,3 +60,25 @@ def from_url(
         f"unsupported queue URL {url!r}; this version supports: "
         + ", ".join(f"{s}://" for s in SCHEMES)
     )
+
+
+def sqlite_path(url: str) -> str:
+    """The file a ``sqlite:`` URL names, as SQLAlchemy reads them: ``sqlite:///jobs.db`` is
+    ``jobs.db`` in the working directory, ``sqlite:////var/lib/jobs.db`` is ``/var/lib/jobs.db``.
+
+    A URL without the ``//`` (``sqlite:jobs.db``, ``sqlite:/var/jobs.db``) is refused, saying
+    how to write it: one spelling per file, never a file named after part of the URL."""
+    rest = url[len("sqlite:") :]
+    if not rest.startswith("//"):
+        raise ConveyorError(
+            f"queue URL {url!r} lacks the // after sqlite:; write sqlite:///{rest} (three"
+            " slashes, then the path: sqlite:///jobs.db is jobs.db in the working directory,"
+            " sqlite:////var/lib/jobs.db the absolute path /var/lib/jobs.db)"
+        )
+    path = unquote(rest[2:].split("?", 1)[0])
+    path = "/" + path.lstrip("/") if path.startswith("//") else path.lstrip("/")
+    if not path:
+        raise ConveyorError(
+            f"{url!r} names no file; use sqlite:///relative.db or sqlite:////absolute/path.db"
+        )
+    return path

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from conveyor.context import set_context
-from conveyor.errors import QueueClosed
+from conveyor.errors import ConveyorError, QueueClosed
 from conveyor.executors.base import (
     Pause,
     bounded,
@@ -478,3 +478,61 @@ class ProcessExecutor:
             children = list(self._children)
         for child in children:
             self._drop(child, kill=True)
+
+
+# ----------------------------------------------------- can worker processes start here
+#: the idiom that keeps a script's top level from running again in each worker process
+GUARD = 'if __name__ == "__main__":'
+
+#: (start method, main script) pairs whose worker processes were seen to start, this process
+_started_fine: set[tuple[str, str | None]] = set()
+
+
+def bootstrapping() -> bool:
+    """True while this process is a new worker process (or the forkserver) importing the main
+    script again, as ``multiprocessing`` does before it runs anything: it may start no
+    process then."""
+    process = sys.modules.get("multiprocessing.process")
+    return process is not None and bool(getattr(process.current_process(), "_inheriting", False))
+
+
+def check_can_start(start_method: str = DEFAULT_START_METHOD) -> None:
+    """Fail fast, in the process that asks for worker processes, when they cannot start.
+
+    Each worker process (or the forkserver they fork from) first imports the main script
+    again. A script without the ``if __name__ == "__main__":`` guard then runs its top level
+    there, builds its queue again and hangs or dies; the processes never start and the jobs
+    would wait forever. So the first time (per start method and main script) a trivial
+    process is started and waited for: if it cannot start, ConveyorError names the guard.
+    Inside such an import (:func:`bootstrapping`) it raises at once."""
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if bootstrapping():
+        raise ConveyorError(
+            f"the script {script or '__main__'} is being imported again by a new process"
+            " (that is how multiprocessing starts worker processes) and asks for worker"
+            f" processes at import: put its top-level code under `{GUARD}`"
+        )
+    key = (start_method, script)
+    if key in _started_fine:
+        return
+    ctx: Any = multiprocessing.get_context(start_method)
+    probe = ctx.Process(target=_nothing, daemon=True, name="conveyor-start-check")
+    try:
+        probe.start()  # forkserver: returns once the server has imported the main script
+    except (EOFError, OSError):
+        probe = None  # the forkserver died importing the main script
+    if probe is not None:
+        probe.join()
+    if probe is None or probe.exitcode != 0:
+        raise ConveyorError(
+            "worker processes cannot start: each new process first imports the main script"
+            f" {script or '__main__'} again, and that import failed (its error is printed"
+            " above). A script that runs jobs in processes must keep its top-level code under"
+            f" `{GUARD}`, so that importing it starts nothing"
+        )
+    _started_fine.add(key)
+
+
+def _nothing() -> None:
+    """What the start check's process runs."""

@@ -20,6 +20,7 @@ PUBLIC = [
     "JobRecord",
     "MissingExtra",
     "NotSerializable",
+    "PayloadRefused",
     "Queue",
     "QueueClosed",
     "QueueFull",
@@ -64,6 +65,7 @@ def test_error_tree():
         conveyor.QueueClosed,
         conveyor.MissingExtra,
         conveyor.StorageError,
+        conveyor.PayloadRefused,
     ):
         assert issubclass(error, conveyor.ConveyorError)
     for error in (
