@@ -221,8 +221,8 @@ class _Runner:
         worker = self.worker
         try:
             with self._signal_handlers(handle_signals):
+                self._banner()  # before the slots start: their first log lines come after it
                 worker.start(heartbeat=True)
-                self._banner()
                 self._serve()
                 worker.stop(0)  # puts back what still runs (none, unless time ran out)
         finally:
