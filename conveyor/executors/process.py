@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
@@ -75,6 +76,9 @@ def _describe(exc: BaseException) -> ErrorInfo:
 
 #: seconds between a worker process's checks that the worker that started it still lives
 PARENT_CHECK = 0.2
+
+#: seconds a worker process may have been idle before a send also asks whether it exited
+IDLE_CHECK = 0.001
 
 #: the exit code of a worker process that ended because its worker was gone
 EXIT_ORPHANED = 70
@@ -218,6 +222,15 @@ def _alive(pid: int, born: int | None) -> bool:
     return stat is not None and stat[0] not in ("Z", "X") and stat[1] == born
 
 
+def _readable_check(conn: Connection) -> Callable[[], bool]:
+    """A cheap ``conn.poll(0)``: whether the pipe has data or its other end closed."""
+    if not hasattr(select, "poll"):
+        return lambda: conn.poll(0)
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return lambda: bool(poller.poll(0))
+
+
 class _Child:
     """One worker process and the parent's end of its pipe."""
 
@@ -240,12 +253,20 @@ class _Child:
         self.process.start()
         child_conn.close()
         self.jobs = 0
+        #: when (monotonic) it last answered
+        self.answered = time.monotonic()
+        self._closed_end = _readable_check(self.conn)
 
     def gone(self) -> bool:
-        """True once the process has ended, as far as can be told without waiting: its exit
-        reported, or its pipe closed (an idle child writes nothing, so a readable pipe is its
-        end closing; the exit is reported a moment later)."""
-        return not self.process.is_alive() or self.conn.poll(0)
+        """True once the process has ended, as far as can be told without waiting: its pipe
+        closed (an idle child writes nothing, so a readable pipe is its end closing), or, once
+        it has been idle a while, its exit reported (asking costs a round trip to the
+        forkserver, too dear for every job of a busy child)."""
+        if self._closed_end():
+            return True
+        if time.monotonic() - self.answered < IDLE_CHECK:
+            return False
+        return not self.process.is_alive()
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -418,6 +439,7 @@ class ProcessExecutor:
             )
             return None, (False, ErrorInfo("TimeoutError", timeout_message(job.timeout)))
         child.jobs += 1
+        child.answered = time.monotonic()
         ok, value = answer
         return child, (ok, value)
 
