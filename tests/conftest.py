@@ -9,6 +9,9 @@ import pytest
 
 import conveyor
 from conveyor.testing import ManualClock
+from tests.faults import small_disk
+
+__all__ = ["small_disk"]  # a fixture for every test: a real disk that fills up
 
 
 @pytest.fixture

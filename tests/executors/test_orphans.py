@@ -17,6 +17,7 @@ import pytest
 
 import conveyor
 from tests.executors import proc_jobs
+from tests.faults import process_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE = 60  # seconds: the job must not come back, nor its process live on, by the lease
@@ -32,19 +33,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
             return False
         time.sleep(0.02)
     return True
-
-
-def process_gone(pid: int) -> bool:
-    """True once ``pid`` no longer runs (exited, or a zombie waiting to be reaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return True
-    return state in ("Z", "X")
 
 
 def read_pid(path: Path) -> int | None:

@@ -17,6 +17,7 @@ from conveyor import JobCancelled, JobFailed, NotSerializable, Status, UnknownJo
 from conveyor.executors.process import ProcessExecutor
 from tests import jobs
 from tests.executors import proc_jobs
+from tests.faults import process_gone
 
 WAIT = 10  # seconds a test waits for something that should happen soon (forks included)
 
@@ -29,19 +30,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
             return False
         time.sleep(0.01)
     return True
-
-
-def process_gone(pid: int) -> bool:
-    """True once ``pid`` no longer runs (exited, or a zombie waiting to be reaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return True
-    return state in ("Z", "X")
 
 
 @pytest.fixture

@@ -10,10 +10,9 @@ import contextlib
 import logging
 import os
 import sqlite3
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ import conveyor
 from conveyor import JobFailed
 from conveyor.backends.base import JobSpec
 from conveyor.job import JobOptions
+from tests.faults import fill_disk
 
 WAIT = 10  # seconds a test waits for something that should happen soon (forks included)
 JOBS = 40  # jobs waiting while the database is full
@@ -190,40 +190,6 @@ def test_slots_survive_a_database_full_at_claim_and_run_every_job_once_space_is_
         q.close(wait=False)
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MB tmpfs mounted for the test (needs root; skipped where mounting fails)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill_disk(path: Path) -> None:
-    """Write ``path`` until the file system has no byte left."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 65536)
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 512)
-    finally:
-        os.close(fd)
-
-
 def test_thread_slots_survive_a_disk_full_at_commit_and_run_every_job_once_space_is_freed(
     tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -238,11 +204,11 @@ def test_thread_slots_survive_a_disk_full_at_commit_and_run_every_job_once_space
         with q.backend._lock:  # type: ignore[attr-defined]
             handles = put_jobs(q, "thread", folder)
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            fill_disk(small_disk / "filler")
+            filler = fill_disk(small_disk)
         # when every claim's COMMIT fails: the disk is full
         assert wait_until(lambda: len(slot_errors(caplog)) >= 2), caplog.text
         # and then space is freed
-        (small_disk / "filler").unlink()
+        filler.unlink()
         # then the slots, still alive, run every job exactly once
         assert_every_job_ran_once(q, "thread", handles)
     finally:

@@ -5,18 +5,15 @@ the queue working once the cause is gone: unusable paths, and really full disks 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import sqlite3
-import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import conveyor
 from conveyor.runner import run_worker
+from tests.faults import fill_disk
 from tests.security import jobs
 from tests.security.conftest import JOBS
 
@@ -115,41 +112,6 @@ def test_a_full_database_refuses_a_put_and_works_again_once_it_has_room(tmp_path
         q.close()
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MB tmpfs mounted on a fresh folder (needs root); unmounted at teardown."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
-        if os.path.ismount(mount):
-            subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def fill(disk: Path) -> Path:
-    """Write a file until the disk has no space left; the file."""
-    filler = disk / f"filler-{uuid.uuid4().hex}"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 65536)
-    except OSError as exc:
-        assert exc.errno == 28, exc  # ENOSPC
-    finally:
-        os.close(fd)
-    return filler
-
-
 def test_a_full_disk_refuses_puts_and_claims_and_the_queue_works_once_space_is_freed(
     small_disk: Path,
 ) -> None:
@@ -157,7 +119,7 @@ def test_a_full_disk_refuses_puts_and_claims_and_the_queue_works_once_space_is_f
     q = conveyor.Queue(f"sqlite:///{path}", workers=0, allow_modules=[JOBS])
     try:
         first = [q.put(jobs.echo, args=(n,), id=f"small{n}").id for n in range(5)]
-        filler = fill(small_disk)
+        filler = fill_disk(small_disk)
         refused, error = fill_until_refused(q, path)
         before = [i for i in ids_in_file(path) if i != refused]
         assert_refused_put_changed_nothing(q, path, refused, error, before)

@@ -13,16 +13,13 @@ for real, so that every write fails at COMMIT, claims and heartbeats included.
 
 from __future__ import annotations
 
-import errno
-import os
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import conveyor
+from tests.faults import fill_disk
 from tests.worker.real_workers import app, runs, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -123,41 +120,6 @@ def test_a_worker_whose_reports_keep_failing_gives_up_and_its_job_runs_elsewhere
 
 
 # ------------------------------------------------------------------ a disk really full
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MB tmpfs (root only: skipped elsewhere), unmounted at the end."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Write a file until ``disk`` has no room left; return it (delete it to free the room)."""
-    filler = disk / "filler"
-    with filler.open("wb", buffering=0) as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-        try:
-            while True:
-                out.write(b"\0" * 512)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    return filler
-
-
 @pytest.mark.parametrize("prefetch", ["0", "8"])
 def test_claims_failing_on_a_full_disk_are_retried_and_every_job_runs_once_there_is_room(
     tmp_path: Path, small_disk: Path, prefetch: str
@@ -169,7 +131,7 @@ def test_claims_failing_on_a_full_disk_are_retried_and_every_job_runs_once_there
         # forty jobs due in a moment, and then the disk is full
         at = time.time() + 1.0
         jobs = [tasks.small.put(args=(str(a.marks), f"j{n}"), at=at) for n in range(40)]
-        filler = fill(small_disk)
+        filler = fill_disk(small_disk)
         # when the worker's claims fail at COMMIT (the jobs are due), and the room comes back
         # within a lease
         wait_until(lambda: time.time() > at + 0.5 and FULL in a.log(0), 30, "writes failing")
