@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from conveyor.clock import MAX_WAIT
 from conveyor.errors import QueueClosed
 
 if TYPE_CHECKING:
@@ -18,10 +19,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.executors")
 
-#: the longest single wait handed to a blocking primitive, in seconds: lock and condition
-#: waits refuse more than ``threading.TIMEOUT_MAX``, ``poll()`` more than 2**31 - 1 ms (about
-#: 24.8 days). A longer wait is made of several.
-MAX_WAIT = 3600.0
+# MAX_WAIT (conveyor.clock): lock and condition waits refuse more than threading.TIMEOUT_MAX,
+# poll() more than 2**31 - 1 ms (about 24.8 days); a longer wait is made of several
+
 
 #: a slot that hit an unexpected error pauses FAULT_PAUSE seconds before it goes on, doubling
 #: while the errors go on, up to FAULT_PAUSE_MAX; a stop cuts the pause short
