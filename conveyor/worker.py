@@ -227,6 +227,9 @@ class Worker:
         # claimed ahead that a slot started; _pending_since: when the oldest of them came
         self._reports: list[Finished] = []
         self._failures: list[_Failure] = []
+        #: jobs whose report or failure a backend call is writing right now (not pending, not
+        #: yet written: a stop must not put them back)
+        self._writing: set[str] = set()
         self._announce: list[tuple[str, int]] = []
         self._pending_since: float | None = None
         # batching (prefetch > 0), all guarded by _cond
@@ -688,8 +691,10 @@ class Worker:
             self._trouble_since = None
 
     def _unwritten_ids(self) -> set[str]:
-        """(Under ``_cond``) the jobs whose report is still to be written."""
-        return {r.job_id for r in self._reports} | {f.job.id for f in self._failures}
+        """(Under ``_cond``) the jobs whose report is still to be written, or being written."""
+        return (
+            {r.job_id for r in self._reports} | {f.job.id for f in self._failures} | self._writing
+        )
 
     def _drop_unwritten(self) -> None:
         """Give up on the reports unwritten for a lease: their jobs leave the worker, their
@@ -888,6 +893,8 @@ class Worker:
             failures, self._failures = self._failures, []
             started, self._announce = self._announce, []
             since, self._pending_since = self._pending_since, None
+            in_flight = {r.job_id for r in reports} | {f.job.id for f in failures}
+            self._writing |= in_flight
         if not (reports or failures or started or claim):
             return []
         if reports and started:  # a job reported here needs no word that it started
@@ -918,12 +925,14 @@ class Worker:
                     self._pending_since is None or since < self._pending_since
                 ):
                     self._pending_since = since
+                self._writing -= in_flight
             if (reports or failures) and self._write_failed_since is None:
                 self._write_failed_since = time.monotonic()
             raise
         if reports or failures:
             self._write_failed_since = None
         with self._cond:
+            self._writing -= in_flight
             running = self.running
             for report in reports:
                 job = running.get(report.job_id)
