@@ -1,7 +1,26 @@
-"""Pure scheduling vocabulary shared by the backends.
+"""What the scheduling rules mean, written once; every backend's engine follows it.
 
-The memory backend calls these directly; the SQL and Lua backends mirror them. Nothing here
-holds state or a lock.
+A job's options compile at submit into a :class:`~conveyor.rules.plan.Plan` (the keys it needs
+free and holds while it runs: :mod:`conveyor.rules.plan` holds that vocabulary); dependencies,
+lanes and timers are the engine's other parts, described here. The memory backend calls these
+functions directly; the SQL and Lua engines mirror them, under the same names. Nothing here holds
+state or a lock.
+
+Cascade order (when a job ends: ``end``, then ``cascade`` over a work list, so a chain of
+thousands of dependents cannot overflow the stack; each engine's ``after_end`` does, in order):
+
+1. its unique key is kept for ``unique_for`` seconds, or let go;
+2. each dependent: if the job finished, one dependency fewer, and at none left ``deps_done``
+   (it joins its lane, or becomes a candidate for the ready index); if it did not finish, the
+   dependent is cancelled (:func:`cascade_reason`) and its own end cascades in turn;
+3. its lane: if the job held it, the lane records it as the previous job (failed or not) and is
+   free; a free lane advances (``advance_lane``): its front is cancelled if
+   ``stop_on_lane_error`` and the previous job did not finish (:func:`lane_reason`, cascading),
+   else it becomes a candidate for the ready index.
+
+Keys a running job held are given back by ``release`` before its end (the park keys of
+``Plan.frees`` are marked freed). Timers (``tick``): a due time passing makes a scheduled job
+waiting (a candidate); an expiry passing before the job started cancels it ("expired").
 
 Lane order (the same on every backend; the backends name the steps ``deps_done``,
 ``join_lane``, ``advance_lane``):
