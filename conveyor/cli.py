@@ -21,10 +21,10 @@ import click
 import conveyor
 from conveyor import demo as demo_pipeline
 from conveyor import logs
-from conveyor.backends.base import HISTORY
 from conveyor.errors import ConveyorError, InvalidJob, UnknownJob
 from conveyor.job import MODES, JobRecord, Status
 from conveyor.queue import workers_held
+from conveyor.records import HISTORY
 from conveyor.references import how_to_trust
 from conveyor.runner import WORKER_MODES, run_worker
 from conveyor.task import Task

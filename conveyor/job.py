@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +58,12 @@ class ErrorInfo:
 
     def __str__(self) -> str:
         return f"{self.type}: {self.message}" if self.message else self.type
+
+    @classmethod
+    def of(cls, exc: BaseException) -> ErrorInfo:
+        """Describe ``exc`` so it can cross processes: type, message, traceback text."""
+        text = "".join(traceback.format_exception(exc))
+        return cls(type(exc).__qualname__, str(exc), text)
 
 
 def check_name(value: Any, what: str) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from conveyor import rules
 from conveyor.backends import from_url
-from conveyor.backends.base import Backend, JobSpec
+from conveyor.backends.base import Backend
 from conveyor.clock import Clock
 from conveyor.errors import (
     ConveyorError,
@@ -37,6 +37,7 @@ from conveyor.executors.inline import InlineExecutor
 from conveyor.handle import Job
 from conveyor.job import ACTIVE, MODES, TERMINAL, JobOptions, JobRecord, Status, check_name
 from conveyor.observe.progress import progress_bar
+from conveyor.records import JobSpec
 from conveyor.references import Allowed, how_to_trust, path_of, reference, resolve
 from conveyor.task import Task
 from conveyor.worker import Worker

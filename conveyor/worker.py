@@ -49,20 +49,20 @@ import os
 import socket
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from conveyor.backends.base import Failed, Finished, WorkerInfo
 from conveyor.clock import Clock
 from conveyor.job import ErrorInfo, Status
+from conveyor.records import Failed, Finished, WorkerInfo
 from conveyor.settings import DEFAULT_LEASE
 
 if TYPE_CHECKING:
-    from conveyor.backends.base import Backend, ClaimedJob
+    from conveyor.backends.base import Backend
     from conveyor.executors.base import Executor
+    from conveyor.records import ClaimedJob
 
 log = logging.getLogger("conveyor.worker")
 
@@ -101,10 +101,8 @@ def first_line(error: ErrorInfo) -> str:
     return str(error).split("\n", 1)[0]
 
 
-def error_info(exc: BaseException) -> ErrorInfo:
-    """Describe an exception so it can cross processes: type, message, traceback text."""
-    text = "".join(traceback.format_exception(exc))
-    return ErrorInfo(type(exc).__qualname__, str(exc), text)
+#: kept for callers of the earlier name; :meth:`ErrorInfo.of` is the one describer
+error_info = ErrorInfo.of
 
 
 @dataclass(slots=True)

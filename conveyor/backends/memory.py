@@ -26,16 +26,6 @@ from typing import Any
 
 from conveyor import events as ev
 from conveyor import rules
-from conveyor.backends.base import (
-    ClaimedJob,
-    Failed,
-    Finished,
-    JobSpec,
-    WorkerInfo,
-    ended_before,
-    history_entry,
-    with_history,
-)
 from conveyor.backends.locking import YieldingLock
 from conveyor.clock import Clock
 from conveyor.errors import (
@@ -46,6 +36,16 @@ from conveyor.errors import (
 )
 from conveyor.events import EventBus
 from conveyor.job import PENDING, TERMINAL, ErrorInfo, JobOptions, JobRecord, Status
+from conveyor.records import (
+    ClaimedJob,
+    Failed,
+    Finished,
+    JobSpec,
+    WorkerInfo,
+    ended_before,
+    history_entry,
+    with_history,
+)
 
 log = logging.getLogger("conveyor.backends.memory")
 

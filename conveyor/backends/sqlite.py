@@ -32,17 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from conveyor import rules
-from conveyor.backends.base import (
-    ClaimedJob,
-    Failed,
-    Finished,
-    JobSpec,
-    Unrunnable,
-    WorkerInfo,
-    ended_before,
-    history_entry,
-    with_history,
-)
 from conveyor.backends.sqlite_rules import Rules
 from conveyor.backends.sqlite_schema import (
     EXPIRED_RESULT,
@@ -66,6 +55,17 @@ from conveyor.errors import (
 )
 from conveyor.events import EventBus
 from conveyor.job import TERMINAL, ErrorInfo, JobRecord, Status
+from conveyor.records import (
+    ClaimedJob,
+    Failed,
+    Finished,
+    JobSpec,
+    Unrunnable,
+    WorkerInfo,
+    ended_before,
+    history_entry,
+    with_history,
+)
 from conveyor.references import CannotLoad
 from conveyor.serializer import NOT_DECODED, Serializer
 from conveyor.settings import DEFAULT_FILE_MODE

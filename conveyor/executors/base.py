@@ -14,7 +14,7 @@ from conveyor.clock import MAX_WAIT
 from conveyor.errors import QueueClosed
 
 if TYPE_CHECKING:
-    from conveyor.backends.base import ClaimedJob
+    from conveyor.records import ClaimedJob
     from conveyor.worker import Worker
 
 log = logging.getLogger("conveyor.executors")

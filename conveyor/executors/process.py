@@ -24,7 +24,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -46,7 +45,7 @@ from conveyor.executors.base import (
 from conveyor.job import ErrorInfo
 
 if TYPE_CHECKING:
-    from conveyor.backends.base import ClaimedJob
+    from conveyor.records import ClaimedJob
     from conveyor.worker import Worker
 
 log = logging.getLogger("conveyor.executors.process")
@@ -68,10 +67,6 @@ def encode_function(fn: Callable[..., Any]) -> bytes:
 def encode_payload(fn_bytes: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """One message for the child: the encoded function and the pickled arguments."""
     return pickle.dumps((fn_bytes, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _describe(exc: BaseException) -> ErrorInfo:
-    return ErrorInfo(type(exc).__qualname__, str(exc), "".join(traceback.format_exception(exc)))
 
 
 #: seconds between a worker process's checks that the worker that started it still lives
@@ -119,7 +114,7 @@ def child_main(
                 fn = functions[fn_bytes] = cloudpickle.loads(fn_bytes)
             answer = (True, fn(*args, **kwargs))
         except BaseException as exc:
-            answer = (False, _describe(exc))
+            answer = (False, ErrorInfo.of(exc))
         try:
             message = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:

@@ -35,7 +35,7 @@ from conveyor.executors.base import (
 from conveyor.job import ErrorInfo
 
 if TYPE_CHECKING:
-    from conveyor.backends.base import ClaimedJob
+    from conveyor.records import ClaimedJob
     from conveyor.worker import Worker
 
 log = logging.getLogger("conveyor.executors.thread")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from conveyor import JobRecord
-from conveyor.backends.base import Finished
 from conveyor.job import ErrorInfo
+from conveyor.records import Finished
 from tests.conformance import jobs
 
 WORKER = "tester/slot-1"

@@ -19,8 +19,8 @@ import pytest
 
 import conveyor
 from conveyor import JobFailed
-from conveyor.backends.base import JobSpec
 from conveyor.job import JobOptions
+from conveyor.records import JobSpec
 from tests.faults import fill_disk
 
 WAIT = 10  # seconds a test waits for something that should happen soon (forks included)

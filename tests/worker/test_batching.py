@@ -21,8 +21,8 @@ import pytest
 import conveyor
 from conveyor import JobRecord, Status
 from conveyor.backends import sqlite_rules
-from conveyor.backends.base import ClaimedJob
 from conveyor.executors import build
+from conveyor.records import ClaimedJob
 from conveyor.runner import run_worker
 from conveyor.settings import DEFAULT_PREFETCH
 from conveyor.testing import ManualClock

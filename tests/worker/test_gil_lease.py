@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import conveyor
-from conveyor.backends.base import WorkerInfo
+from conveyor.records import WorkerInfo
 from conveyor.testing import ManualClock
 from tests.worker.real_workers import app, runs, wait_until
 
