@@ -94,7 +94,7 @@ def test_the_first_claim_takes_one_job_as_no_runtime_is_known(queue, make_worker
     claimed = worker.claim(1)
 
     assert ids(claimed) == ["j0"]
-    assert list(worker._at_hand) == []
+    assert list(worker._claims.at_hand) == []
     assert list(worker.running) == ["j0"]
     assert queue.size("running") == 1 and queue.size("waiting") == 9
 
@@ -107,7 +107,7 @@ def test_after_a_short_job_a_claim_takes_prefetch_more(queue, make_worker):
     claimed = worker.finished(first, run(first), claim_next=1)
 
     assert ids(claimed) == ["j1"]
-    assert ids(worker._at_hand) == ["j2", "j3", "j4", "j5"]
+    assert ids(worker._claims.at_hand) == ["j2", "j3", "j4", "j5"]
     assert sorted(worker.running) == ["j1", "j2", "j3", "j4", "j5"]
     assert queue.result("j0", timeout=0) == 0  # the report went with that claim
     assert statuses(queue, *[f"j{n}" for n in range(1, 6)]) == ["running"] * 5
@@ -125,7 +125,7 @@ def test_long_recent_jobs_claim_nothing_ahead(queue, make_worker):
     claimed = worker.finished(first, run(first), claim_next=1)
 
     assert ids(claimed) == ["j1"]
-    assert list(worker._at_hand) == []
+    assert list(worker._claims.at_hand) == []
     assert queue.size("running") == 1
     assert queue.result("j0", timeout=0) == 0
 
@@ -134,13 +134,13 @@ def test_a_long_moving_average_claims_nothing_ahead(queue, make_worker):
     put(queue, 10)
     worker = make_worker()
     (first,) = worker.claim(1)
-    worker._recent_runtime = 1.0  # the jobs before it were long
+    worker._claims.recent_runtime = 1.0  # the jobs before it were long
 
     (second,) = worker.finished(first, run(first), claim_next=1)  # a short one: 0.8 s average
     (third,) = worker.finished(second, run(second), claim_next=1)
 
     assert (second.id, third.id) == ("j1", "j2")
-    assert list(worker._at_hand) == []
+    assert list(worker._claims.at_hand) == []
     assert queue.size("running") == 1
     assert statuses(queue, "j0", "j1") == ["finished", "finished"]  # each written at once
 
@@ -154,7 +154,7 @@ def test_max_jobs_turns_prefetch_off(queue, make_worker):
     (third,) = worker.finished(second, run(second), claim_next=1)
 
     assert (second.id, third.id) == ("j1", "j2")
-    assert list(worker._at_hand) == []
+    assert (worker._claims.prefetch, worker._claims.holds_back) == (0, False)  # none at hand
     assert statuses(queue, "j0", "j1", "j2") == ["finished", "finished", "running"]
     assert queue.size("running") == 1
 
@@ -174,7 +174,7 @@ def test_jobs_at_hand_are_given_in_order_and_their_reports_go_with_the_next_clai
     given = [job.id]
 
     # when the slot runs the jobs at hand one after the other
-    while worker._at_hand:
+    while worker._claims.at_hand:
         (job,) = worker.finished(job, run(job), claim_next=1)
         given.append(job.id)
         # then no report is written while the jobs come from at hand
@@ -188,7 +188,7 @@ def test_jobs_at_hand_are_given_in_order_and_their_reports_go_with_the_next_clai
 
     assert job.id == "j6"
     assert [queue.result(f"j{n}", timeout=0) for n in range(6)] == [0, 2, 4, 6, 8, 10]
-    assert ids(worker._at_hand) == ["j7", "j8", "j9", "j10"]
+    assert ids(worker._claims.at_hand) == ["j7", "j8", "j9", "j10"]
     assert sorted(worker.running) == ["j10", "j6", "j7", "j8", "j9"]
     assert queue.size("running") == 5 and queue.size("waiting") == 1
 
@@ -205,7 +205,7 @@ def test_beat_writes_the_reports_held_back(queue, make_worker):
 
     assert queue.result("j1", timeout=0) == 2
     # the jobs at hand stay claimed: the beat renewed their leases, it did not drop them
-    assert ids(worker._at_hand) == ["j3", "j4", "j5"]
+    assert ids(worker._claims.at_hand) == ["j3", "j4", "j5"]
     assert sorted(worker.running) == ["j2", "j3", "j4", "j5"]
     assert statuses(queue, "j2", "j3", "j4", "j5") == ["running"] * 4
 
@@ -252,7 +252,7 @@ def test_no_start_time_is_kept_for_jobs_that_failed_or_were_stopped(queue, make_
     worker = make_worker()
     job = warmed_up(worker)
     (second,) = worker.finished(job, run(job), claim_next=1)
-    assert sorted(worker._given) == ["j2"]
+    assert sorted(worker._claims.given) == ["j2"]
 
     worker.failed(second, ValueError("on purpose"))
     (third,) = worker.claim(1)
@@ -260,7 +260,7 @@ def test_no_start_time_is_kept_for_jobs_that_failed_or_were_stopped(queue, make_
     worker.stop_job(third.id, "cancelled")
 
     assert (second.id, third.id) == ("j2", "j3")
-    assert worker._given == {}
+    assert worker._claims.given == {}
     assert statuses(queue, "j2", "j3") == ["failed", "cancelled"]
 
 
@@ -288,7 +288,7 @@ def test_a_long_job_that_fails_stops_the_claims_ahead(queue, make_worker):
     put(queue, 12)
     worker = make_worker()
     job = warmed_up(worker)
-    while worker._at_hand:
+    while worker._claims.at_hand:
         worker.failed(job, ValueError("quick failure"))
         (job,) = worker.claim(1)
     assert job.id == "j5"
@@ -298,7 +298,7 @@ def test_a_long_job_that_fails_stops_the_claims_ahead(queue, make_worker):
     claimed = worker.claim(1)
 
     assert ids(claimed) == ["j6"]
-    assert list(worker._at_hand) == []  # nothing claimed ahead after a long job
+    assert list(worker._claims.at_hand) == []  # nothing claimed ahead after a long job
 
 
 # ------------------------------------------------------------------------------ stopping
@@ -317,7 +317,7 @@ def test_stop_claiming_writes_the_reports_and_puts_the_jobs_at_hand_back(queue, 
     for job_id in ("j3", "j4", "j5"):  # back to waiting, their attempt not counted
         record = queue.job(job_id)
         assert (record.status, record.attempts) == (Status.WAITING, 0)
-    assert list(worker._at_hand) == []
+    assert list(worker._claims.at_hand) == []
     assert list(worker.running) == ["j2"]  # the job in the slot runs on
     assert queue.status("j2") == "running"
     assert worker.ran == 3  # j0, j1, j2
@@ -346,7 +346,7 @@ def test_requeue_running_writes_the_reports_and_puts_back_the_rest(queue, make_w
     assert queue.result("j1", timeout=0) == 2
     assert sorted(requeued) == ["j2", "j3", "j4", "j5"]
     assert [queue.job(f"j{n}").attempts for n in range(2, 6)] == [0, 0, 0, 0]
-    assert worker.running == {} and list(worker._at_hand) == []
+    assert worker.running == {} and list(worker._claims.at_hand) == []
     assert queue.size("finished") == 2 and queue.size("waiting") == 8
     # the slot's late report of the job put back is dropped
     assert worker.finished(in_slot, run(in_slot)) == []
@@ -361,10 +361,10 @@ def test_stop_job_takes_a_job_off_hand_so_it_is_never_given(queue, make_worker):
 
     worker.stop_job("j3", "cancelled")
 
-    assert ids(worker._at_hand) == ["j2", "j4", "j5"]
+    assert ids(worker._claims.at_hand) == ["j2", "j4", "j5"]
     assert "j3" not in worker.running
     given = [job.id]
-    while worker._at_hand:
+    while worker._claims.at_hand:
         (job,) = worker.finished(job, run(job), claim_next=1)
         given.append(job.id)
     worker.finished(job, run(job))
@@ -386,10 +386,10 @@ def test_a_job_at_hand_cancelled_elsewhere_is_dropped_at_the_next_beat(queue, ma
 
     worker.beat()
 
-    assert ids(worker._at_hand) == ["j2", "j3", "j5"]
+    assert ids(worker._claims.at_hand) == ["j2", "j3", "j5"]
     assert "j4" not in worker.running
     given = [job.id]
-    while worker._at_hand:
+    while worker._claims.at_hand:
         (job,) = worker.finished(job, run(job), claim_next=1)
         given.append(job.id)
     assert given == ["j1", "j2", "j3", "j5"]
@@ -402,9 +402,9 @@ def test_embedded_workers_batch_on_durable_backends_only(url):
     durable = conveyor.Queue(url, allow_modules=ALLOW, workers=1)
     durable_set = conveyor.Queue(url, allow_modules=ALLOW, workers=1, prefetch=3)
     try:
-        assert memory._workers["thread"]._prefetch == 0
-        assert durable._workers["thread"]._prefetch == DEFAULT_PREFETCH == 8
-        assert durable_set._workers["thread"]._prefetch == 3
+        assert memory._workers["thread"]._claims.prefetch == 0
+        assert durable._workers["thread"]._claims.prefetch == DEFAULT_PREFETCH == 8
+        assert durable_set._workers["thread"]._claims.prefetch == 3
     finally:
         for q in (memory, durable, durable_set):
             q.close()
@@ -419,7 +419,7 @@ def test_standalone_workers_batch_on_durable_backends_only(url):
         for queue, expected in ((memory, 0), (durable, 3)):
             runner = _Runner(queue, "thread", 1, None, False)
             try:
-                assert runner.worker._prefetch == expected
+                assert runner.worker._claims.prefetch == expected
             finally:
                 runner._wake_r.close()
                 runner._wake_w.close()
@@ -504,17 +504,17 @@ def test_reports_survive_a_failed_write_and_go_with_the_next(queue, make_worker,
     worker = make_worker()
     job = warmed_up(worker)
     worker.finished(job, run(job), claim_next=1)  # j1's report held back
-    held = [report.job_id for report in worker._reports]
+    held = [report.job_id for report in worker._reports.finished]
     # another process holds the write lock longer than this backend waits for it
     monkeypatch.setattr("conveyor.backends.sqlite.BUSY_TIMEOUT", 0.05)
     other = sqlite3.connect(queue.backend.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     with pytest.raises(conveyor.StorageError, match="database is locked"):
-        worker._write_reports()
+        worker._reports.write()
     other.execute("ROLLBACK")
     other.close()
     # the report is still pending, its job still the worker's; the next write records it
-    assert [report.job_id for report in worker._reports] == held == ["j1"]
+    assert [report.job_id for report in worker._reports.finished] == held == ["j1"]
     assert "j1" in worker.running
     worker.beat()
     assert statuses(queue, "j1") == ["finished"]

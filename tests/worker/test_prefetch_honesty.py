@@ -126,7 +126,7 @@ def test_a_started_job_claimed_ahead_counts_once_the_backend_is_told(queue, cloc
     (first,) = worker.claim(1)
     (second,) = worker.finished(first, 2 * 0, claim_next=1)  # j1 for the slot, j2-j4 ahead
     (third,) = worker.finished(second, 2 * 1, claim_next=1)  # j2 taken from at hand
-    assert (third.id, [j.id for j in worker._at_hand]) == ("j2", ["j3", "j4"])
+    assert (third.id, [j.id for j in worker._claims.at_hand]) == ("j2", ["j3", "j4"])
     # when its next backend call (here the beat) tells that j2 started, and the worker dies
     worker.beat()
     clock.advance(11)

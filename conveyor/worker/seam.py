@@ -1,0 +1,115 @@
+"""Every call a worker makes to its backend, one method per concern.
+
+The rest of the worker speaks of jobs (claim some, report one ended, put one back, beat) and
+never names a backend method: when the Backend protocol changes (one report call for finished
+and failed attempts, a claim that never blocks beside one wait for a change), this module is
+what changes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any
+
+from conveyor.job import Status
+
+if TYPE_CHECKING:
+    from conveyor.backends.base import Backend
+    from conveyor.job import ErrorInfo
+    from conveyor.records import ClaimedJob, Failed, Finished, WorkerInfo
+
+
+class Seam:
+    """The backend as worker ``worker_id`` sees it, claiming jobs of ``mode``."""
+
+    def __init__(self, backend: Backend, worker_id: str, mode: str) -> None:
+        self.backend = backend
+        self.worker_id = worker_id
+        self.mode = mode
+
+    def slot_name(self) -> str:
+        """Who runs the job, as recorded on it: the worker id and the calling slot thread."""
+        return f"{self.worker_id}/{threading.current_thread().name}"
+
+    # ------------------------------------------------------------------- claims
+    def claim(
+        self, limit: int, timeout: float | None, stop: Callable[[], bool] | None = None
+    ) -> list[ClaimedJob]:
+        """Claim up to ``limit`` jobs for the calling slot, blocking up to ``timeout`` for
+        one (None: until one may start, ``stop()`` is true or the backend closes)."""
+        return self.backend.claim(self.slot_name(), self.mode, limit, timeout=timeout, stop=stop)
+
+    # ------------------------------------------------------------------ reports
+    def finish(
+        self,
+        job: ClaimedJob,
+        result: Any,
+        claim: int = 0,
+        stop: Callable[[], bool] | None = None,
+    ) -> list[ClaimedJob]:
+        """Report that ``job`` returned ``result`` and, in the same step, claim up to
+        ``claim`` jobs that may start now (never blocks)."""
+        if not claim:
+            self.backend.finish(job.id, job.attempt, result)
+            return []
+        return self.backend.finish_and_claim(
+            job.id, job.attempt, result, self.slot_name(), self.mode, claim, timeout=0, stop=stop
+        )
+
+    def write(
+        self,
+        reports: Sequence[Finished],
+        claim: int,
+        *,
+        ahead: int,
+        started: Sequence[tuple[str, int]],
+        stop: Callable[[], bool],
+    ) -> list[ClaimedJob]:
+        """Report many finished attempts, tell which jobs claimed ahead started, and claim up
+        to ``claim`` jobs (the last ``ahead`` of them ahead of the slots), in one step."""
+        return self.backend.finish_many_and_claim(
+            reports, self.slot_name(), self.mode, claim, stop=stop, ahead=ahead, started=started
+        )
+
+    def fail(
+        self,
+        job: ClaimedJob,
+        error: ErrorInfo,
+        exception: BaseException | None,
+        started: float | None,
+    ) -> Failed | None:
+        """Report that ``job`` failed; the backend's answer: retried or failed for good (None:
+        the attempt no longer held the job)."""
+        return self.backend.fail(job.id, job.attempt, error, exception, started=started)
+
+    def requeue(self, job: ClaimedJob) -> bool:
+        """Put ``job`` back to waiting, its attempt not counted; False if it was no longer
+        this attempt's."""
+        return self.backend.requeue(job.id, job.attempt)
+
+    # ---------------------------------------------------------------- heartbeat
+    def heartbeat(self, ids: Collection[str]) -> set[str]:
+        """Renew the leases of ``ids``; the ids no longer this worker's."""
+        return self.backend.heartbeat(self.worker_id, ids)
+
+    def recover_expired(self) -> int:
+        """Return to the queue the jobs whose lease ran out; how many."""
+        return self.backend.recover_expired(by=self.worker_id)
+
+    def others_run(self) -> bool:
+        """True if any job runs anywhere in the queue."""
+        return bool(self.backend.query(Status.RUNNING))
+
+    def wake(self) -> None:
+        """Wake the slots blocked in a claim, to look at their stop condition again."""
+        self.backend.wake()
+
+    # ----------------------------------------------------------------- registry
+    def register(self, info: WorkerInfo) -> None:
+        """Enter the worker registry."""
+        self.backend.register_worker(info)
+
+    def unregister(self) -> None:
+        """Leave the worker registry."""
+        self.backend.unregister_worker(self.worker_id)
