@@ -24,6 +24,7 @@ from conveyor.context import set_context
 from conveyor.errors import QueueClosed
 from conveyor.executors.base import (
     FAULT_PAUSE,
+    JobSource,
     Pause,
     holds,
     join,
@@ -35,7 +36,6 @@ from conveyor.job import ErrorInfo
 
 if TYPE_CHECKING:
     from conveyor.records import ClaimedJob
-    from conveyor.worker import Worker
 
 log = logging.getLogger("conveyor.executors.asyncio")
 
@@ -58,14 +58,14 @@ class AsyncExecutor:
     def __init__(self, slots: int, context: Callable[[], Any] | None = None) -> None:
         self.slots = slots
         self._context = context
-        self._worker: Worker | None = None
+        self._worker: JobSource | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopped_jobs: set[str] = set()
         self._thread: threading.Thread | None = None
         self._claimer = concurrent.futures.ThreadPoolExecutor(1, "conveyor-async-claim")
 
-    def start(self, worker: Worker) -> None:
+    def start(self, worker: JobSource) -> None:
         self._worker = worker
         self._thread = threading.Thread(
             target=asyncio.run, args=(self._main(),), daemon=True, name="conveyor-async-loop"
@@ -100,7 +100,7 @@ class AsyncExecutor:
         finally:
             self._claimer.shutdown(wait=False)
 
-    async def _set_context(self, worker: Worker, pause: Pause) -> None:
+    async def _set_context(self, worker: JobSource, pause: Pause) -> None:
         """Run the context function once before the first claim (again while it raises)."""
         while self._context is not None and not worker.stopping:
             try:
@@ -111,7 +111,7 @@ class AsyncExecutor:
                 log.exception("%s: the context function failed", worker.slot_name())
                 await _pause(pause, lambda: worker.stopping)
 
-    async def _claim(self, worker: Worker, limit: int, pause: Pause) -> list[ClaimedJob] | None:
+    async def _claim(self, worker: JobSource, limit: int, pause: Pause) -> list[ClaimedJob] | None:
         """Up to ``limit`` jobs (``[]``: nothing more to claim), or None if the claim raised."""
         loop = asyncio.get_running_loop()
         try:
@@ -127,7 +127,7 @@ class AsyncExecutor:
         pause.reset()
         return jobs
 
-    async def _run(self, worker: Worker, job: ClaimedJob, free: asyncio.Semaphore) -> None:
+    async def _run(self, worker: JobSource, job: ClaimedJob, free: asyncio.Semaphore) -> None:
         try:
             outcome = await self._call(job)
             if outcome is not None:
@@ -171,7 +171,7 @@ class AsyncExecutor:
             return False, exc
         return True, result
 
-    async def _report(self, worker: Worker, job: ClaimedJob, outcome: tuple[bool, Any]) -> None:
+    async def _report(self, worker: JobSource, job: ClaimedJob, outcome: tuple[bool, Any]) -> None:
         """``report`` of the other executors, pausing without blocking the loop."""
         pause = Pause()
         try:

@@ -1,21 +1,24 @@
 """The Executor protocol: one strategy per execution model (thread, process, async, inline),
-and what every executor's slots share: bounded waits, the pause after a fault, the report
-that is made again until it lands."""
+the :class:`JobSource` its slots pull jobs from (a worker), and what every executor's slots
+share: bounded waits, the pause after a fault, the report that is made again until it lands.
+
+Executors know jobs only as records (:class:`~conveyor.records.ClaimedJob`) and their source
+only through :class:`JobSource`: they import neither the worker nor the backends."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.clock import MAX_WAIT
 from conveyor.errors import QueueClosed
 
 if TYPE_CHECKING:
+    from conveyor.job import ErrorInfo
     from conveyor.records import ClaimedJob
-    from conveyor.worker import Worker
 
 log = logging.getLogger("conveyor.executors")
 
@@ -27,6 +30,41 @@ log = logging.getLogger("conveyor.executors")
 #: while the errors go on, up to FAULT_PAUSE_MAX; a stop cuts the pause short
 FAULT_PAUSE = 0.05
 FAULT_PAUSE_MAX = 2.0
+
+
+class JobSource(Protocol):
+    """Where an executor's slots get their jobs and report how they ended (a worker)."""
+
+    @property
+    def id(self) -> str:
+        """Who runs the jobs (for log lines)."""
+        ...
+
+    @property
+    def running(self) -> Mapping[str, ClaimedJob]:
+        """The jobs claimed and not yet reported (nor put back, nor taken away), by id."""
+        ...
+
+    @property
+    def stopping(self) -> bool:
+        """True once the source stops: a slot ends its job and claims no more."""
+        ...
+
+    def slot_name(self) -> str:
+        """The calling slot, as a job's recorded worker names it (for log lines)."""
+        ...
+
+    def claim(self, limit: int = 1, timeout: float | None = None) -> list[ClaimedJob]:
+        """Block until up to ``limit`` jobs may start (or ``timeout``); ``[]``: no more."""
+        ...
+
+    def finished(self, job: ClaimedJob, result: Any, *, claim_next: int = 0) -> list[ClaimedJob]:
+        """``job`` returned ``result``; with ``claim_next``, claim that many more."""
+        ...
+
+    def failed(self, job: ClaimedJob, error: BaseException | ErrorInfo) -> None:
+        """``job`` failed (it raised, timed out, or its process died)."""
+        ...
 
 
 class Executor(Protocol):
@@ -42,7 +80,7 @@ class Executor(Protocol):
     mode: str
     slots: int
 
-    def start(self, worker: Worker) -> None:
+    def start(self, worker: JobSource) -> None:
         """Start the slots; they claim through ``worker``."""
         ...
 
@@ -122,17 +160,21 @@ class Pause:
             time.sleep(min(remaining, FAULT_PAUSE))
 
 
-def holds(worker: Worker, job: ClaimedJob) -> bool:
+def holds(worker: JobSource, job: ClaimedJob) -> bool:
     """True while ``job`` is one of ``worker``'s running jobs (its report has not landed, and
     it was not put back or taken from the worker)."""
     return worker.running.get(job.id) is job
 
 
 def report(
-    worker: Worker, job: ClaimedJob, outcome: tuple[bool, Any], pause: Pause, claim_next: int = 0
+    worker: JobSource,
+    job: ClaimedJob,
+    outcome: tuple[bool, Any],
+    pause: Pause,
+    claim_next: int = 0,
 ) -> list[ClaimedJob]:
     """Report how ``job`` ended, ``(True, result)`` or ``(False, error)``; after a success,
-    claim ``claim_next`` more (see ``Worker.finished``) and return them.
+    claim ``claim_next`` more (see :meth:`JobSource.finished`) and return them.
 
     A report that raises (the storage is full, or gone for a moment) is logged and made again
     after a growing pause for as long as the job is still the worker's, so the job is never
@@ -151,7 +193,7 @@ def report(
 
 
 def report_once(
-    worker: Worker, job: ClaimedJob, outcome: tuple[bool, Any], claim_next: int = 0
+    worker: JobSource, job: ClaimedJob, outcome: tuple[bool, Any], claim_next: int = 0
 ) -> list[ClaimedJob] | None:
     """One try of :func:`report`: the jobs claimed after it, or None if it raised (logged)
     and ``job`` is still the worker's, to be reported again after a pause."""

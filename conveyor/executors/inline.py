@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from conveyor.executors.thread import run_call
 
 if TYPE_CHECKING:
-    from conveyor.worker import Worker
+    from conveyor.executors.base import JobSource
 
 
 class InlineExecutor:
@@ -23,10 +23,10 @@ class InlineExecutor:
     slots = 1
 
     def __init__(self) -> None:
-        self._worker: Worker | None = None
+        self._worker: JobSource | None = None
         self._local = threading.local()
 
-    def start(self, worker: Worker) -> None:
+    def start(self, worker: JobSource) -> None:
         self._worker = worker
 
     def drain(self) -> int:

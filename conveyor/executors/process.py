@@ -34,6 +34,7 @@ import cloudpickle
 from conveyor.context import set_context
 from conveyor.errors import ConveyorError, QueueClosed
 from conveyor.executors.base import (
+    JobSource,
     Pause,
     bounded,
     holds,
@@ -46,7 +47,6 @@ from conveyor.job import ErrorInfo
 
 if TYPE_CHECKING:
     from conveyor.records import ClaimedJob
-    from conveyor.worker import Worker
 
 log = logging.getLogger("conveyor.executors.process")
 
@@ -294,7 +294,7 @@ class ProcessExecutor:
         self._ctx = multiprocessing.get_context(start_method)
         self._context = None if context is None else cloudpickle.dumps(context)
         self._max_jobs = max_jobs_per_process
-        self._worker: Worker | None = None
+        self._worker: JobSource | None = None
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._running: dict[str, _Child] = {}
@@ -304,7 +304,7 @@ class ProcessExecutor:
         self._environ: dict[str, str] | None = None  # taken at start
         self._cwd: str | None = None
 
-    def start(self, worker: Worker) -> None:
+    def start(self, worker: JobSource) -> None:
         self._worker = worker
         self._environ = dict(os.environ)  # what the worker processes see, from now on
         try:

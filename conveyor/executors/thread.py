@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.context import set_context
 from conveyor.errors import QueueClosed
 from conveyor.executors.base import (
+    JobSource,
     Pause,
     bounded,
     holds,
@@ -36,7 +37,6 @@ from conveyor.job import ErrorInfo
 
 if TYPE_CHECKING:
     from conveyor.records import ClaimedJob
-    from conveyor.worker import Worker
 
 log = logging.getLogger("conveyor.executors.thread")
 
@@ -88,14 +88,14 @@ class ThreadExecutor:
     def __init__(self, slots: int, context: Callable[[], Any] | None = None) -> None:
         self.slots = slots
         self._context = context
-        self._worker: Worker | None = None
+        self._worker: JobSource | None = None
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._running: dict[str, _Slot] = {}
         self._watchdog: _Watchdog | None = None
         self._names = itertools.count(1)
 
-    def start(self, worker: Worker) -> None:
+    def start(self, worker: JobSource) -> None:
         self._worker = worker
         for _ in range(self.slots):
             self._spawn()
@@ -132,7 +132,7 @@ class ThreadExecutor:
         except QueueClosed:
             log.debug("%s: the queue is closed; the slot ends", worker.slot_name())
 
-    def _serve(self, worker: Worker, slot: _Slot, pause: Pause) -> None:
+    def _serve(self, worker: JobSource, slot: _Slot, pause: Pause) -> None:
         context = self._context  # run once, before the first claim (again if it raised)
         jobs: list[ClaimedJob] = []
         while True:
