@@ -42,6 +42,7 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the job has ended; False if ``timeout`` passed first."""
+        self.queue.embedded.start()  # the queue's own workers, if it runs any
         try:
             self.queue.backend.wait_done(self.id, timeout)
         except TimeoutError:
@@ -62,6 +63,7 @@ class Job:
 
     def add_done_callback(self, callback: Callable[[Job], object]) -> None:
         """Call ``callback(job)`` once the job has ended (at once if it has)."""
+        self.queue.embedded.start()
         self.queue.backend.add_done_callback(self.id, lambda _record: callback(self))
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -77,6 +79,7 @@ class Job:
         def wake(_record: JobRecord) -> None:
             loop.call_soon_threadsafe(settle)
 
+        self.queue.embedded.start()
         self.queue.backend.add_done_callback(self.id, wake)
         yield from ended.__await__()
         return self.queue.result(self.id, 0)

@@ -166,7 +166,7 @@ def build_executor(queue: Queue, mode: str, slots: int) -> Executor:
     return executors.build(
         mode,
         slots,
-        context=queue._context,
+        context=queue.context,
         max_jobs_per_process=queue.settings.max_jobs_per_process,
     )
 

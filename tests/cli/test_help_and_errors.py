@@ -182,7 +182,7 @@ def test_cancel_of_an_unknown_job_fails_clearly(runner, make_app):
 
 
 def test_an_app_queue_with_workers_starts_none_when_the_command_line_imports_it(runner, make_app):
-    # given an app whose queue would start 2 embedded workers when imported
+    # given an app whose queue has 2 worker slots of its own
     name = make_app(workers=2, source=APP_SOURCE.replace("Queue(", "Queue('sqlite:///jobs.db', "))
     # when the worker command imports it and runs in burst mode
     result = runner.invoke(main, ["worker", f"{name}:q", "--burst", "-w", "1"])
@@ -192,18 +192,22 @@ def test_an_app_queue_with_workers_starts_none_when_the_command_line_imports_it(
     assert "note:" not in result.output
     assert "0 finished, 0 failed" in result.output
     queue = sys.modules[name].q
-    assert (queue.runs_workers, queue._workers, queue.slots) == (False, {}, 2)
+    assert (queue.runs_workers, queue.embedded.modes, queue.slots) == (False, (), 2)
 
 
 def test_a_queue_that_runs_workers_is_stopped_with_a_note(runner, make_app):
-    # given an app imported before the command line, so its queue runs 2 workers
+    # given an app imported before the command line, whose queue ran a job, so it runs its
+    # 2 worker slots
     name = make_app(workers=2)
     sys.path.insert(0, os.getcwd())  # the fixture restores sys.path
-    queue = importlib.import_module(name).q
-    assert queue.runs_workers and queue._workers
+    module = importlib.import_module(name)
+    queue = module.q
+    assert queue.embedded.modes == ()  # building the queue started none
+    assert module.add.enqueue(1, 2).result(timeout=5) == 3
+    assert queue.runs_workers and queue.embedded.modes == ("thread",)
     # when a command is given that queue
     result = runner.invoke(main, ["status", f"{name}:q"])
     # then its workers are stopped, with a note saying why
     assert result.exit_code == 0, result.output
     assert "started 2 worker slot(s) of its own" in result.output
-    assert (queue.runs_workers, queue._workers) == (False, {})
+    assert (queue.runs_workers, queue.embedded.modes) == (False, ())

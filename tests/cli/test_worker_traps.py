@@ -183,16 +183,18 @@ def status_rows(text: str) -> dict[str, list[str]]:
 def test_status_judges_each_worker_by_its_own_lease_and_shows_the_lost_ones(
     made: App,
 ) -> None:
-    # given a worker with a lease of 1 s that was killed, and a live one with a lease of 60 s
+    # given a worker with a lease of 3 s that was killed, and a live one with a lease of 60 s
+    # (the live one drops the killed one from the registry 3 of its leases after its last
+    # beat: 5 s or more after its lease ran out, time enough for a slow `status` to start)
     q = made.module.q  # type: ignore[union-attr]
-    short = made.worker("-w", "1", lease="1")
+    short = made.worker("-w", "1", lease="3")
     live = made.worker("-w", "1", lease="60")
     wait_until(lambda: len(q.backend.workers()) == 2, WAIT, "both workers registered")
     names = {short.pid: "short", live.pid: "live"}
     short.kill()
     short.wait(WAIT)
     killed = time.time()
-    wait_until(lambda: time.time() - killed > 1.5, WAIT, "the short lease ran out")
+    wait_until(lambda: time.time() - killed > 3.5, WAIT, "the short lease ran out")
 
     # when status is asked by a viewer whose own lease is 60 s
     done = command(made, "status", made.spec, lease="60")

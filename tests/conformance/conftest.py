@@ -2,8 +2,9 @@
 
 A variant is a backend URL plus where the jobs run:
 
-- ``memory``, ``sqlite``: the test's queue starts embedded worker threads, so jobs run in
-  the test process and report to the test's :class:`~tests.conformance.jobs.Board` directly;
+- ``memory``, ``sqlite``: the test's queue starts its embedded worker threads as soon as it
+  is built (a queue starts them lazily otherwise), so jobs run in the test process and report
+  to the test's :class:`~tests.conformance.jobs.Board` directly;
 - ``sqlite-process``: the test holds a producer queue ``Queue(url, workers=0)`` and the jobs
   run in ``python -m conveyor worker APP --workers N --mode M`` processes, one per queue the
   test builds with workers (``N`` is the ``workers=`` it asked for). ``APP`` is a module
@@ -123,6 +124,7 @@ def queue_factory(
         if not variant.worker_processes:
             queue = conveyor.Queue(backend_url, **kwargs)
             built.append(queue)
+            queue.embedded.start()  # its workers run from the start, as worker processes do
             return queue
         slots = kwargs.pop("workers", None)
         queue = conveyor.Queue(backend_url, workers=0, **kwargs)  # creates the schema

@@ -287,7 +287,7 @@ def test_close_without_waiting_closes_each_pipe_once(make_queue, monkeypatch):
     monkeypatch.setattr(ProcessExecutor, "_drop", drop)
     monkeypatch.setattr(multiprocessing.connection.Connection, "_close", close)
     monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
-    slot_threads = list(q._workers["process"].executor._threads)
+    slot_threads = list(q.embedded.start("process").executor._threads)
     # when the queue is closed without waiting
     try:
         q.close(wait=False)

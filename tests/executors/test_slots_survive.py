@@ -53,6 +53,7 @@ def test_the_watchdog_survives_a_timeout_longer_than_a_lock_can_wait(make_queue)
 
     try:
         spec = JobSpec("held", "hold", "thread", JobOptions(timeout=10**12), hold)
+        q.embedded.start()  # no put starts the queue's workers: start them
         q.backend.submit([spec])
         held = conveyor.Job(q, "held")
         assert started.wait(WAIT)

@@ -402,9 +402,9 @@ def test_embedded_workers_batch_on_durable_backends_only(url):
     durable = conveyor.Queue(url, allow_modules=ALLOW, workers=1)
     durable_set = conveyor.Queue(url, allow_modules=ALLOW, workers=1, prefetch=3)
     try:
-        assert memory._workers["thread"]._claims.prefetch == 0
-        assert durable._workers["thread"]._claims.prefetch == DEFAULT_PREFETCH == 8
-        assert durable_set._workers["thread"]._claims.prefetch == 3
+        assert memory.embedded.start()._claims.prefetch == 0
+        assert durable.embedded.start()._claims.prefetch == DEFAULT_PREFETCH == 8
+        assert durable_set.embedded.start()._claims.prefetch == 3
     finally:
         for q in (memory, durable, durable_set):
             q.close()
