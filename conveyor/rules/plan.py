@@ -90,8 +90,8 @@ def compile_plan(
     task; a running job that lists its id, then its task, incompatible; its task's limit.
     """
     before, after, holds, frees = _shape(task, exclusive, incompatible, max_concurrency)
-    own = key(DECL, job_id)
-    return Plan((*before, Need(own, 1, own), *after), holds, (key(JOB, job_id), *frees))
+    own = _DECL + job_id
+    return _plan((*before, _need(own, 1, own), *after), holds, (_JOB + job_id, *frees))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -113,3 +113,29 @@ def _shape(
     holds = (key(TASK, task), *groups, *declared)
     frees = (key(TASK, task), key(LIMIT, task), *groups, *declared)
     return tuple(before), tuple(after), holds, frees
+
+
+_DECL, _JOB = key(DECL, ""), key(JOB, "")
+_new = object.__new__
+_need_key, _need_capacity, _need_park = (vars(Need)[f].__set__ for f in ("key", "capacity", "park"))
+_plan_needs, _plan_holds, _plan_frees = (vars(Plan)[f].__set__ for f in ("needs", "holds", "frees"))
+
+
+# The two per-job objects of compile_plan, built without the frozen dataclasses' __init__ (it
+# sets each field through ``object.__setattr__``, which cost more than all the rest of
+# compile_plan, and every submit compiles a plan): the same objects, fields set through their
+# slots.
+def _need(key: str, capacity: int, park: str) -> Need:
+    need: Need = _new(Need)
+    _need_key(need, key)
+    _need_capacity(need, capacity)
+    _need_park(need, park)
+    return need
+
+
+def _plan(needs: tuple[Need, ...], holds: tuple[str, ...], frees: tuple[str, ...]) -> Plan:
+    plan: Plan = _new(Plan)
+    _plan_needs(plan, needs)
+    _plan_holds(plan, holds)
+    _plan_frees(plan, frees)
+    return plan

@@ -51,22 +51,23 @@ class MemoryBackend(Reads):
             now = self._clock.now()
             engine.tick(now)
             resolved = self._resolve_unique(specs, now)
-            fresh = [
-                spec for spec, existing in zip(specs, resolved, strict=True) if existing is None
-            ]
+            fresh: Sequence[JobSpec] = specs
+            aliases: dict[str, str] = {}
+            if any(resolved):
+                fresh = [spec for spec, held in zip(specs, resolved, strict=True) if held is None]
+                aliases = {
+                    spec.id: held
+                    for spec, held in zip(specs, resolved, strict=True)
+                    if held is not None
+                }
             self._validate(fresh, specs)
             self._wait_for_room(len(fresh), block, deadline)
-            aliases = {
-                spec.id: existing
-                for spec, existing in zip(specs, resolved, strict=True)
-                if existing is not None
-            }
             for spec in fresh:
                 engine.insert(spec, now, aliases)
             engine.cascade()
             effects = self._take_effects()
         self._run(effects)
-        return [existing or spec.id for spec, existing in zip(specs, resolved, strict=True)]
+        return [held or spec.id for spec, held in zip(specs, resolved, strict=True)]
 
     def _resolve_unique(self, specs: Sequence[JobSpec], now: float) -> list[str | None]:
         engine = self._engine
@@ -85,6 +86,8 @@ class MemoryBackend(Reads):
             del engine.unique[key]
             return None
 
+        if not any(spec.options.unique for spec in specs):
+            return [None] * len(specs)
         return rules.resolve_unique([(s.id, s.options.unique) for s in specs], holder_of)
 
     def _validate(self, fresh: Sequence[JobSpec], specs: Sequence[JobSpec]) -> None:

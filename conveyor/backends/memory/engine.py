@@ -230,8 +230,13 @@ class Engine:
         """The park key of the first need in ``entry``'s plan that is not met, or None.
 
         The need is kept under its park key, so that ``is_free`` can tell when it is met."""
+        counted, running = self.counted, self.running
         for need in entry.plan.needs:
-            if self.held(need.key) >= need.capacity:
+            name = need.key
+            count = counted.get(name)  # ``held``, inlined: a claim walks every need
+            if count is None:
+                count = name.startswith(JOB_KEY) and name[len(JOB_KEY) :] in running
+            if count >= need.capacity:
                 self.parks[need.park] = need
                 return need.park
         return None
@@ -263,8 +268,7 @@ class Engine:
         entry.ended = None
         entry.worker = worker
         self.running[entry.id] = entry
-        for held in entry.plan.holds:
-            self.hold(held, 1)
+        self.hold(entry.plan.holds, 1)
         opts = entry.opts
         if opts.lane is not None:
             lane = self.lanes[opts.lane]
@@ -284,13 +288,16 @@ class Engine:
             opts.timeout,
         )
 
-    def hold(self, key: str, delta: int) -> None:
-        """Add ``delta`` to the count of counted ``key`` (a count of 0 is dropped)."""
-        count = self.counted.get(key, 0) + delta
-        if count:
-            self.counted[key] = count
-        else:
-            del self.counted[key]
+    def hold(self, keys: tuple[str, ...], delta: int) -> None:
+        """Add ``delta`` to the count of each counted key of ``keys`` (a count of 0 is
+        dropped)."""
+        counted = self.counted
+        for name in keys:
+            count = counted.get(name, 0) + delta
+            if count:
+                counted[name] = count
+            else:
+                del counted[name]
 
     # --------------------------------------------------------- end of an attempt
     def holding(self, job_id: str, attempt: int) -> Entry | None:
@@ -305,8 +312,7 @@ class Engine:
         marked freed."""
         del self.running[entry.id]
         plan = entry.plan
-        for held in plan.holds:
-            self.hold(held, -1)
+        self.hold(plan.holds, -1)
         if self.parked:
             for mode, freed in self.freed.items():
                 for park in plan.frees:
@@ -355,7 +361,9 @@ class Engine:
         else:
             entry.error = reason
         self.ended[entry.id] = None
-        self.work.append(entry)
+        opts = entry.opts
+        if entry.dependents or opts.lane is not None or opts.unique:
+            self.work.append(entry)  # else after_end has nothing to do
         self.some_ended = True
         if self.latches:
             for latch in self.latches.pop(entry.id, ()):
