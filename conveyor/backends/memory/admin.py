@@ -18,7 +18,7 @@ from conveyor.job import TERMINAL, Status
 from conveyor.records import ended_before, history_entry, with_history
 
 
-def retry(engine: Engine, entry: Entry, now: float) -> None:
+def retry_ended(engine: Engine, entry: Entry, now: float) -> None:
     """Put a failed or cancelled job back to waiting (see :meth:`Backend.retry`); InvalidJob,
     with nothing changed, if it cannot be."""
     if entry.status not in (Status.FAILED, Status.CANCELLED):
@@ -108,7 +108,7 @@ def _leave_lane(engine: Engine, entry: Entry) -> None:
         heapq.heapify(lane.heap)
 
 
-def purge(
+def purge_jobs(
     engine: Engine, statuses: Collection[Status], task: str | None, before: float | None
 ) -> int:
     """Drop the matching jobs (see :meth:`Backend.purge`); waiting and scheduled ones are

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from conveyor import rules
-from conveyor.backends.memory import admin
+from conveyor.backends.memory.admin import purge_jobs, retry_ended
 from conveyor.backends.memory.engine import Engine
 from conveyor.backends.memory.reads import Reads
 from conveyor.clock import Clock
@@ -306,7 +306,7 @@ class MemoryBackend(Reads):
         with self._lock:
             now = self._clock.now()
             self._engine.tick(now)
-            admin.retry(self._engine, self._entry(job_id), now)
+            retry_ended(self._engine, self._entry(job_id), now)
             self._engine.cascade()
             effects = self._take_effects()
         self._run(effects)
@@ -322,7 +322,7 @@ class MemoryBackend(Reads):
             raise InvalidJob("running jobs are never purged; cancel them first")
         with self._lock:
             self._engine.tick(self._clock.now())
-            purged = admin.purge(self._engine, statuses, task, before)
+            purged = purge_jobs(self._engine, statuses, task, before)
             effects = self._take_effects()
         self._run(effects)
         return purged

@@ -1,9 +1,9 @@
 """The memory engine: the rules of :mod:`conveyor.rules` over dicts and heaps.
 
 The same engine as SQLite's (and later Lua's), method for method and under the same names, so
-the two read side by side; it holds no lock (the backend calls it under its own) and knows
-nothing of exclusive groups, incompatible jobs or limits: a job's :class:`~conveyor.rules.plan.Plan`
-(compiled once, in :meth:`Engine.insert`) tells it which keys the job needs, holds and frees.
+the two read side by side. It holds no lock (the backend calls it under its own) and knows no
+put option behind a key: a job's :class:`~conveyor.rules.plan.Plan`, compiled once in
+:meth:`Engine.insert`, tells it which keys the job needs, holds and frees.
 
 What backs each part:
 
@@ -11,7 +11,8 @@ What backs each part:
   still hold back (``Entry.where == READY``); stale items (cancelled, parked, started) are
   dropped when they reach the top;
 - parked keys: ``parked[(mode, park key)]``, a heap per key of the jobs found blocked by it at
-  claim time (``Entry.where`` is the key); ``parks`` keeps the need behind each park key;
+  claim time (``Entry.where`` is the key); ``parks`` keeps the need behind a park key that is
+  not itself a key of capacity 1 (``limit:<t>``: the task's count and its capacity);
 - freed keys: ``freed[mode]``, the park keys a release gave back since the last claim of that
   mode: a claim looks at their parked tops beside the ready top, never at the backlog;
 - held counts: ``counted``, running jobs per counted key (``task:``, ``group:``, ``decl:``); a
@@ -229,7 +230,8 @@ class Engine:
     def conflict(self, entry: Entry) -> str | None:
         """The park key of the first need in ``entry``'s plan that is not met, or None.
 
-        The need is kept under its park key, so that ``is_free`` can tell when it is met."""
+        A need that is not simply its own park key at capacity 1 (a task's limit) is kept
+        under its park key, so that ``is_free`` can tell when it is met."""
         counted, running = self.counted, self.running
         for need in entry.plan.needs:
             name = need.key
@@ -237,7 +239,8 @@ class Engine:
             if count is None:
                 count = name.startswith(JOB_KEY) and name[len(JOB_KEY) :] in running
             if count >= need.capacity:
-                self.parks[need.park] = need
+                if need.capacity != 1 or need.park != name:
+                    self.parks[need.park] = need  # a few (one per limit): never dropped
                 return need.park
         return None
 
@@ -249,7 +252,8 @@ class Engine:
         return int(key.startswith(JOB_KEY) and key[len(JOB_KEY) :] in self.running)
 
     def is_free(self, park: str) -> bool:
-        """Whether the need a job waits on, parked on ``park``, is met now."""
+        """Whether the need a job waits on, parked on ``park``, is met now: ``park`` itself
+        is not held, or the need kept under it (``conflict``) is below its capacity."""
         need = self.parks.get(park)
         if need is None:
             return not self.held(park)
