@@ -43,7 +43,7 @@ def retry_ended(engine: Engine, entry: Entry, now: float) -> None:
     entry.where = None
     engine.set_status(entry, Status.WAITING)
     for dep in awaited:
-        dep.dependents.append(entry.id)
+        dep.add_dependent(entry.id)
     entry.pending_deps = len(awaited)
     engine.emit(ev.QUEUED, entry)
     if awaited:

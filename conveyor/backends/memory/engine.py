@@ -115,7 +115,7 @@ class Engine:
                 failed = failed or dep
                 continue
             entry.pending_deps += 1
-            dep.dependents.append(entry.id)
+            dep.add_dependent(entry.id)
         if failed is not None:
             reason = rules.cascade_reason(failed.id, failed.status.value)
             self.end(entry, Status.CANCELLED, reason=reason)
@@ -416,7 +416,7 @@ class Engine:
 
     def settle_dependents(self, dep: Entry) -> None:
         """``dep`` ended: its dependents count down (it finished) or are cancelled."""
-        for job_id in dep.dependents:
+        for job_id in dep.dependents or ():
             entry = self.jobs.get(job_id)
             if entry is None or entry.status in TERMINAL:
                 continue
@@ -427,7 +427,7 @@ class Engine:
             else:
                 reason = rules.cascade_reason(dep.id, dep.status.value)
                 self.end(entry, Status.CANCELLED, reason=reason)
-        dep.dependents = []
+        dep.dependents = None
 
     # ------------------------------------------------------------------ timers
     def tick(self, now: float) -> None:

@@ -73,12 +73,20 @@ class Entry:
         self.exception: BaseException | None = None
         #: dependencies not finished yet
         self.pending_deps = 0
-        #: jobs waiting for this one
-        self.dependents: list[str] = []
+        #: jobs waiting for this one (None: none; most jobs have none, and an empty list per
+        #: job is one more object for the garbage collector to walk)
+        self.dependents: list[str] | None = None
         #: when a scheduled job becomes waiting (its timer's time)
         self.due: float | None = None
         #: None, READY (in the ready index) or the park key it is parked on
         self.where: str | None = None
+
+    def add_dependent(self, job_id: str) -> None:
+        """Job ``job_id`` waits for this one."""
+        if self.dependents is None:
+            self.dependents = [job_id]
+        else:
+            self.dependents.append(job_id)
 
     def item(self) -> HeapItem:
         """Its place in the ready index, a lane's order or a park key's heap."""
