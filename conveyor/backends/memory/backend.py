@@ -128,7 +128,8 @@ class MemoryBackend(Reads):
         with self._lock:
             got = self._claim(worker, mode, limit, timeout, stop)
             effects = self._take_effects()
-        self._run(effects)
+        if effects:
+            self._run(effects)
         return got
 
     def finish_and_claim(
@@ -153,7 +154,8 @@ class MemoryBackend(Reads):
                 engine.cascade()
             got = self._claim(worker, mode, limit, timeout, stop)
             effects = self._take_effects()
-        self._run(effects)
+        if effects:
+            self._run(effects)
         return got
 
     def _claim(
@@ -205,7 +207,8 @@ class MemoryBackend(Reads):
             engine.end(entry, Status.FINISHED, result=result)
             engine.cascade()
             effects = self._take_effects()
-        self._run(effects)
+        if effects:
+            self._run(effects)
         return True
 
     def finish_many_and_claim(
@@ -236,7 +239,8 @@ class MemoryBackend(Reads):
             engine.cascade()
             got = self._claim(worker, mode, limit, 0, stop) if limit > 0 else []
             effects = self._take_effects()
-        self._run(effects)
+        if effects:
+            self._run(effects)
         return got
 
     def fail(

@@ -38,7 +38,7 @@ from typing import Any
 
 from conveyor import events as ev
 from conveyor import rules
-from conveyor.backends.memory.state import READY, Entry, HeapItem, Lane, Latch
+from conveyor.backends.memory.state import READY, Entry, HeapItem, Lane, Watching, job_ended
 from conveyor.clock import Clock
 from conveyor.events import EventBus
 from conveyor.job import PENDING, TERMINAL, ErrorInfo, JobRecord, Status
@@ -76,7 +76,7 @@ class Engine:
         self.counts: Counter[Status] = Counter()
         self.ended: OrderedDict[str, None] = OrderedDict()  # ended, not yet popped
         self.unique: dict[str, tuple[str, float | None]] = {}
-        self.latches: dict[str, list[Latch]] = {}
+        self.latches: dict[str, Watching] = {}
         self.done_callbacks: dict[str, list[Callable[[JobRecord], object]]] = {}
         self.effects: list[Callable[[], object]] = []
         self.wakeups: Counter[str] = Counter()  # claimers to wake per mode
@@ -370,8 +370,9 @@ class Engine:
             self.work.append(entry)  # else after_end has nothing to do
         self.some_ended = True
         if self.latches:
-            for latch in self.latches.pop(entry.id, ()):
-                latch.ended(status)
+            watching = self.latches.pop(entry.id, None)
+            if watching is not None:
+                job_ended(watching, status)
         callbacks = self.done_callbacks.pop(entry.id, None) if self.done_callbacks else None
         name = END_EVENTS[status]
         wanted = self.bus.wants(name)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from conveyor.backends.memory.locked import Locked
-from conveyor.backends.memory.state import Latch
+from conveyor.backends.memory.state import Latch, unwatch, watch
 from conveyor.errors import InvalidJob
 from conveyor.job import TERMINAL, JobRecord, Status
 
@@ -129,7 +129,7 @@ class Reads(Locked):
             return None
         latch = Latch(waiting, first_failure)
         for job_id in waiting:
-            self._engine.latches.setdefault(job_id, []).append(latch)
+            watch(self._engine.latches, job_id, latch)
         return latch
 
     def _wait_ended(
@@ -143,14 +143,9 @@ class Reads(Locked):
         if latch is None:
             return
         if not latch.event.wait(timeout):
-            latches = self._engine.latches
             with self._lock:  # stop watching, so the latch does not outlive the call
                 for job_id in latch.job_ids:
-                    watching = latches.get(job_id)
-                    if watching is not None and latch in watching:
-                        watching.remove(latch)
-                        if not watching:
-                            del latches[job_id]
+                    unwatch(self._engine.latches, job_id, latch)
             raise TimeoutError(f"{latch.count} job(s) did not end within {timeout} s")
 
     def wait_idle(

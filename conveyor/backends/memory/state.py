@@ -150,3 +150,39 @@ class Latch:
         self.count -= 1
         if self.count <= 0 or (self.on_failure and status is not Status.FINISHED):
             self.event.set()
+
+
+#: the latches watching one job: one (most waits watch a job alone), or a list of several
+Watching = Latch | list[Latch]
+
+
+def watch(latches: dict[str, Watching], job_id: str, latch: Latch) -> None:
+    """Let ``latch`` watch job ``job_id`` (no list made for a job's only latch: a ``map`` of
+    thousands of jobs watches each of them)."""
+    held = latches.get(job_id)
+    if held is None:
+        latches[job_id] = latch
+    elif isinstance(held, Latch):
+        latches[job_id] = [held, latch]
+    else:
+        held.append(latch)
+
+
+def unwatch(latches: dict[str, Watching], job_id: str, latch: Latch) -> None:
+    """Stop ``latch`` watching job ``job_id``."""
+    held = latches.get(job_id)
+    if held is latch:
+        del latches[job_id]
+    elif isinstance(held, list) and latch in held:
+        held.remove(latch)
+        if not held:
+            del latches[job_id]
+
+
+def job_ended(watching: Watching, status: Status) -> None:
+    """Tell the latches watching a job that it ended with ``status``."""
+    if isinstance(watching, Latch):
+        watching.ended(status)
+    else:
+        for latch in watching:
+            latch.ended(status)
