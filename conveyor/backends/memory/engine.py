@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import Counter, OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -73,13 +73,15 @@ class Engine:
         self.lanes: dict[str | int, Lane] = {}
         self.timers: list[tuple[float, int, int, str]] = []
         self.work: list[Entry | str | int] = []
-        self.counts: Counter[Status] = Counter()
+        # plain dicts, not Counters: a Counter's item costs twice a dict's, and a job changes
+        # these several times
+        self.counts: dict[Status, int] = dict.fromkeys(Status, 0)
         self.ended: OrderedDict[str, None] = OrderedDict()  # ended, not yet popped
         self.unique: dict[str, tuple[str, float | None]] = {}
         self.latches: dict[str, Watching] = {}
         self.done_callbacks: dict[str, list[Callable[[JobRecord], object]]] = {}
         self.effects: list[Callable[[], object]] = []
-        self.wakeups: Counter[str] = Counter()  # claimers to wake per mode
+        self.wakeups: dict[str, int] = {}  # claimers to wake per mode
         self.timer_moved = False  # a new first timer: every blocked wait must re-measure
         self.some_ended = False  # a job ended: waits for ends, room or idle look again
 
@@ -183,7 +185,7 @@ class Engine:
             return
         entry.where = READY
         heapq.heappush(self.ready[entry.mode], entry.item())
-        self.wakeups[entry.mode] += 1
+        self.wakeups[entry.mode] = self.wakeups.get(entry.mode, 0) + 1
 
     def next_startable(self, mode: str) -> Entry | None:
         """The best job of ``mode`` that may start now, or None: the better of the ready top
@@ -322,7 +324,7 @@ class Engine:
                 for park in plan.frees:
                     if (mode, park) in self.parked:
                         freed.add(park)
-                        self.wakeups[mode] += 1
+                        self.wakeups[mode] = self.wakeups.get(mode, 0) + 1
 
     def schedule_retry(self, entry: Entry, error: ErrorInfo) -> float:
         """A failed attempt with retries left: scheduled after its delay, or waiting again at
