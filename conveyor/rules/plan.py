@@ -32,6 +32,7 @@ the cascade order are in :mod:`conveyor.rules`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 GROUP = "group"
@@ -88,24 +89,53 @@ def compile_plan(
     for each name it lists incompatible, a running job of that id, then running jobs of that
     task; a running job that lists its id, then its task, incompatible; its task's limit.
     """
-    needs = [Need(key(GROUP, g), 1, key(GROUP, g)) for g in exclusive]
+    before, after, holds, frees = _shape(task, exclusive, incompatible, max_concurrency)
+    own = _DECL + job_id
+    return _plan((*before, _need(own, 1, own), *after), holds, (_JOB + job_id, *frees))
+
+
+@functools.lru_cache(maxsize=1024)
+def _shape(
+    task: str, exclusive: tuple[str, ...], incompatible: tuple[str, ...], limit: int | None
+) -> tuple[tuple[Need, ...], tuple[Need, ...], tuple[str, ...], tuple[str, ...]]:
+    """What a plan holds apart from the job's id, once per kind of job (compile_plan runs at
+    every submit: only the two keys naming the job are built per job): the needs before and
+    after the job's own ``decl:<id>``, its holds, and its frees after ``job:<id>``."""
+    before = [Need(key(GROUP, g), 1, key(GROUP, g)) for g in exclusive]
     for name in incompatible:
-        needs.append(Need(key(JOB, name), 1, key(JOB, name)))
-        needs.append(Need(key(TASK, name), 1, key(TASK, name)))
-    needs.append(Need(key(DECL, job_id), 1, key(DECL, job_id)))
-    needs.append(Need(key(DECL, task), 1, key(DECL, task)))
-    if max_concurrency is not None:
-        needs.append(Need(key(TASK, task), max_concurrency, key(LIMIT, task)))
-    holds = (
-        key(TASK, task),
-        *(key(GROUP, g) for g in exclusive),
-        *(key(DECL, n) for n in dict.fromkeys(incompatible)),
-    )
-    frees = (
-        key(JOB, job_id),
-        key(TASK, task),
-        key(LIMIT, task),
-        *(key(GROUP, g) for g in exclusive),
-        *(key(DECL, n) for n in dict.fromkeys(incompatible)),
-    )
-    return Plan(tuple(needs), holds, frees)
+        before.append(Need(key(JOB, name), 1, key(JOB, name)))
+        before.append(Need(key(TASK, name), 1, key(TASK, name)))
+    after = [Need(key(DECL, task), 1, key(DECL, task))]
+    if limit is not None:
+        after.append(Need(key(TASK, task), limit, key(LIMIT, task)))
+    groups = tuple(key(GROUP, g) for g in exclusive)
+    declared = tuple(key(DECL, n) for n in dict.fromkeys(incompatible))
+    holds = (key(TASK, task), *groups, *declared)
+    frees = (key(TASK, task), key(LIMIT, task), *groups, *declared)
+    return tuple(before), tuple(after), holds, frees
+
+
+_DECL, _JOB = key(DECL, ""), key(JOB, "")
+_new = object.__new__
+_need_key, _need_capacity, _need_park = (vars(Need)[f].__set__ for f in ("key", "capacity", "park"))
+_plan_needs, _plan_holds, _plan_frees = (vars(Plan)[f].__set__ for f in ("needs", "holds", "frees"))
+
+
+# The two per-job objects of compile_plan, built without the frozen dataclasses' __init__ (it
+# sets each field through ``object.__setattr__``, which cost more than all the rest of
+# compile_plan, and every submit compiles a plan): the same objects, fields set through their
+# slots.
+def _need(key: str, capacity: int, park: str) -> Need:
+    need: Need = _new(Need)
+    _need_key(need, key)
+    _need_capacity(need, capacity)
+    _need_park(need, park)
+    return need
+
+
+def _plan(needs: tuple[Need, ...], holds: tuple[str, ...], frees: tuple[str, ...]) -> Plan:
+    plan: Plan = _new(Plan)
+    _plan_needs(plan, needs)
+    _plan_holds(plan, holds)
+    _plan_frees(plan, frees)
+    return plan

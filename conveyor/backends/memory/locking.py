@@ -43,7 +43,8 @@ class YieldingLock:
         return lock.acquire(True, timeout)
 
     def __enter__(self) -> bool:
-        return self.acquire()
+        # the free lock taken here, without a second call: every backend call enters once
+        return self._lock.acquire(False) or self.acquire()
 
     def __exit__(
         self,

@@ -1,0 +1,379 @@
+"""The in-process backend: the memory engine under one lock.
+
+Every public method takes the lock once, calls the engine (:mod:`.engine`: the rules), and
+runs what the change set off (events, done callbacks, stop requests) after letting the lock
+go; claimers of a mode wait on a condition of their own, woken as many at a time as jobs
+became ready. Reading and waiting are in :mod:`.reads`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+from conveyor import rules
+from conveyor.backends.memory.admin import purge_jobs, retry_ended
+from conveyor.backends.memory.engine import Engine
+from conveyor.backends.memory.reads import Reads
+from conveyor.clock import Clock
+from conveyor.errors import InvalidJob, QueueClosed, QueueFull
+from conveyor.events import EventBus
+from conveyor.job import TERMINAL, ErrorInfo, Status
+from conveyor.records import ClaimedJob, Failed, Finished, JobSpec, WorkerInfo
+
+
+class MemoryBackend(Reads):
+    """Jobs in this process's memory; every rule applied under one lock."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        events: EventBus | None = None,
+        max_size: int | None = None,
+    ) -> None:
+        super().__init__(Engine(clock or Clock(), events or EventBus()))
+        self._max_size = max_size
+        self._stop_hook: Callable[[str, str], object] | None = None
+        self._workers: dict[str, WorkerInfo] = {}
+        self._clock.subscribe(self.wake)
+
+    # ------------------------------------------------------------------ submit
+    def submit(
+        self, specs: Sequence[JobSpec], *, block: bool = True, timeout: float | None = None
+    ) -> list[str]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        engine = self._engine
+        with self._lock:
+            now = self._clock.now()
+            engine.tick(now)
+            resolved = self._resolve_unique(specs, now)
+            fresh: Sequence[JobSpec] = specs
+            aliases: dict[str, str] = {}
+            if any(resolved):
+                fresh = [spec for spec, held in zip(specs, resolved, strict=True) if held is None]
+                aliases = {
+                    spec.id: held
+                    for spec, held in zip(specs, resolved, strict=True)
+                    if held is not None
+                }
+            self._validate(fresh, specs)
+            self._wait_for_room(len(fresh), block, deadline)
+            for spec in fresh:
+                engine.insert(spec, now, aliases)
+            engine.cascade()
+            effects = self._take_effects()
+        self._run(effects)
+        return [held or spec.id for spec, held in zip(specs, resolved, strict=True)]
+
+    def _resolve_unique(self, specs: Sequence[JobSpec], now: float) -> list[str | None]:
+        engine = self._engine
+
+        def holder_of(key: str) -> str | None:
+            held = engine.unique.get(key)
+            if held is None:
+                return None
+            job_id, until = held
+            entry = engine.jobs.get(job_id)
+            # a popped or forgotten holder frees its key: no handle on a gone job
+            if entry is not None and rules.unique_still_held(
+                entry.status not in TERMINAL, until, now
+            ):
+                return job_id
+            del engine.unique[key]
+            return None
+
+        if not any(spec.options.unique for spec in specs):
+            return [None] * len(specs)
+        return rules.resolve_unique([(s.id, s.options.unique) for s in specs], holder_of)
+
+    def _validate(self, fresh: Sequence[JobSpec], specs: Sequence[JobSpec]) -> None:
+        if self._closed:
+            raise QueueClosed("the queue is closed; it takes no more jobs")
+        rules.check_batch(fresh, {spec.id for spec in specs}, self._engine.jobs.__contains__)
+
+    def _wait_for_room(self, count: int, block: bool, deadline: float | None) -> None:
+        if self._max_size is None or count == 0:
+            return
+        counts = self._engine.counts
+        while True:
+            pending = counts[Status.WAITING] + counts[Status.SCHEDULED]
+            if pending == 0 or pending + count <= self._max_size:
+                return
+            if not block:
+                raise QueueFull(
+                    f"the queue holds {pending} jobs not yet started (max_size="
+                    f"{self._max_size}); wait, or put with block=True"
+                )
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise QueueFull(f"no room under max_size={self._max_size} before the timeout")
+            self._wait_changed(remaining)
+            if self._closed:
+                raise QueueClosed("the queue closed while put waited for room")
+
+    # ------------------------------------------------------------------- claim
+    def claim(
+        self,
+        worker: str,
+        mode: str,
+        limit: int = 1,
+        *,
+        timeout: float | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> list[ClaimedJob]:
+        with self._lock:
+            got = self._claim(worker, mode, limit, timeout, stop)
+            effects = self._take_effects()
+        if effects:
+            self._run(effects)
+        return got
+
+    def finish_and_claim(
+        self,
+        job_id: str,
+        attempt: int,
+        result: Any,
+        worker: str,
+        mode: str,
+        limit: int = 1,
+        *,
+        timeout: float | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> list[ClaimedJob]:
+        """``finish`` then ``claim`` under one lock: one round trip per job for a busy slot."""
+        engine = self._engine
+        with self._lock:
+            entry = engine.holding(job_id, attempt)
+            if entry is not None:
+                engine.release(entry)
+                engine.end(entry, Status.FINISHED, result=result)
+                engine.cascade()
+            got = self._claim(worker, mode, limit, timeout, stop)
+            effects = self._take_effects()
+        if effects:
+            self._run(effects)
+        return got
+
+    def _claim(
+        self,
+        worker: str,
+        mode: str,
+        limit: int,
+        timeout: float | None,
+        stop: Callable[[], bool] | None,
+    ) -> list[ClaimedJob]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        engine = self._engine
+        cond = self._claimable.get(mode)
+        if cond is None:
+            cond = self._claimable[mode] = threading.Condition(self._lock)  # type: ignore[arg-type]
+        while True:
+            if self._closed or (stop is not None and stop()):
+                return []
+            now = self._clock.now()
+            engine.tick(now)
+            got: list[ClaimedJob] = []
+            while len(got) < limit:
+                entry = engine.next_startable(mode)
+                if entry is None:
+                    break
+                got.append(engine.start(entry, worker, now))
+            if got:
+                if self._waiters:
+                    self._changed.notify_all()  # room under max_size
+                return got
+            if self._run_locked_effects():  # events of what just ended run before we block
+                continue  # the lock was let go meanwhile: look again
+            wait = engine.timer_wait()
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                wait = remaining if wait is None else min(wait, remaining)
+            cond.wait(wait)
+
+    # ------------------------------------------------------- end of an attempt
+    def finish(self, job_id: str, attempt: int, result: Any) -> bool:
+        engine = self._engine
+        with self._lock:
+            entry = engine.holding(job_id, attempt)
+            if entry is None:
+                return False
+            engine.release(entry)
+            engine.end(entry, Status.FINISHED, result=result)
+            engine.cascade()
+            effects = self._take_effects()
+        if effects:
+            self._run(effects)
+        return True
+
+    def finish_many_and_claim(
+        self,
+        finished: Sequence[Finished],
+        worker: str,
+        mode: str,
+        limit: int,
+        *,
+        stop: Callable[[], bool] | None = None,
+        ahead: int = 0,
+        started: Sequence[tuple[str, int]] = (),
+    ) -> list[ClaimedJob]:
+        """Every ``finish``, then a ``claim`` that does not wait, under one lock (no lease
+        outlives this process: jobs claimed ahead need no marking)."""
+        engine = self._engine
+        with self._lock:
+            for report in finished:
+                entry = engine.holding(report.job_id, report.attempt)
+                if entry is None:
+                    continue
+                if report.started is not None:
+                    entry.started = report.started
+                engine.release(entry)
+                engine.end(entry, Status.FINISHED, result=report.result)
+                if report.ended is not None:
+                    entry.ended = report.ended
+            engine.cascade()
+            got = self._claim(worker, mode, limit, 0, stop) if limit > 0 else []
+            effects = self._take_effects()
+        if effects:
+            self._run(effects)
+        return got
+
+    def fail(
+        self,
+        job_id: str,
+        attempt: int,
+        error: ErrorInfo,
+        exception: BaseException | None = None,
+        *,
+        started: float | None = None,
+    ) -> Failed | None:
+        engine = self._engine
+        with self._lock:
+            entry = engine.holding(job_id, attempt)
+            if entry is None:
+                return None
+            if started is not None:
+                entry.started = started
+            engine.release(entry)
+            if entry.attempts <= entry.opts.retries:
+                outcome = Failed(engine.schedule_retry(entry, error))
+            else:
+                engine.end(entry, Status.FAILED, error=error, exception=exception)
+                outcome = Failed()
+            engine.cascade()
+            effects = self._take_effects()
+        self._run(effects)
+        return outcome
+
+    def requeue(self, job_id: str, attempt: int) -> bool:
+        engine = self._engine
+        with self._lock:
+            entry = engine.holding(job_id, attempt)
+            if entry is None:
+                return False
+            engine.release(entry)
+            entry.attempts -= 1  # a stopped worker, not a failed attempt
+            engine.set_status(entry, Status.WAITING)
+            engine.consider(entry)
+            engine.cascade()
+            effects = self._take_effects()
+        self._run(effects)
+        return True
+
+    # ------------------------------------------------------------------ cancel
+    def cancel(self, job_id: str, reason: str = "cancelled") -> bool:
+        engine = self._engine
+        with self._lock:
+            engine.tick(self._clock.now())
+            entry = self._entry(job_id)
+            if entry.status in TERMINAL:
+                return False
+            if entry.status is Status.RUNNING:
+                engine.release(entry)
+                hook = self._stop_hook
+                if hook is not None:
+                    engine.effects.append(lambda: hook(job_id, reason))
+            engine.end(entry, Status.CANCELLED, reason=reason)
+            engine.cascade()
+            effects = self._take_effects()
+        self._run(effects)
+        return True
+
+    # ------------------------------------------------------------- retry, purge
+    def retry(self, job_id: str) -> None:
+        """Put a failed or cancelled job back to waiting (see :meth:`Backend.retry`)."""
+        with self._lock:
+            now = self._clock.now()
+            self._engine.tick(now)
+            retry_ended(self._engine, self._entry(job_id), now)
+            self._engine.cascade()
+            effects = self._take_effects()
+        self._run(effects)
+
+    def purge(
+        self,
+        statuses: Collection[Status],
+        task: str | None = None,
+        before: float | None = None,
+    ) -> int:
+        """Drop matching jobs; return how many (see :meth:`Backend.purge`)."""
+        if Status.RUNNING in statuses:
+            raise InvalidJob("running jobs are never purged; cancel them first")
+        with self._lock:
+            self._engine.tick(self._clock.now())
+            purged = purge_jobs(self._engine, statuses, task, before)
+            effects = self._take_effects()
+        self._run(effects)
+        return purged
+
+    # ----------------------------------------------------------- worker support
+    def heartbeat(self, worker: str, ids: Collection[str]) -> set[str]:
+        prefix = worker + "/"
+        jobs = self._engine.jobs
+        with self._lock:
+            info = self._workers.get(worker)
+            if info is not None:
+                info.last_seen = self._clock.now()
+            return {
+                job_id
+                for job_id in ids
+                if (entry := jobs.get(job_id)) is None
+                or entry.status is not Status.RUNNING
+                or not (entry.worker or "").startswith(prefix)
+            }
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        with self._lock:
+            self._workers[info.id] = info
+
+    def unregister_worker(self, worker_id: str) -> None:
+        with self._lock:
+            self._workers.pop(worker_id, None)
+
+    def workers(self, *, include_lost: bool = False) -> list[WorkerInfo]:
+        """The workers of this process (they live while it does: none is ever lost)."""
+        with self._lock:
+            return [dataclasses.replace(info) for info in self._workers.values()]
+
+    def recover_expired(self, *, by: str | None = None) -> int:
+        return 0  # workers live in this process: nothing holds a lease to outlive
+
+    def set_stop_hook(self, hook: Callable[[str, str], object] | None) -> None:
+        self._stop_hook = hook
+
+    def wake(self) -> None:
+        with self._lock:
+            for cond in self._claimable.values():
+                cond.notify_all()
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._clock.unsubscribe(self.wake)
+        self.wake()
