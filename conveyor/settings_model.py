@@ -17,8 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from conveyor.errors import ConveyorError
-from conveyor.settings import (
+from conveyor.defaults import (
     ALLOWED,
     DEFAULT_FILE_MODE,
     DEFAULT_GRACEFUL_TIMEOUT,
@@ -26,6 +25,7 @@ from conveyor.settings import (
     DEFAULT_PREFETCH,
     check_module_pattern,
 )
+from conveyor.errors import ConveyorError
 
 #: the longest value an error message repeats
 SHOWN_VALUE = 60
