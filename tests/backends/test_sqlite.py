@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import conveyor
-from conveyor.backends.sqlite_schema import DUE, EXPIRED, NEXT_TIMER, PARKED_TOP, READY_TOP
+from conveyor.backends.sqlite.schema import DUE, EXPIRED, NEXT_TIMER, PARKED_TOP, READY_TOP
 from tests.backends import sqlite_jobs
 
 ROOT = Path(__file__).resolve().parents[2]

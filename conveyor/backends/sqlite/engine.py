@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from conveyor import rules
-from conveyor.backends.sqlite_schema import (
+from conveyor.backends.sqlite.schema import (
     FINISH,
     LANE_TOP,
     PARKED_TOP,

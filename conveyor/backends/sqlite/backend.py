@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from conveyor import rules
-from conveyor.backends.sqlite_rules import Rules
-from conveyor.backends.sqlite_schema import (
+from conveyor.backends.sqlite.engine import Rules
+from conveyor.backends.sqlite.schema import (
     EXPIRED_RESULT,
     INSERT_JOB,
     NEXT_TIMER,
