@@ -1,44 +1,83 @@
-"""The rules of DESIGN §2 on the SQLite tables, applied inside the caller's transaction.
+"""The SQLite engine: the rules of :mod:`conveyor.rules` on the tables of :mod:`.schema`.
 
-As in the memory backend, only runnable jobs carry ``ready = 1`` (a partial index ordered by
-priority and submission is the ready structure); a job found blocked by a resource at claim time
-is *parked* on it (``parked = 'group:db'``), and when the resource is released the key goes into
-``freed``, so a claim looks at the best ready job and the best parked job of each freed key —
-never at the whole backlog. Dependencies count down in ``pending_deps``; lanes keep their
-members (jobs not yet started whose dependencies all finished: the lane order of
-:mod:`conveyor.rules`) in ``lane_members`` and their holder in ``lanes``.
+It is the engine every backend implements, under the same names (``insert``, ``deps_done``,
+``join_lane``, ``advance_lane``, ``lane_allows``, ``consider``, ``next_startable``,
+``conflict``, ``is_free``, ``held``, ``park``, ``start``, ``hold``, ``release``, ``holding``,
+``schedule_retry``, ``end``, ``cascade``, ``after_end``, ``settle_dependents``, ``tick``), over
+the :class:`~conveyor.rules.plan.Plan` each job's options compile to at insert; it knows keys,
+not exclusive groups, incompatible names or limits. Every method runs inside a write
+transaction its caller opened, and reports what happened through ``event(name, job_id)``.
 
-Held resources live in ``held``: ``group:<g>`` (1 while a running job holds the group),
-``task:<t>`` (running jobs of task t) and ``decl:<name>`` (running jobs that list name as
-incompatible). Keys a job may be parked on: ``group:<g>``, ``job:<id>`` (a running job named in
-its incompatible list), ``task:<t>`` (a running job of a task it names), ``decl:<name>`` (a
-running job names its id or task) and ``limit:<t>`` (its task at max_concurrency).
+What backs each part:
+
+- plan: the job row's ``needs``, ``holds`` and ``frees`` (JSON, compiled once at insert);
+- ready index: ``jobs.ready = 1``, the partial index ``jobs_ready (mode, priority, seq)``;
+  only jobs that nothing but keys can hold back are in it;
+- parked keys: ``jobs.parked`` (the park key that blocked the job at claim time; out of the
+  ready index), the partial index ``jobs_parked (parked, mode, priority, seq)``;
+- freed keys: the ``freed`` table (mode, park key), filled by ``release`` for keys that have
+  parked jobs, read by the next claim beside the ready index's top;
+- held counts: the ``held`` table (key, count); a count of 0 is free (rows are kept);
+  ``job:<id>`` keys are never counted: free iff that job's status is not running;
+- capacities: the ``capacities`` table (park key -> counted key, capacity) for the needs
+  whose park key is not the counted key at capacity 1, read by ``is_free``;
+- dependency counters: ``jobs.pending_deps`` and the ``deps`` table (dependency, dependent);
+- lane order: ``lane_members`` (lane, priority, seq, job: joined, not started) and ``lanes``
+  (the running or retrying holder, the previous job and whether it failed);
+- timers: ``jobs.due`` of scheduled jobs (index ``jobs_due``) and ``jobs.expires_at`` of jobs
+  not yet started (index ``jobs_expiry``);
+- leases (SQLite only; the memory backend has none): ``jobs.worker`` and ``jobs.lease_until``;
+  ``take_back`` returns the job of a worker whose lease ran out.
+
+A claim (``tick``, then ``next_startable`` and ``start`` until it has enough) and the end of an
+attempt (``release``, then ``end`` or ``schedule_retry``) are composed in :mod:`.backend`.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from conveyor import rules
 from conveyor.backends.sqlite.schema import (
-    FINISH,
+    INSERT_JOB,
+    IS_FREE,
     LANE_TOP,
     PARKED_TOP,
     READY_TOP,
-    RETURNING,
+    SET_CAPACITY,
     TIMERS,
-    names,
+    capacities,
+    plan_columns,
+    to_json,
 )
 from conveyor.clock import Clock
 from conveyor.job import TERMINAL, ErrorInfo, Status
+from conveyor.records import JobSpec
+from conveyor.rules.plan import JOB, compile_plan, key
+
+#: a job whose worker vanished this many times more than its retries allow is failed
+LOST_LEASE_ALLOWANCE = 5
+#: the prefix of the uncounted ``job:<id>`` keys
+JOB_KEY = key(JOB, "")
+RUNNING = "SELECT 1 AS x FROM jobs WHERE id = ? AND status = 'running'"
+
+Row = dict[str, Any]
 
 
-class Rules:
-    """The bookkeeping of every rule, on one connection; every method runs inside a write
-    transaction the caller opened, and reports what happened through ``event(name, job_id)``."""
+class Lost(NamedTuple):
+    """A job taken back from a worker whose lease ran out (``take_back``): why, how many
+    times its workers were lost, and whether it failed for good."""
+
+    error: ErrorInfo
+    lost: int
+    final: bool
+
+
+class Engine:
+    """The engine on one connection (see the module docstring for the tables it uses)."""
 
     def __init__(
         self,
@@ -55,33 +94,82 @@ class Rules:
         self._result_ttl = result_ttl
         self._event = event
 
-    def _one(self, sql: str, *args: Any) -> dict[str, Any] | None:
-        row: dict[str, Any] | None = self._db.execute(sql, args).fetchone()
+    def _one(self, sql: str, *args: Any) -> Row | None:
+        row: Row | None = self._db.execute(sql, args).fetchone()
         return row
 
-    def claim(self, worker: str, mode: str, limit: int, ahead: int = 0) -> list[dict[str, Any]]:
-        """Start up to ``limit`` jobs, the last ``ahead`` of them marked as claimed ahead (no
-        slot runs them yet); their rows, as they were before the claim."""
-        now = self._clock.now()
-        self.tick(now)
-        rows: list[dict[str, Any]] = []
-        while len(rows) < limit:
-            row = self.next_startable(mode)
-            if row is None:
-                break
-            self.start(row, worker, now, ahead=len(rows) >= limit - ahead)
-            rows.append(row)
-        return rows
+    # ------------------------------------------------------------------ insert
+    def insert(
+        self, spec: JobSpec, mac: bytes | None, now: float, aliases: Mapping[str, str]
+    ) -> None:
+        """Store a job: its plan, unique key, timers and dependency count, and QUEUED; a
+        dependency already failed or cancelled cancels it, none pending: ``deps_done``."""
+        opts = spec.options
+        scheduled = opts.at is not None and opts.at > now
+        lane = None if opts.lane is None else json.dumps(opts.lane)
+        # the common job (no lane, no dependency, not delayed) is ready from its first row
+        ready = int(not scheduled and lane is None and not opts.after)
+        failed: Row | None = None
+        awaited: list[str] = []
+        for dep_id in rules.dependencies(opts.after, aliases) if opts.after else ():
+            dep = self._one("SELECT id, status FROM jobs WHERE id = ?", dep_id)
+            assert dep is not None  # the batch check found it
+            if dep["status"] in TERMINAL and dep["status"] != Status.FINISHED:
+                failed = failed or dep
+            elif dep["status"] != Status.FINISHED:
+                awaited.append(dep_id)
+        plan = compile_plan(
+            spec.id,
+            spec.task,
+            exclusive=opts.exclusive,
+            incompatible=opts.incompatible,
+            max_concurrency=spec.max_concurrency,
+        )
+        cursor = self._db.execute(
+            INSERT_JOB,
+            (
+                spec.id, spec.task, spec.mode, spec.ref, spec.payload,
+                Status.SCHEDULED.value if scheduled else Status.WAITING.value,
+                opts.priority, lane, int(opts.stop_on_lane_error), to_json(opts.after),
+                to_json(opts.exclusive), to_json(opts.incompatible), opts.timeout,
+                opts.retries, opts.retry_delay, opts.backoff, opts.at if scheduled else None,
+                opts.expires_at, opts.unique, opts.unique_for, to_json(opts.meta), now, ready,
+                mac, *plan_columns(plan), len(awaited),
+            ),
+        )  # fmt: skip
+        for capacity in capacities(plan):
+            self._db.execute(SET_CAPACITY, capacity)
+        if opts.unique:
+            self._db.execute(
+                "INSERT OR REPLACE INTO unique_keys (key, job, until) VALUES (?, ?, NULL)",
+                (opts.unique, spec.id),
+            )
+        self._event("queued", spec.id)
+        if awaited:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO deps (dep, job) VALUES (?, ?)",
+                [(dep_id, spec.id) for dep_id in awaited],
+            )
+        if failed is not None:
+            reason = rules.cascade_reason(failed["id"], failed["status"])
+            self.end(spec.id, Status.CANCELLED, reason=reason)
+        elif not awaited and not ready:
+            job = {"id": spec.id, "lane": lane, "priority": opts.priority, "seq": cursor.lastrowid}
+            self.cascade(self.deps_done(job))
 
-    def next_startable(self, mode: str) -> dict[str, Any] | None:
+    # -------------------------------------------------- start: ready, parked, held
+    def next_startable(self, mode: str) -> Row | None:
+        """The best job that may start now: the ready index's top or the top parked job of
+        a freed key, by (priority, seq). Stale entries leave the ready index; a job that a
+        key blocks is parked on it."""
         while True:
             best = self._one(READY_TOP, mode)
-            for key in [
+            for park in [
                 r["key"] for r in self._db.execute("SELECT key FROM freed WHERE mode = ?", (mode,))
             ]:
-                top = self._one(PARKED_TOP, key, mode)
-                if top is None or not self.is_free(key):
-                    self._db.execute("DELETE FROM freed WHERE mode = ? AND key = ?", (mode, key))
+                top = self._one(PARKED_TOP, park, mode)
+                if top is None or not self.is_free(park):
+                    self._db.execute("DELETE FROM freed WHERE mode = ? AND key = ?", (mode, park))
                     continue
                 if best is None or (top["priority"], top["seq"]) < (best["priority"], best["seq"]):
                     best = top
@@ -92,66 +180,51 @@ class Rules:
             )
             blocker = None if stale else self.conflict(best)
             if not stale and blocker is None:
-                return best  # _start takes it out of the ready index in its own UPDATE
-            self._db.execute(
-                "UPDATE jobs SET ready = 0, parked = ? WHERE seq = ?", (blocker, best["seq"])
-            )
+                return best  # start takes it out of the ready index in its own UPDATE
+            self.park(best, blocker)
+
+    def conflict(self, row: Row) -> str | None:
+        """Walk the job's needs in order: the park key of the first that is not met, or None."""
+        needs = [
+            (need, 1, need) if isinstance(need, str) else tuple(need)
+            for need in json.loads(row["needs"])
+        ]
+        counted = [need for need, _, _ in needs if not need.startswith(JOB_KEY)]
+        held: dict[str, int] = {}
+        if counted:
+            marks = ",".join("?" * len(counted))
+            held = {
+                r["key"]: r["count"]
+                for r in self._db.execute(
+                    f"SELECT key, count FROM held WHERE count > 0 AND key IN ({marks})", counted
+                )
+            }
+        for need, capacity, park in needs:
+            if need.startswith(JOB_KEY):
+                if self._one(RUNNING, need[len(JOB_KEY) :]) is not None:
+                    return str(park)
+            elif held.get(need, 0) >= capacity:
+                return str(park)
+        return None
+
+    def is_free(self, park: str) -> bool:
+        """Whether a park key is free (a cheap look before a parked job is checked again)."""
+        if park.startswith(JOB_KEY):
+            return self._one(RUNNING, park[len(JOB_KEY) :]) is None
+        row = self._one(IS_FREE, park)
+        return bool(row and row["free"])
 
     def held(self, key: str) -> int:
+        """How many running jobs hold a counted key."""
         row = self._one("SELECT count FROM held WHERE key = ?", key)
         return row["count"] if row else 0
 
-    def conflict(self, row: dict[str, Any]) -> str | None:
-        """The key of the resource that keeps ``row`` from starting now, or None."""
-        groups = [f"group:{g}" for g in names(row["exclusive"])]
-        incompatible = names(row["incompatible"])
-        task = row["task"]
-        keys = [*groups, *(f"task:{n}" for n in incompatible), f"decl:{row['id']}",
-                f"decl:{task}", f"task:{task}"]  # fmt: skip
-        marks = ",".join("?" * len(keys))
-        held = {
-            r["key"]: r["count"]
-            for r in self._db.execute(
-                f"SELECT key, count FROM held WHERE count > 0 AND key IN ({marks})", keys
-            )
-        }
-        for key in groups:
-            if key in held:
-                return key
-        for name in incompatible:
-            if self._one("SELECT 1 AS x FROM jobs WHERE id = ? AND status = 'running'", name):
-                return f"job:{name}"
-            if f"task:{name}" in held:
-                return f"task:{name}"
-        for key in (f"decl:{row['id']}", f"decl:{task}"):
-            if key in held:
-                return key
-        running = held.get(f"task:{task}", 0)
-        if running:
-            limit = self._one("SELECT max FROM limits WHERE task = ?", task)
-            if limit is not None and running >= limit["max"]:
-                return f"limit:{task}"
-        return None
+    def park(self, row: Row, park: str | None) -> None:
+        """Take a job out of the ready index, parked on ``park`` (None: a stale entry)."""
+        self._db.execute("UPDATE jobs SET ready = 0, parked = ? WHERE seq = ?", (park, row["seq"]))
 
-    def is_free(self, key: str) -> bool:
-        kind, _, name = key.partition(":")
-        if kind == "job":
-            return not self._one(
-                "SELECT 1 AS x FROM jobs WHERE id = ? AND status = 'running'", name
-            )
-        if kind == "limit":
-            limit = self._one("SELECT max FROM limits WHERE task = ?", name)
-            return limit is None or self.held(f"task:{name}") < limit["max"]
-        return not self.held(key)  # group, task, decl
-
-    def hold(self, key: str, delta: int) -> None:
-        self._db.execute(
-            "INSERT INTO held (key, count) VALUES (?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET count = count + excluded.count",
-            (key, delta),
-        )  # a count of 0 means free: rows are kept, not deleted, to save a statement
-
-    def start(self, row: dict[str, Any], worker: str, now: float, *, ahead: bool = False) -> None:
+    def start(self, row: Row, worker: str, now: float, *, ahead: bool = False) -> None:
+        """A job starts: it holds its plan's keys, and its lane."""
         job_id = row["id"]
         self._db.execute(
             "UPDATE jobs SET status = 'running', ready = 0, parked = NULL,"
@@ -159,11 +232,8 @@ class Rules:
             " ended = NULL, worker = ?, lease_until = ? WHERE id = ?",
             (int(ahead), now, worker, now + self._lease, job_id),
         )
-        for group in names(row["exclusive"]):
-            self.hold(f"group:{group}", 1)
-        self.hold(f"task:{row['task']}", 1)
-        for name in names(row["incompatible"]):
-            self.hold(f"decl:{name}", 1)
+        for held in json.loads(row["holds"]):
+            self.hold(held, 1)
         if row["lane"] is not None:
             lane = self._one("SELECT current FROM lanes WHERE lane = ?", row["lane"])
             if lane is None or lane["current"] != job_id:
@@ -175,49 +245,39 @@ class Rules:
                 )
         self._event("started", job_id)
 
-    def finish(
-        self,
-        job_id: str,
-        attempt: int,
-        encoded: bytes | ErrorInfo,
-        started: float | None = None,
-        ended: float | None = None,
-    ) -> bool:
-        """End a running attempt with its encoded result (an ErrorInfo: it could not be
-        encoded, the job fails); ``started`` and ``ended`` default to the claim and now."""
-        if RETURNING and not isinstance(encoded, ErrorInfo):
-            # one statement checks the claim and ends the job; the row it returns is the ended
-            # job's, as the cascade wants it
-            at = self._clock.now() if ended is None else ended
-            values = (started, at, encoded, job_id, attempt)
-            cursor = self._db.execute(FINISH, values)
-            row = cursor.fetchone()
-            cursor.close()
-            if row is None:
-                return False  # cancelled, recovered or timed out meanwhile: dropped
-            self.release(row)
-            self.cascade([job_id], row)
-            return True
-        row = self.holding(job_id, attempt)
-        if row is None:
-            return False
-        self.release(row)
-        if started is not None:
-            self._db.execute("UPDATE jobs SET started = ? WHERE id = ?", (started, job_id))
-        if isinstance(encoded, ErrorInfo):
-            self.end(job_id, Status.FAILED, error=encoded, row=row, at=ended)
-        else:
-            self.end(job_id, Status.FINISHED, result=encoded, row=row, at=ended)
-        return True
+    def hold(self, key: str, delta: int) -> None:
+        """Add ``delta`` to a counted key."""
+        self._db.execute(
+            "INSERT INTO held (key, count) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET count = count + excluded.count",
+            (key, delta),
+        )  # a count of 0 means free: rows are kept, not deleted, to save a statement
 
-    def holding(self, job_id: str, attempt: int) -> dict[str, Any] | None:
+    def release(self, row: Row) -> None:
+        """A running job gives back the keys it holds; the keys it frees that have parked
+        jobs are marked freed."""
+        for held in json.loads(row["holds"]):
+            self.hold(held, -1)
+        if self._one("SELECT 1 AS x FROM jobs WHERE parked IS NOT NULL LIMIT 1") is None:
+            return  # nothing is parked: nothing to wake
+        for park in json.loads(row["frees"]):
+            self._db.execute(
+                "INSERT OR IGNORE INTO freed (mode, key)"
+                " SELECT DISTINCT mode, parked FROM jobs WHERE parked = ?",
+                (park,),
+            )
+
+    def holding(self, job_id: str, attempt: int) -> Row | None:
+        """The running job's row if ``attempt`` is still the one that runs, else None."""
         row = self._one("SELECT * FROM jobs WHERE id = ?", job_id)
         if row is None or row["status"] != Status.RUNNING or row["attempts"] != attempt:
             return None  # cancelled, recovered or timed out meanwhile: the late report is dropped
         return row
 
-    def retry(self, row: dict[str, Any], error: ErrorInfo) -> float:
-        """Put a failed attempt's job back for its next attempt; return when it may start."""
+    # ------------------------------------------------------------ end of an attempt
+    def schedule_retry(self, row: Row, error: ErrorInfo) -> float:
+        """A failed attempt with retries left: its job is scheduled (a delay) or waiting
+        again; return when it may start."""
         delay = rules.retry_delay(row["retry_delay"], row["backoff"], row["attempts"])
         if delay > 0:
             self._db.execute(
@@ -235,25 +295,30 @@ class Rules:
         self._event("retrying", row["id"])
         return self._clock.now() + max(delay, 0.0)
 
-    def release(self, row: dict[str, Any]) -> None:
-        """Give back what a running job held and mark the keys it frees."""
-        keys = [f"job:{row['id']}", f"task:{row['task']}", f"limit:{row['task']}"]
-        for group in names(row["exclusive"]):
-            self.hold(f"group:{group}", -1)
-            keys.append(f"group:{group}")
-        self.hold(f"task:{row['task']}", -1)
-        for name in names(row["incompatible"]):
-            self.hold(f"decl:{name}", -1)
-            keys.append(f"decl:{name}")
-        if self._one("SELECT 1 AS x FROM jobs WHERE parked IS NOT NULL LIMIT 1") is None:
-            return  # nothing is parked: nothing to wake
-        for key in keys:
+    def take_back(self, row: Row) -> Lost:
+        """A job whose worker's lease ran out is waiting again, or failed once its workers
+        were lost too often; an attempt claimed ahead and never started is not counted."""
+        self.release(row)
+        attempts, lost = row["attempts"] - row["ahead"], row["lost"] + 1
+        self._db.execute(
+            "UPDATE jobs SET attempts = ?, lost = ?, ahead = 0 WHERE id = ?",
+            (attempts, lost, row["id"]),
+        )
+        note = " (claimed ahead, never started: attempt not counted)" if row["ahead"] else ""
+        error = ErrorInfo("WorkerLost", f"the lease of worker {row['worker']} ran out{note}")
+        bound = row["retries"] + LOST_LEASE_ALLOWANCE
+        final = attempts > bound or lost > bound
+        if final:
+            self.end(row["id"], Status.FAILED, error=error)
+        else:
             self._db.execute(
-                "INSERT OR IGNORE INTO freed (mode, key)"
-                " SELECT DISTINCT mode, parked FROM jobs WHERE parked = ?",
-                (key,),
+                "UPDATE jobs SET status = 'waiting', lease_until = NULL, error = ? WHERE id = ?",
+                (str(error), row["id"]),
             )
+            self.consider(row["id"])
+        return Lost(error, lost, final)
 
+    # ------------------------------------------------------------ end and cascade
     def end(
         self,
         job_id: str,
@@ -262,10 +327,10 @@ class Rules:
         result: bytes | None = None,
         error: ErrorInfo | None = None,
         reason: str | None = None,
-        row: dict[str, Any] | None = None,
+        row: Row | None = None,
         at: float | None = None,
     ) -> None:
-        """Make a job terminal (ended ``at``, default now) and apply every cascade it causes."""
+        """Make a job terminal (ended ``at``, default now), then the cascade."""
         text = None if status == Status.FINISHED else (str(error) if error else reason)
         self._db.execute(
             "UPDATE jobs SET status = ?, ended = ?, ready = 0, parked = NULL, lease_until = NULL,"
@@ -276,8 +341,8 @@ class Rules:
         known = None if row is None else {**row, "status": status.value}
         self.cascade([job_id], known)
 
-    def cascade(self, ended: list[str], known: dict[str, Any] | None = None) -> None:
-        """Settle what the ended jobs free or doom: dependents, lanes, unique keys, events.
+    def cascade(self, ended: list[str], known: Row | None = None) -> None:
+        """``after_end`` for each ended job, and for each job that ends in turn.
 
         Iterative (a work list), so a chain of thousands of dependents cannot overflow.
         ``known`` is the first job's row as it is now, if the caller has it.
@@ -290,19 +355,40 @@ class Rules:
             assert row is not None
             work += self.after_end(row)
 
-    def after_end(self, row: dict[str, Any]) -> list[str]:
-        job_id, state, now = row["id"], Status(row["status"]), self._clock.now()
-        doomed: list[str] = []
+    def after_end(self, row: Row) -> list[str]:
+        """What an ended job frees or dooms, in the order of :mod:`conveyor.rules`: its
+        unique key, its dependents, its lane; then its event. Returns the jobs it ended."""
+        job_id, state = row["id"], Status(row["status"])
         if row["unique_key"]:
             if row["unique_for"]:
                 self._db.execute(
                     "UPDATE unique_keys SET until = ? WHERE key = ? AND job = ?",
-                    (now + row["unique_for"], row["unique_key"], job_id),
+                    (self._clock.now() + row["unique_for"], row["unique_key"], job_id),
                 )
             else:
                 self._db.execute(
                     "DELETE FROM unique_keys WHERE key = ? AND job = ?", (row["unique_key"], job_id)
                 )
+        doomed = self.settle_dependents(job_id, state)
+        if row["lane"] is not None:
+            lane = self._one("SELECT current FROM lanes WHERE lane = ?", row["lane"])
+            if lane is not None:
+                if lane["current"] == job_id:
+                    self._db.execute(
+                        "UPDATE lanes SET current = NULL, previous = ?, previous_failed = ?"
+                        " WHERE lane = ?",
+                        (job_id, int(state != Status.FINISHED), row["lane"]),
+                    )
+                    lane["current"] = None
+                if lane["current"] is None:
+                    doomed += self.advance_lane(row["lane"])
+        self._event(state.value, job_id)
+        return doomed
+
+    def settle_dependents(self, job_id: str, state: Status) -> list[str]:
+        """A job ended: its dependents count down (it finished) or are cancelled; returns the
+        jobs that ended."""
+        doomed: list[str] = []
         dependents = self._db.execute("SELECT job FROM deps WHERE dep = ?", (job_id,)).fetchall()
         for dep in dependents:
             child = self._one(
@@ -322,19 +408,6 @@ class Rules:
                 doomed.append(child["id"])
         if dependents:
             self._db.execute("DELETE FROM deps WHERE dep = ?", (job_id,))
-        if row["lane"] is not None:
-            lane = self._one("SELECT current FROM lanes WHERE lane = ?", row["lane"])
-            if lane is not None:
-                if lane["current"] == job_id:
-                    self._db.execute(
-                        "UPDATE lanes SET current = NULL, previous = ?, previous_failed = ?"
-                        " WHERE lane = ?",
-                        (job_id, int(state != Status.FINISHED), row["lane"]),
-                    )
-                    lane["current"] = None
-                if lane["current"] is None:
-                    doomed += self.advance_lane(row["lane"])
-        self._event(state.value, job_id)
         return doomed
 
     def cancel_quietly(self, job_id: str, reason: str) -> None:
@@ -345,7 +418,8 @@ class Rules:
             (self._clock.now(), reason, job_id),
         )
 
-    def deps_done(self, row: dict[str, Any]) -> list[str]:
+    # ------------------------------------------------------------- lanes, ready
+    def deps_done(self, row: Row) -> list[str]:
         """Every dependency of the job finished: it joins its lane's order, or may start.
         ``row`` has its id, lane, priority and seq; returns what ``join_lane`` returns."""
         if row["lane"] is None:
@@ -353,7 +427,7 @@ class Rules:
             return []
         return self.join_lane(row)
 
-    def join_lane(self, row: dict[str, Any]) -> list[str]:
+    def join_lane(self, row: Row) -> list[str]:
         """Give the job its place in its lane's order (priority, then submission); if nothing
         holds the lane it advances: return the jobs a failure short-circuited."""
         self._db.execute(
@@ -403,6 +477,7 @@ class Rules:
         return doomed
 
     def lane_allows(self, lane: str, job_id: str) -> bool:
+        """Whether the job is its lane's next (or holds it)."""
         state = self._one("SELECT current FROM lanes WHERE lane = ?", lane)
         if state is None:
             return False
@@ -412,7 +487,7 @@ class Rules:
         return top is not None and top["job"] == job_id
 
     def consider(self, job_id: str) -> None:
-        """Mark a job ready if nothing but resources can still hold it back."""
+        """A waiting job that nothing but keys can still hold back enters the ready index."""
         row = self._one("SELECT status, pending_deps, parked, lane FROM jobs WHERE id = ?", job_id)
         if row is None or row["status"] != Status.WAITING or row["pending_deps"] > 0:
             return
@@ -422,8 +497,10 @@ class Rules:
             return
         self._db.execute("UPDATE jobs SET ready = 1 WHERE id = ?", (job_id,))
 
+    # ------------------------------------------------------------------ timers
     def tick(self, now: float) -> None:
-        """Apply timers due by ``now``: delays and retries ending, expiry, result_ttl."""
+        """Timers due by ``now``: delays and retries end (waiting, considered), jobs not
+        started expire (cancelled); and ended jobs older than result_ttl go."""
         for row in self._db.execute(TIMERS, (now, now)).fetchall():
             if row["kind"] == "due":
                 self._db.execute(
