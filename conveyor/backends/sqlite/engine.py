@@ -50,6 +50,7 @@ from conveyor.backends.sqlite.schema import (
     SET_CAPACITY,
     TIMERS,
     capacities,
+    held_keys,
     plan_columns,
     to_json,
 )
@@ -232,7 +233,7 @@ class Engine:
             " ended = NULL, worker = ?, lease_until = ? WHERE id = ?",
             (int(ahead), now, worker, now + self._lease, job_id),
         )
-        for held in json.loads(row["holds"]):
+        for held in held_keys(row["holds"]):
             self.hold(held, 1)
         if row["lane"] is not None:
             lane = self._one("SELECT current FROM lanes WHERE lane = ?", row["lane"])
@@ -256,7 +257,7 @@ class Engine:
     def release(self, row: Row) -> None:
         """A running job gives back the keys it holds; the keys it frees that have parked
         jobs are marked freed."""
-        for held in json.loads(row["holds"]):
+        for held in held_keys(row["holds"]):
             self.hold(held, -1)
         if self._one("SELECT 1 AS x FROM jobs WHERE parked IS NOT NULL LIMIT 1") is None:
             return  # nothing is parked: nothing to wake

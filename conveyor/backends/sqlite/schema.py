@@ -9,6 +9,7 @@ exclusive groups, incompatible names and its task's limit, when it is opened (:f
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from json.encoder import encode_basestring_ascii as _quote
@@ -204,6 +205,13 @@ def capacities(plan: Plan) -> list[tuple[str, str, int]]:
         for need in plan.needs
         if need.park != need.key or need.capacity != 1
     ]
+
+
+@functools.lru_cache(maxsize=4096)
+def held_keys(column: str) -> tuple[str, ...]:
+    """A job's ``holds`` column as keys; cached, since the jobs of a task with the same
+    options hold the same keys (read twice per job: at its start and at its end)."""
+    return tuple(json.loads(column))
 
 
 def names(column: str) -> list[str]:
