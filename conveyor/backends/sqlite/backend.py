@@ -117,6 +117,9 @@ class SQLiteBackend(Admin, Waiting, Registry):
         return False
 
     def _resolve_unique(self, specs: Sequence[JobSpec], now: float) -> list[str | None]:
+        if not any(spec.options.unique for spec in specs):
+            return [None] * len(specs)  # most puts: nothing to look up
+
         def holder_of(key: str) -> str | None:
             row = self._one("SELECT * FROM unique_keys WHERE key = ?", key)
             if row is None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from conveyor import rules
@@ -233,8 +233,7 @@ class Engine:
             " ended = NULL, worker = ?, lease_until = ? WHERE id = ?",
             (int(ahead), now, worker, now + self._lease, job_id),
         )
-        for held in held_keys(row["holds"]):
-            self.hold(held, 1)
+        self.hold(held_keys(row["holds"]), 1)
         if row["lane"] is not None:
             lane = self._one("SELECT current FROM lanes WHERE lane = ?", row["lane"])
             if lane is None or lane["current"] != job_id:
@@ -246,27 +245,25 @@ class Engine:
                 )
         self._event("started", job_id)
 
-    def hold(self, key: str, delta: int) -> None:
-        """Add ``delta`` to a counted key."""
-        self._db.execute(
+    def hold(self, keys: Iterable[str], delta: int) -> None:
+        """Add ``delta`` to each of the counted keys."""
+        self._db.executemany(
             "INSERT INTO held (key, count) VALUES (?, ?)"
             " ON CONFLICT (key) DO UPDATE SET count = count + excluded.count",
-            (key, delta),
+            [(held, delta) for held in keys],
         )  # a count of 0 means free: rows are kept, not deleted, to save a statement
 
     def release(self, row: Row) -> None:
         """A running job gives back the keys it holds; the keys it frees that have parked
         jobs are marked freed."""
-        for held in held_keys(row["holds"]):
-            self.hold(held, -1)
+        self.hold(held_keys(row["holds"]), -1)
         if self._one("SELECT 1 AS x FROM jobs WHERE parked IS NOT NULL LIMIT 1") is None:
             return  # nothing is parked: nothing to wake
-        for park in json.loads(row["frees"]):
-            self._db.execute(
-                "INSERT OR IGNORE INTO freed (mode, key)"
-                " SELECT DISTINCT mode, parked FROM jobs WHERE parked = ?",
-                (park,),
-            )
+        self._db.executemany(
+            "INSERT OR IGNORE INTO freed (mode, key)"
+            " SELECT DISTINCT mode, parked FROM jobs WHERE parked = ?",
+            [(park,) for park in json.loads(row["frees"])],
+        )
 
     def holding(self, job_id: str, attempt: int) -> Row | None:
         """The running job's row if ``attempt`` is still the one that runs, else None."""
