@@ -115,10 +115,12 @@ class Engine:
         for dep_id in rules.dependencies(opts.after, aliases) if opts.after else ():
             dep = self._one("SELECT id, status FROM jobs WHERE id = ?", dep_id)
             assert dep is not None  # the batch check found it
-            if dep["status"] in TERMINAL and dep["status"] != Status.FINISHED:
+            if dep["status"] == Status.FINISHED:
+                continue
+            if dep["status"] in TERMINAL:
                 failed = failed or dep
-            elif dep["status"] != Status.FINISHED:
-                awaited.append(dep_id)
+                continue
+            awaited.append(dep_id)
         plan = compile_plan(
             spec.id,
             spec.task,
