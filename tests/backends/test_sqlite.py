@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import conveyor
-from conveyor.backends.sqlite_schema import DUE, EXPIRED, NEXT_TIMER, PARKED_TOP, READY_TOP
+from conveyor.backends.sqlite.schema import (
+    DUE,
+    EXPIRED,
+    NEXT_TIMER,
+    PARKED_TOP,
+    READY_TOP,
+    plan_columns,
+)
+from conveyor.rules.plan import compile_plan
 from tests.backends import sqlite_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,3 +201,56 @@ def test_two_worker_processes_share_the_file_and_run_each_job_once(tmp_path: Pat
     assert runs == sorted(expected)  # each exactly once
     pids = {p.name.split(".")[1] for p in marks.iterdir()}
     assert len(pids) == 2  # both processes took work
+
+
+@pytest.mark.skipif(sqlite3.sqlite_version_info < (3, 35), reason="needs DROP COLUMN")
+def test_a_file_from_before_stored_plans_gets_them_and_keeps_its_blocked_jobs_blocked(
+    url: str,
+) -> None:
+    def opened() -> tuple[conveyor.Queue, Any]:
+        q = conveyor.Queue(url, allow_modules=ALLOW, workers=0)
+        return q, q.task(name="limited", max_concurrency=1)(sqlite_jobs.identity)
+
+    # given jobs of a limited task and of an exclusive group, one of each running
+    q, limited = opened()
+    try:
+        for n in (1, 2):
+            limited.put(args=(n,), id=f"limited{n}")
+            q.put(sqlite_jobs.identity, args=(n,), id=f"db{n}", exclusive=["db"])
+        running = q.backend.claim("w/1", "thread", 4, timeout=0)
+    finally:
+        q.close()
+    assert sorted(job.id for job in running) == ["db1", "limited1"]
+    # in a file as an older conveyor left it: no plans, the task's limit in its own table
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+        for column in ("needs", "holds", "frees"):
+            db.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+        db.execute("DROP TABLE capacities")
+        db.execute("CREATE TABLE limits (task TEXT PRIMARY KEY, max INTEGER NOT NULL)")
+        db.execute("INSERT INTO limits VALUES ('limited', 1)")
+    # when it is opened, every job gets the plan its options compile to
+    q, _ = opened()
+    try:
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+            stored = {
+                row[0]: row[1:]
+                for row in db.execute("SELECT id, task, exclusive, needs, holds, frees FROM jobs")
+            }
+        for job_id, (task, exclusive, *columns) in stored.items():
+            plan = compile_plan(
+                job_id,
+                task,
+                exclusive=tuple(json.loads(exclusive)),
+                max_concurrency=1 if task == "limited" else None,
+            )
+            assert tuple(columns) == plan_columns(plan), job_id
+        # and the jobs blocked before still wait for the running ones, then start
+        assert q.backend.claim("w/1", "thread", 4, timeout=0) == []
+        for job in running:
+            assert q.backend.finish(job.id, job.attempt, job.args[0])
+        assert sorted(job.id for job in q.backend.claim("w/1", "thread", 4, timeout=0)) == [
+            "db2",
+            "limited2",
+        ]
+    finally:
+        q.close()

@@ -20,7 +20,7 @@ import pytest
 
 import conveyor
 from conveyor import JobRecord, Status
-from conveyor.backends import sqlite_rules
+from conveyor.backends.sqlite import backend as sqlite_rules
 from conveyor.executors import build
 from conveyor.records import ClaimedJob
 from conveyor.runner import run_worker
@@ -506,7 +506,7 @@ def test_reports_survive_a_failed_write_and_go_with_the_next(queue, make_worker,
     worker.finished(job, run(job), claim_next=1)  # j1's report held back
     held = [report.job_id for report in worker._reports.finished]
     # another process holds the write lock longer than this backend waits for it
-    monkeypatch.setattr("conveyor.backends.sqlite.BUSY_TIMEOUT", 0.05)
+    monkeypatch.setattr("conveyor.backends.sqlite.storage.BUSY_TIMEOUT", 0.05)
     other = sqlite3.connect(queue.backend.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     with pytest.raises(conveyor.StorageError, match="database is locked"):

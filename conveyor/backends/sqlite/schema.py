@@ -1,14 +1,21 @@
-"""The SQLite backend's tables, indexes and hot queries, and how rows are read.
+"""The SQLite backend's tables, indexes and hot queries, how a plan is stored, how rows are read.
 
 The ready, parked, timer and lease queries name their partial index (``INDEXED BY``), so a
 claim or a timer never scans the jobs table; ``tests/backends/test_sqlite.py`` pins the plans.
+A job's :class:`~conveyor.rules.plan.Plan` is stored in its row (``needs``, ``holds``,
+``frees``: JSON); a file of an older version gets those columns, computed from each row's
+exclusive groups, incompatible names and its task's limit, when it is opened (:func:`migrate`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
+
+from conveyor.rules.plan import Plan, compile_plan
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -48,7 +55,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     result BLOB,
     error TEXT,
     traceback TEXT,
-    mac BLOB  -- with a secret: the job envelope's HMAC (see Serializer.sign_job)
+    mac BLOB,  -- with a secret: the job envelope's HMAC (see Serializer.sign_job)
+    needs TEXT NOT NULL,  -- the plan (JSON), in check order: [key or [key, capacity, park], ...]
+    holds TEXT NOT NULL,  -- the counted keys it holds while it runs: [key, ...]
+    frees TEXT NOT NULL  -- the park keys its end may free: [key, ...]
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (mode, priority, seq) WHERE ready = 1;
 CREATE INDEX IF NOT EXISTS jobs_parked ON jobs (parked, mode, priority, seq)
@@ -70,7 +80,8 @@ CREATE TABLE IF NOT EXISTS lane_members (
 CREATE TABLE IF NOT EXISTS held (key TEXT PRIMARY KEY, count INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS freed (
     mode TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (mode, key)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS limits (task TEXT PRIMARY KEY, max INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS capacities (
+    park TEXT PRIMARY KEY, key TEXT NOT NULL, capacity INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS unique_keys (
     key TEXT PRIMARY KEY, job TEXT NOT NULL, until REAL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS workers (
@@ -86,13 +97,16 @@ ADDED_COLUMNS = (
     ("jobs", "lost", "INTEGER NOT NULL DEFAULT 0"),
     ("workers", "proc_start", "TEXT"),
     ("workers", "lease", "REAL"),  # the worker's own lease (NULL: a worker of an older version)
+    ("jobs", "needs", "TEXT"),  # the plan: filled in by migrate() as it adds them
+    ("jobs", "holds", "TEXT"),
+    ("jobs", "frees", "TEXT"),
 )
 
 INSERT_JOB = """
 INSERT INTO jobs (id, task, mode, ref, payload, status, priority, lane, stop_on_lane_error,
     after, exclusive, incompatible, timeout, retries, retry_delay, backoff, due, expires_at,
-    unique_key, unique_for, meta, submitted, ready, mac)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    unique_key, unique_for, meta, submitted, ready, mac, needs, holds, frees, pending_deps)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 READY_TOP = "SELECT * FROM jobs WHERE ready = 1 AND mode = ? ORDER BY priority, seq LIMIT 1"
 PARKED_TOP = "SELECT * FROM jobs WHERE parked = ? AND mode = ? ORDER BY priority, seq LIMIT 1"
@@ -122,15 +136,82 @@ WHERE id = ? AND status = 'running' AND attempts = ? RETURNING *"""
 #: ``UPDATE ... RETURNING`` came with SQLite 3.35
 RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 LANE_TOP = "SELECT job FROM lane_members WHERE lane = ? ORDER BY priority, seq LIMIT 1"
+#: whether a park key is free, in one statement: the count of the key it stands for (itself,
+#: unless ``capacities`` names another) is below that key's capacity (1, unless named there)
+IS_FREE = """
+SELECT coalesce((SELECT count FROM held WHERE key = coalesce(c.key, p.park)), 0)
+    < coalesce(c.capacity, 1) AS free
+FROM (SELECT ? AS park) AS p LEFT JOIN capacities AS c ON c.park = p.park"""
+SET_CAPACITY = "INSERT OR REPLACE INTO capacities (park, key, capacity) VALUES (?, ?, ?)"
 
 
 def migrate(db: sqlite3.Connection) -> None:
     """Add the columns of :data:`ADDED_COLUMNS` that a file made by an older version lacks
-    (inside the caller's write transaction)."""
+    (inside the caller's write transaction); a file without plans gets every job's."""
+    added = set()
     for table, column, definition in ADDED_COLUMNS:
         present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
         if column not in present:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            added.add((table, column))
+    if ("jobs", "needs") in added:
+        _compile_stored_plans(db)
+
+
+def _compile_stored_plans(db: sqlite3.Connection) -> None:
+    """Compile the plan of every job of a file made before plans were stored, from its
+    exclusive groups, incompatible names and its task's limit (from the ``limits`` table those
+    versions kept; ``capacities`` replaces it, and it is left as it is)."""
+    tables = {row["name"] for row in db.execute("SELECT name FROM sqlite_master")}
+    limits: dict[str, int] = {}
+    if "limits" in tables:
+        limits = {row["task"]: row["max"] for row in db.execute("SELECT task, max FROM limits")}
+    rows = db.execute("SELECT seq, id, task, exclusive, incompatible FROM jobs").fetchall()
+    for row in rows:
+        plan = compile_plan(
+            row["id"],
+            row["task"],
+            exclusive=tuple(names(row["exclusive"])),
+            incompatible=tuple(names(row["incompatible"])),
+            max_concurrency=limits.get(row["task"]),
+        )
+        db.execute(
+            "UPDATE jobs SET needs = ?, holds = ?, frees = ? WHERE seq = ?",
+            (*plan_columns(plan), row["seq"]),
+        )
+        db.executemany(SET_CAPACITY, capacities(plan))
+
+
+def plan_columns(plan: Plan) -> tuple[str, str, str]:
+    """A plan as its row stores it: ``needs``, ``holds``, ``frees`` (JSON lists, written
+    here without ``json.dumps``: this runs at every submit). A need is stored as its key
+    when it waits on that key at capacity 1 (most needs), else as ``[key, capacity, park]``."""
+    needs = ",".join(
+        _quote(need.key)
+        if need.park == need.key and need.capacity == 1
+        else f"[{_quote(need.key)},{int(need.capacity)},{_quote(need.park)}]"
+        for need in plan.needs
+    )
+    holds = ",".join(map(_quote, plan.holds))
+    frees = ",".join(map(_quote, plan.frees))
+    return f"[{needs}]", f"[{holds}]", f"[{frees}]"
+
+
+def capacities(plan: Plan) -> list[tuple[str, str, int]]:
+    """The ``capacities`` rows of a plan: ``(park, key, capacity)`` of each need that waits
+    on another key than it counts, or allows more than one holder; ``is_free`` reads them."""
+    return [
+        (need.park, need.key, need.capacity)
+        for need in plan.needs
+        if need.park != need.key or need.capacity != 1
+    ]
+
+
+@functools.lru_cache(maxsize=4096)
+def held_keys(column: str) -> tuple[str, ...]:
+    """A job's ``holds`` column as keys; cached, since the jobs of a task with the same
+    options hold the same keys (read twice per job: at its start and at its end)."""
+    return tuple(json.loads(column))
 
 
 def names(column: str) -> list[str]:
