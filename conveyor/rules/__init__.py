@@ -69,6 +69,33 @@ class JobSpecLike(Protocol):
     def options(self) -> _OptionsLike: ...
 
 
+#: the engine's steps: every backend's engine implements each under this name (memory, SQL,
+#: and later Lua read side by side); tests/unit/test_engine_names.py holds them to it
+ENGINE_STEPS = (
+    "insert",
+    "deps_done",
+    "join_lane",
+    "advance_lane",
+    "lane_allows",
+    "consider",
+    "next_startable",
+    "conflict",
+    "is_free",
+    "held",
+    "park",
+    "start",
+    "hold",
+    "release",
+    "holding",
+    "schedule_retry",
+    "end",
+    "cascade",
+    "after_end",
+    "settle_dependents",
+    "tick",
+)
+
+
 def order_key(priority: int, seq: int) -> tuple[int, int]:
     """Among jobs that may start: lower priority first, then first submitted."""
     return (priority, seq)
