@@ -152,3 +152,26 @@ def test_ezpq_lane_error_example(queue_factory, board):
                     assert record.status == "finished"
                     assert record.result == pytest.approx(1 / x)
             previous = record.status
+
+
+def test_lane_jobs_freed_by_one_end_join_the_lane_together(queue_factory, board):
+    """Lane jobs whose last dependency ends in the same step join the lane's order together,
+    so its front is the first of them by priority: a stop_on_lane_error job is judged against
+    the job before it in that order, not against a failure older than both."""
+    q = queue_factory(workers=1, mode="thread")
+    bad = q.put(jobs.fail, args=(board.key, "bad"), lane="L")
+    with pytest.raises(conveyor.JobFailed):
+        bad.result(timeout=5)
+    dep = q.put(jobs.blocker, args=(board.key, "dep", "go"))
+    board.wait_started("dep")
+    # put first, but after "first" in the lane's order (priority 5 against 1)
+    strict = q.put(
+        jobs.record, args=(board.key, "strict"), lane="L", priority=5, stop_on_lane_error=True,
+        after=[dep.id],
+    )  # fmt: skip
+    first = q.put(jobs.record, args=(board.key, "first"), lane="L", priority=1, after=[dep.id])
+
+    board.gate("go").set()
+    assert first.result(timeout=5) == "first"
+    assert strict.result(timeout=5) == "strict"  # the job before it in the lane finished
+    assert board.starts() == ["bad", "dep", "first", "strict"]

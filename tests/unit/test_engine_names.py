@@ -24,6 +24,7 @@ OWN_STEPS = {
     SQLiteEngine: {
         "take_back": "leases: workers in other processes can die (memory has none)",
         "cancel_quietly": "a dependent cancelled inside the cascade (memory: end)",
+        "advance_joined": "lanes joined in one step advance once all joined (memory: work list)",
     },
 }
 

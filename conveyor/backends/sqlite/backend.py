@@ -92,6 +92,7 @@ class SQLiteBackend(Admin, Waiting, Registry):
                     }
                     for spec in fresh:
                         self._insert(spec, now, aliases)
+                    self._engine.cascade(self._engine.advance_joined())
                     break
             if since is None:
                 since = self._generation()

@@ -94,6 +94,8 @@ class Engine:
         self._lease = lease
         self._result_ttl = result_ttl
         self._event = event
+        #: lanes that jobs joined in this step, advanced once all of them have joined
+        self._joined: list[str] = []
 
     def _one(self, sql: str, *args: Any) -> Row | None:
         row: Row | None = self._db.execute(sql, args).fetchone()
@@ -382,6 +384,7 @@ class Engine:
                     lane["current"] = None
                 if lane["current"] is None:
                     doomed += self.advance_lane(row["lane"])
+        doomed += self.advance_joined()
         self._event(state.value, job_id)
         return doomed
 
@@ -428,14 +431,26 @@ class Engine:
         return self.join_lane(row)
 
     def join_lane(self, row: Row) -> list[str]:
-        """Give the job its place in its lane's order (priority, then submission); if nothing
-        holds the lane it advances: return the jobs a failure short-circuited."""
+        """Give the job its place in its lane's order (priority, then submission). The lane
+        advances once every job joining in the same step has joined (:meth:`advance_joined`),
+        so its front is the first of them; returns nothing (the advance returns the jobs a
+        failure short-circuits)."""
         self._db.execute(
             "INSERT INTO lane_members (lane, priority, seq, job) VALUES (?, ?, ?, ?)",
             (row["lane"], row["priority"], row["seq"], row["id"]),
         )
         self._db.execute("INSERT OR IGNORE INTO lanes (lane) VALUES (?)", (row["lane"],))
-        return self.advance_lane(row["lane"])
+        if row["lane"] not in self._joined:
+            self._joined.append(row["lane"])
+        return []
+
+    def advance_joined(self) -> list[str]:
+        """Advance the lanes jobs joined in this step (memory: its work list); return the
+        jobs a failure short-circuited."""
+        doomed: list[str] = []
+        while self._joined:
+            doomed += self.advance_lane(self._joined.pop(0))
+        return doomed
 
     def advance_lane(self, lane: str) -> list[str]:
         """Pick the lane's next job if it is free; return the jobs a failure short-circuited."""
