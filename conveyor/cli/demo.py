@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from conveyor import demo as demo_pipeline
+from conveyor import demo_report
 from conveyor.errors import ConveyorError
 from conveyor.job import MODES
 
@@ -53,4 +54,4 @@ def demo(workers: int | None, mode: str, workdir: Path, source: Path | None) -> 
         done = demo_pipeline.run(workers, mode, workdir, source, echo=click.echo)
     except ConveyorError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(demo_pipeline.show(done, source))
+    click.echo(demo_report.show(done, source))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import conveyor
-from conveyor import demo
+from conveyor import demo, demo_report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -278,7 +278,7 @@ def test_demo_records_where_each_job_really_ran(tmp_path: Path, mode: str) -> No
         for (_, end), (start, _) in itertools.pairwise(found):
             assert end <= start
     # and the table shows those places, not the slot that claimed the job
-    table = demo.timeline(done.records)
+    table = demo_report.timeline(done.records)
     for where in spans:
         assert where in table
 
@@ -302,11 +302,11 @@ def test_demo_shows_priorities_and_the_lane_at_work(tmp_path: Path) -> None:
     for append in appends:
         assert ids[append.after[0]].ended <= append.started  # type: ignore[operator]
     # and the table and the checks show it to the reader
-    shown = demo.show(done, source)
+    shown = demo_report.show(done, source)
     assert "prio" in shown and "nth" in shown and "lane 'report'" in shown
     assert "NOT" not in shown
     assert "-> priority: the counts were put by name, and started by size" in shown
-    for rule, held in demo.check_rules(done.records):
+    for rule, held in demo_report.check_rules(done.records):
         assert held, rule
 
 
