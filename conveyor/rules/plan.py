@@ -33,7 +33,7 @@ the cascade order are in :mod:`conveyor.rules`.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from typing import NamedTuple
 
 GROUP = "group"
 TASK = "task"
@@ -53,8 +53,7 @@ def split(text: str) -> tuple[str, str]:
     return kind, name
 
 
-@dataclass(frozen=True, slots=True)
-class Need:
+class Need(NamedTuple):
     """One condition for a start: fewer than ``capacity`` running jobs hold ``key``; a job it
     blocks waits parked on ``park``."""
 
@@ -63,8 +62,7 @@ class Need:
     park: str
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(NamedTuple):
     """What the engine needs of a job, compiled once from its options at submit."""
 
     #: keys that must be free for it to start, in the order they are checked
@@ -91,7 +89,7 @@ def compile_plan(
     """
     before, after, holds, frees = _shape(task, exclusive, incompatible, max_concurrency)
     own = _DECL + job_id
-    return _plan((*before, _need(own, 1, own), *after), holds, (_JOB + job_id, *frees))
+    return Plan((*before, Need(own, 1, own), *after), holds, (_JOB + job_id, *frees))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -116,26 +114,3 @@ def _shape(
 
 
 _DECL, _JOB = key(DECL, ""), key(JOB, "")
-_new = object.__new__
-_need_key, _need_capacity, _need_park = (vars(Need)[f].__set__ for f in ("key", "capacity", "park"))
-_plan_needs, _plan_holds, _plan_frees = (vars(Plan)[f].__set__ for f in ("needs", "holds", "frees"))
-
-
-# The two per-job objects of compile_plan, built without the frozen dataclasses' __init__ (it
-# sets each field through ``object.__setattr__``, which cost more than all the rest of
-# compile_plan, and every submit compiles a plan): the same objects, fields set through their
-# slots.
-def _need(key: str, capacity: int, park: str) -> Need:
-    need: Need = _new(Need)
-    _need_key(need, key)
-    _need_capacity(need, capacity)
-    _need_park(need, park)
-    return need
-
-
-def _plan(needs: tuple[Need, ...], holds: tuple[str, ...], frees: tuple[str, ...]) -> Plan:
-    plan: Plan = _new(Plan)
-    _plan_needs(plan, needs)
-    _plan_holds(plan, holds)
-    _plan_frees(plan, frees)
-    return plan
