@@ -69,6 +69,11 @@ class Waiter:
             raise TimeoutError(f"{active} job(s) did not end within {timeout} s")
         self.backend.wait(since, remaining)
 
+    def _over(self, job_id: str) -> bool:
+        """Whether the job has ended (UnknownJob if it is gone)."""
+        (record,) = self._records([job_id])
+        return record.status in TERMINAL
+
     # ------------------------------------------------------------------ waiting
     def wait_done(self, job_id: str, timeout: float | None = None) -> JobRecord:
         """Block until the job has ended; return its record. Raises TimeoutError, UnknownJob."""
@@ -94,19 +99,31 @@ class Waiter:
         step = 1  # how many to look at next: doubles while they have all ended
         while True:
             since = backend.version()
-            while len(ended) < len(ids):
+            # jobs mostly end in the order they were put: while the last one runs, the ones
+            # before it are not all over, and reading their records now would only compete
+            # with the workers for the interpreter
+            last_over = len(ended) >= len(ids) - 1 or self._over(ids[-1])
+            while last_over and len(ended) < len(ids):
+                # the finished ones first (no record built for a job still active), then the
+                # first job that is not among them, alone
                 start = len(ended)
-                for record in self._records(ids[start : start + step]):
-                    if record.status not in TERMINAL:
+                chunk = ids[start : start + step]
+                finished = {r.id: r for r in backend.query(Status.FINISHED, ids=chunk)}
+                for job_id in chunk:
+                    record = finished.get(job_id)
+                    if record is None:
                         break
                     ended.append(record)
-                    if first_failure and record.status is not Status.FINISHED:
-                        return _outcomes(ended + self._records(ids[len(ended) :]))
                 else:
                     step = min(step * 2, MAX_STEP)
                     continue
-                step = 1
-                break
+                (record,) = self._records([ids[len(ended)]])
+                if record.status not in TERMINAL:
+                    step = 1
+                    break
+                ended.append(record)
+                if first_failure and record.status is not Status.FINISHED:
+                    return _outcomes(ended + self._records(ids[len(ended) :]))
             if len(ended) == len(ids):
                 return _outcomes(ended)
             if first_failure:
@@ -114,9 +131,11 @@ class Waiter:
                 now_bad = counts[Status.FAILED] + counts[Status.CANCELLED]
                 if now_bad != bad:  # a job failed somewhere (or first look): one of ours?
                     bad = now_bad
-                    rest = self._records(ids[len(ended) :])
-                    if any(r.status in TERMINAL and r.status is not Status.FINISHED for r in rest):
-                        return _outcomes(ended + rest)
+                    rest = ids[len(ended) :]
+                    if backend.query(Status.FAILED, ids=rest) or backend.query(
+                        Status.CANCELLED, ids=rest
+                    ):
+                        return _outcomes(ended + self._records(rest))
             self._wait(since, deadline, len(ids) - len(ended), timeout)
 
     def wait_idle(

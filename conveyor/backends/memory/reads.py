@@ -7,6 +7,7 @@ None of them blocks: waiting is built once on ``version``/``wait``
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from itertools import pairwise
 
 from conveyor.backends.memory.locked import Locked
 from conveyor.errors import InvalidJob, UnknownJob
@@ -41,7 +42,7 @@ class Reads(Locked):
                 entries = list(jobs.values())
             else:
                 entries = [entry for job_id in ids if (entry := jobs.get(job_id)) is not None]
-                if len(entries) > 1:
+                if any(a.seq >= b.seq for a, b in pairwise(entries)):
                     entries = sorted(set(entries), key=lambda entry: entry.seq)
             records = [e.record() for e in entries if status is None or e.status is status]
             effects = self._take_effects()
