@@ -1,14 +1,40 @@
-"""The Job handle: a job id and a way back to its queue."""
+"""The Job handle: a job id and a way back to its queue.
+
+The handle knows its queue only through :class:`JobQueue`, what it uses of it: this module
+does not import :mod:`conveyor.queue` (which imports it).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.job import TERMINAL, JobRecord, Status
 
 if TYPE_CHECKING:
-    from conveyor.queue import Queue
+    from conveyor.backends.waiting import Waiter
+
+
+class Workers(Protocol):
+    """The queue's own workers, as a handle sees them."""
+
+    def start(self, mode: str | None = None) -> object:
+        """Start them if they run and have not started yet."""
+        ...
+
+
+class JobQueue(Protocol):
+    """What a handle uses of its queue (:class:`conveyor.Queue`)."""
+
+    @property
+    def embedded(self) -> Workers: ...
+    @property
+    def waiter(self) -> Waiter: ...
+    def status(self, job_id: str) -> Status: ...
+    def result(self, job_id: str, timeout: float | None = None) -> Any: ...
+    def cancel(self, job_id: str) -> bool: ...
+    def retry(self, job_id: str) -> Job: ...
+    def job(self, job_id: str) -> JobRecord: ...
 
 
 class Job:
@@ -16,7 +42,7 @@ class Job:
 
     __slots__ = ("id", "queue")
 
-    def __init__(self, queue: Queue, job_id: str) -> None:
+    def __init__(self, queue: JobQueue, job_id: str) -> None:
         self.queue = queue
         self.id = job_id
 
@@ -44,7 +70,7 @@ class Job:
         """Wait until the job has ended; False if ``timeout`` passed first."""
         self.queue.embedded.start()  # the queue's own workers, if it runs any
         try:
-            self.queue.backend.wait_done(self.id, timeout)
+            self.queue.waiter.wait_done(self.id, timeout)
         except TimeoutError:
             return False
         return True
@@ -64,7 +90,7 @@ class Job:
     def add_done_callback(self, callback: Callable[[Job], object]) -> None:
         """Call ``callback(job)`` once the job has ended (at once if it has)."""
         self.queue.embedded.start()
-        self.queue.backend.add_done_callback(self.id, lambda _record: callback(self))
+        self.queue.waiter.add_done_callback(self.id, lambda _record: callback(self))
 
     def __await__(self) -> Generator[Any, None, Any]:
         import asyncio  # here, not at the top: most programs never await a job
@@ -80,7 +106,7 @@ class Job:
             loop.call_soon_threadsafe(settle)
 
         self.queue.embedded.start()
-        self.queue.backend.add_done_callback(self.id, wake)
+        self.queue.waiter.add_done_callback(self.id, wake)
         yield from ended.__await__()
         return self.queue.result(self.id, 0)
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from conveyor.backends import from_url
 from conveyor.backends.base import Backend
+from conveyor.backends.waiting import Waiter
 from conveyor.clock import Clock
 from conveyor.embedded import EmbeddedWorkers
 from conveyor.errors import InvalidJob, JobCancelled, JobFailed, QueueClosed, UnknownJob
@@ -100,6 +101,8 @@ class Queue:
             resolver=self._registry.resolve,
         )  # fmt: skip
         self.durable = bool(getattr(self.backend, "durable", False))
+        #: every wait on the backend (results, idle, ended jobs) and the done callbacks
+        self.waiter = Waiter(self.backend, self.events)
         self._ended_at_open = (
             sum(n for status, n in self.backend.counts().items() if status in TERMINAL)
             if self.durable
@@ -193,8 +196,8 @@ class Queue:
                 ids += self._submit(specs[start : start + chunk], prepared.mode)
             if bar is not None:
                 for job_id in ids:
-                    self.backend.add_done_callback(job_id, lambda _r: bar.update(1))
-            outcomes = self.backend.wait_results(ids, first_failure=not return_exceptions)
+                    self.waiter.add_done_callback(job_id, lambda _r: bar.update(1))
+            outcomes = self.waiter.wait_results(ids, first_failure=not return_exceptions)
             results = []
             for job_id, (status, result, _error) in zip(ids, outcomes, strict=True):
                 if status is Status.FINISHED:
@@ -210,7 +213,7 @@ class Queue:
             for job_id in ids:
                 with contextlib.suppress(UnknownJob):  # forgotten by someone else already
                     self.backend.cancel(job_id, "cancelled: an earlier job of its map failed")
-            self.backend.forget_many(ids)
+            self.backend.forget(ids)
             if bar is not None:
                 bar.close()
 
@@ -263,7 +266,7 @@ class Queue:
                 watcher(counts)
 
         try:
-            return self.backend.wait_idle(timeout, on_change=on_change if watchers else None)
+            return self.waiter.wait_idle(timeout, on_change=on_change if watchers else None)
         finally:
             if bar is not None:
                 bar.close()
@@ -278,13 +281,13 @@ class Queue:
         else:
             self.embedded.start()
         self.embedded.drain_inline()
-        popped = self.backend.pop_finished(1, timeout=timeout)
+        popped = self.waiter.pop(1, timeout)
         return popped[0] if popped else None
 
     def collect(self) -> list[JobRecord]:
         """Pop every ended job, in the order they ended."""
         self.embedded.drain_inline()
-        return self.backend.pop_finished(None, timeout=0)
+        return self.backend.pop_ended(None)
 
     def size(self, *statuses: Status | str) -> int:
         """How many jobs the queue holds, in all statuses or in those given."""
@@ -305,7 +308,7 @@ class Queue:
         """
         self.embedded.start()
         self.embedded.drain_inline()
-        record = self.backend.wait_done(job_id, timeout)
+        record = self.waiter.wait_done(job_id, timeout)
         if record.status is Status.FINISHED:
             return record.result
         raise self._error(record)
@@ -331,7 +334,7 @@ class Queue:
 
     def forget(self, job_id: str) -> None:
         """Drop an ended job and its result."""
-        self.backend.forget(job_id)
+        self.backend.forget([job_id], strict=True)
 
     def retry(self, job_id: str) -> Job:
         """Put a failed or cancelled job back to waiting, attempts reset; how it ended is kept

@@ -4,17 +4,44 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 from conveyor.errors import InvalidJob
 from conveyor.job import MODES, JobOptions, check_name
 
 if TYPE_CHECKING:
     from conveyor.handle import Job
-    from conveyor.queue import Queue
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class TaskQueue(Protocol):
+    """What a task uses of its queue (:class:`conveyor.Queue`); this module does not import
+    :mod:`conveyor.queue` (which imports it)."""
+
+    def put(
+        self,
+        fn: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        block: bool = True,
+        **options: Any,
+    ) -> Job: ...
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        iterable: Iterable[Any],
+        *,
+        progress: bool = False,
+        return_exceptions: bool = False,
+        **options: Any,
+    ) -> list[Any]: ...
+
+    def _register(self, task: Task[Any, Any]) -> None: ...
 
 
 class Task(Generic[P, R]):
@@ -22,7 +49,7 @@ class Task(Generic[P, R]):
 
     def __init__(
         self,
-        queue: Queue,
+        queue: TaskQueue,
         fn: Callable[P, R],
         *,
         name: str | None = None,

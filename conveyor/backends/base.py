@@ -17,6 +17,10 @@ from conveyor.records import ClaimedJob, Failed, Finished, JobSpec, WorkerInfo
 class Backend(Protocol):
     """Stores jobs and enforces the scheduling rules atomically."""
 
+    #: True when other processes change the same jobs (a waiter cannot rely on this process's
+    #: events alone to learn that a job ended)
+    shared: bool
+
     def submit(
         self, specs: Sequence[JobSpec], *, block: bool = True, timeout: float | None = None
     ) -> list[str]:
@@ -28,20 +32,13 @@ class Backend(Protocol):
         """
         ...
 
-    def claim(
-        self,
-        worker: str,
-        mode: str,
-        limit: int = 1,
-        *,
-        timeout: float | None = None,
-        stop: Callable[[], bool] | None = None,
-    ) -> list[ClaimedJob]:
-        """Mark up to ``limit`` startable jobs of ``mode`` running for ``worker``; return them.
+    def claim(self, worker: str, mode: str, limit: int = 1, *, ahead: int = 0) -> list[ClaimedJob]:
+        """Start up to ``limit`` jobs of ``mode`` for ``worker`` (``"<worker id>/<slot>"``);
+        return them, best first. Never blocks (:meth:`wait` does).
 
-        Blocks until at least one may start, ``timeout`` passes, ``stop()`` is true or the
-        backend closes (then returns ``[]``). Atomic: every rule of DESIGN §2 is checked and the
-        job's lane, groups and concurrency slot are taken in the same step.
+        Atomic: each job's rules are checked and the keys it holds taken in the same step.
+        The last ``ahead`` jobs are claimed ahead of the worker's slots: a durable backend
+        counts their attempt only once a report names them ``started``.
         """
         ...
 
@@ -130,49 +127,25 @@ class Backend(Protocol):
         """The job's record; raises UnknownJob."""
         ...
 
-    def query(self, status: Status | None = None) -> list[JobRecord]:
-        """Records of all jobs (or of one status), in submission order."""
+    def query(
+        self, status: Status | None = None, *, ids: Sequence[str] | None = None
+    ) -> list[JobRecord]:
+        """Records of all jobs, of one status, or of the jobs ``ids`` that exist, in
+        submission order."""
         ...
 
     def counts(self) -> dict[Status, int]:
         """How many jobs are in each status."""
         ...
 
-    def pop_finished(
-        self, limit: int | None = None, *, timeout: float | None = 0
-    ) -> list[JobRecord]:
-        """Remove and return ended jobs in the order they ended; wait up to ``timeout`` for one."""
+    def pop_ended(self, limit: int | None = None) -> list[JobRecord]:
+        """Remove and return up to ``limit`` ended jobs, in the order they ended. Never blocks."""
         ...
 
-    def forget(self, job_id: str) -> None:
-        """Drop an ended job and its result; raises UnknownJob, or InvalidJob if still active."""
-        ...
-
-    def wait_done(self, job_id: str, timeout: float | None = None) -> JobRecord:
-        """Block until the job has ended (or ``timeout``: TimeoutError); return its record."""
-        ...
-
-    def wait_results(
-        self, job_ids: Sequence[str], timeout: float | None = None, *, first_failure: bool = False
-    ) -> list[tuple[Status, Any, str | None]]:
-        """Wait until every job has ended (or, with ``first_failure``, one did not finish);
-        return ``(status, result, error)`` for each, in order. Raises TimeoutError."""
-        ...
-
-    def forget_many(self, job_ids: Collection[str]) -> None:
-        """Forget every ended job among ``job_ids``; leave the others alone."""
-        ...
-
-    def add_done_callback(self, job_id: str, callback: Callable[[JobRecord], object]) -> None:
-        """Call ``callback(record)`` once the job has ended (at once if it has)."""
-        ...
-
-    def wait_idle(
-        self,
-        timeout: float | None = None,
-        on_change: Callable[[dict[Status, int]], object] | None = None,
-    ) -> int:
-        """Block until no job is waiting, scheduled or running; return how many still are."""
+    def forget(self, job_ids: Collection[str], *, strict: bool = False) -> int:
+        """Drop ended jobs and their results; return how many. Active or unknown ids are left
+        alone, unless ``strict``: then the first such id raises (UnknownJob, InvalidJob) and
+        nothing is dropped."""
         ...
 
     def recover_expired(self, *, by: str | None = None) -> int:
@@ -184,12 +157,26 @@ class Backend(Protocol):
         """Call ``hook(job_id, reason)`` when a running job must be stopped where it runs."""
         ...
 
+    # ------------------------------------------------------------------ waiting
+    def version(self, mode: str | None = None) -> int:
+        """A number that grows with every change of the jobs (with ``mode``: with every change
+        that may let a job of ``mode`` start). Read it before looking at the state, then hand
+        it to :meth:`wait`: no change is missed in between."""
+        ...
+
+    def wait(self, since: int, timeout: float | None, *, mode: str | None = None) -> int:
+        """Block until :meth:`version` (of ``mode``) is past ``since``, a timer of the queue
+        falls due, :meth:`wake` or :meth:`close` is called, or ``timeout`` passes; return the
+        version. The one blocking primitive: everything that waits is built on it."""
+        ...
+
     def wake(self) -> None:
-        """Wake every blocked ``claim`` so it re-checks its ``stop`` condition."""
+        """Make every blocked :meth:`wait` return now (a worker that stops, a clock moved)."""
         ...
 
     def close(self) -> None:
-        """Release resources and wake every blocked call."""
+        """Release resources; every blocked :meth:`wait` returns, and later calls may raise
+        QueueClosed."""
         ...
 
     def retry(self, job_id: str) -> None:

@@ -9,9 +9,11 @@ what changes.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
+from conveyor.errors import QueueClosed
 from conveyor.job import Status
 
 if TYPE_CHECKING:
@@ -36,9 +38,30 @@ class Seam:
     def claim(
         self, limit: int, timeout: float | None, stop: Callable[[], bool] | None = None
     ) -> list[ClaimedJob]:
-        """Claim up to ``limit`` jobs for the calling slot, blocking up to ``timeout`` for
-        one (None: until one may start, ``stop()`` is true or the backend closes)."""
-        return self.backend.claim(self.slot_name(), self.mode, limit, timeout=timeout, stop=stop)
+        """Claim up to ``limit`` jobs for the calling slot, waiting up to ``timeout`` for one
+        (None: until one may start, ``stop()`` is true or the backend closes).
+
+        The backend's claim never blocks: when nothing may start, the slot waits for a change
+        that may let a job of its mode start (the version read before the claim, so none is
+        missed), looking at ``stop()`` before each claim; a worker that stops wakes it."""
+        backend, mode, slot = self.backend, self.mode, self.slot_name()
+        try:
+            if timeout is not None and timeout <= 0:
+                return [] if stop is not None and stop() else backend.claim(slot, mode, limit)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                if stop is not None and stop():
+                    return []
+                since = backend.version(mode)
+                jobs = backend.claim(slot, mode, limit)
+                if jobs:
+                    return jobs
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return []
+                backend.wait(since, remaining, mode=mode)
+        except QueueClosed:
+            return []
 
     # ------------------------------------------------------------------ reports
     def finish(

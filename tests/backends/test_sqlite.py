@@ -193,7 +193,7 @@ def test_two_worker_processes_share_the_file_and_run_each_job_once(tmp_path: Pat
     finally:
         for worker in workers:
             worker.kill()
-    outcomes = q.backend.wait_results(ids, timeout=10)
+    outcomes = q.waiter.wait_results(ids, timeout=10)
     q.close()
     assert all(status == "finished" for status, _, _ in outcomes)
     runs = sorted(p.name.split(".")[0] for p in marks.iterdir())
@@ -217,7 +217,7 @@ def test_a_file_from_before_stored_plans_gets_them_and_keeps_its_blocked_jobs_bl
         for n in (1, 2):
             limited.put(args=(n,), id=f"limited{n}")
             q.put(sqlite_jobs.identity, args=(n,), id=f"db{n}", exclusive=["db"])
-        running = q.backend.claim("w/1", "thread", 4, timeout=0)
+        running = q.backend.claim("w/1", "thread", 4)
     finally:
         q.close()
     assert sorted(job.id for job in running) == ["db1", "limited1"]
@@ -245,10 +245,10 @@ def test_a_file_from_before_stored_plans_gets_them_and_keeps_its_blocked_jobs_bl
             )
             assert tuple(columns) == plan_columns(plan), job_id
         # and the jobs blocked before still wait for the running ones, then start
-        assert q.backend.claim("w/1", "thread", 4, timeout=0) == []
+        assert q.backend.claim("w/1", "thread", 4) == []
         for job in running:
             assert q.backend.finish(job.id, job.attempt, job.args[0])
-        assert sorted(job.id for job in q.backend.claim("w/1", "thread", 4, timeout=0)) == [
+        assert sorted(job.id for job in q.backend.claim("w/1", "thread", 4)) == [
             "db2",
             "limited2",
         ]

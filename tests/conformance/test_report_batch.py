@@ -27,7 +27,7 @@ def test_reports_several_jobs_and_claims_the_next_ones_in_one_call(queue_factory
     q, backend = _backend(queue_factory)
     for n in range(5):
         q.put(jobs.identity, args=(n,), id=f"j{n}")
-    first = backend.claim(WORKER, "thread", 2, timeout=0)
+    first = backend.claim(WORKER, "thread", 2)
     assert [job.id for job in first] == ["j0", "j1"]
 
     reports = [Finished(job.id, job.attempt, f"result {job.id}") for job in first]
@@ -46,7 +46,7 @@ def test_reports_only_claim_nothing_with_limit_zero(queue_factory):
     q, backend = _backend(queue_factory)
     for n in range(3):
         q.put(jobs.identity, args=(n,), id=f"j{n}")
-    (job,) = backend.claim(WORKER, "thread", 1, timeout=0)
+    (job,) = backend.claim(WORKER, "thread", 1)
 
     claimed = backend.finish_many_and_claim([Finished(job.id, job.attempt, 7)], WORKER, "thread", 0)
 
@@ -72,7 +72,7 @@ def test_a_report_of_a_cancelled_job_is_dropped_and_the_others_recorded(queue_fa
     q, backend = _backend(queue_factory)
     for n in range(3):
         q.put(jobs.identity, args=(n,), id=f"j{n}")
-    claimed = backend.claim(WORKER, "thread", 3, timeout=0)
+    claimed = backend.claim(WORKER, "thread", 3)
     assert q.cancel("j1") is True
 
     reports = [Finished(job.id, job.attempt, f"late {job.id}") for job in claimed]
@@ -88,10 +88,10 @@ def test_a_report_of_a_stale_attempt_is_dropped(queue_factory):
     q, backend = _backend(queue_factory)
     q.put(jobs.identity, args=(1,), id="retried", retries=1)
     q.put(jobs.identity, args=(2,), id="plain")
-    (first,) = backend.claim(WORKER, "thread", 1, timeout=0)
+    (first,) = backend.claim(WORKER, "thread", 1)
     assert first.id == "retried"
     assert backend.fail(first.id, first.attempt, ErrorInfo("ValueError", "once")).retrying
-    second = backend.claim(WORKER, "thread", 2, timeout=0)
+    second = backend.claim(WORKER, "thread", 2)
     assert [(job.id, job.attempt) for job in second] == [("retried", 2), ("plain", 1)]
 
     stale = Finished("retried", first.attempt, "from attempt 1")
@@ -111,7 +111,7 @@ def test_the_reported_start_becomes_the_records_started(queue_factory, clock):
     q.put(jobs.identity, args=(1,), id="given")
     q.put(jobs.identity, args=(2,), id="kept")
     claim_time = clock.now()
-    claimed = backend.claim(WORKER, "thread", 2, timeout=0)
+    claimed = backend.claim(WORKER, "thread", 2)
     clock.advance(10)
     end_time = clock.advance(10)
 
@@ -134,7 +134,7 @@ def test_a_dependent_of_a_reported_job_is_claimed_in_the_same_call(queue_factory
     q.put(jobs.identity, args=("a",), id="a")
     q.put(jobs.identity, args=("b",), id="b", after=["a"])
     q.put(jobs.identity, args=("c",), id="c")
-    (a,) = backend.claim(WORKER, "thread", 1, timeout=0)
+    (a,) = backend.claim(WORKER, "thread", 1)
     assert a.id == "a"
     assert q.status("b") == "waiting"
 
@@ -149,9 +149,9 @@ def test_a_dependent_of_a_dropped_report_stays_waiting(queue_factory):
     q, backend = _backend(queue_factory)
     q.put(jobs.identity, args=("a",), id="a", retries=1)
     q.put(jobs.identity, args=("b",), id="b", after=["a"])
-    (a,) = backend.claim(WORKER, "thread", 1, timeout=0)
+    (a,) = backend.claim(WORKER, "thread", 1)
     backend.fail(a.id, a.attempt, ErrorInfo("ValueError", "once"))
-    (again,) = backend.claim(WORKER, "thread", 1, timeout=0)
+    (again,) = backend.claim(WORKER, "thread", 1)
 
     stale = Finished("a", a.attempt, "stale")
     assert backend.finish_many_and_claim([stale], WORKER, "thread", 5) == []
@@ -167,7 +167,7 @@ def test_a_lane_moves_on_within_the_call(queue_factory):
     q, backend = _backend(queue_factory)
     for n in range(3):
         q.put(jobs.identity, args=(n,), id=f"l{n}", lane="one-by-one")
-    (first,) = backend.claim(WORKER, "thread", 3, timeout=0)  # a lane runs one at a time
+    (first,) = backend.claim(WORKER, "thread", 3)  # a lane runs one at a time
     assert first.id == "l0"
 
     claimed = backend.finish_many_and_claim([Finished("l0", 1, 0)], WORKER, "thread", 3)

@@ -125,7 +125,7 @@ def test_a_full_disk_refuses_puts_and_claims_and_the_queue_works_once_space_is_f
         assert_refused_put_changed_nothing(q, path, refused, error, before)
         # a claim is a write too: refused as a conveyor error, and nothing is claimed
         with pytest.raises(conveyor.StorageError, match=re.escape(str(path))):
-            q.backend.claim("probe/1", "thread", 1, timeout=0)
+            q.backend.claim("probe/1", "thread", 1)
         assert statuses_in_file(path) == {"waiting"}
 
         filler.unlink()  # space again: the same queue object puts and claims

@@ -179,16 +179,10 @@ def graph() -> Graph:
 
 # ---------------------------------------------------------------------------- the rules
 #: the layers whose modules may sit in no circle at all, checked on their own so that the
-#: circles left elsewhere (see the xfail below) hide none of theirs
+#: circles left elsewhere, should any come back, hide none of theirs
 CORE = ("conveyor.worker", "conveyor.executors", "conveyor.backends", "conveyor.runner")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="circles outside the worker's layers remain at this stage: conveyor.queue <->"
-    " conveyor.handle / conveyor.task (the facade) and conveyor.settings <->"
-    " conveyor.settings_model; they are broken at integration, then this mark goes",
-)
 def test_no_import_circle_at_load_time(graph: Graph) -> None:
     assert cycles(graph, MODULE, TYPING) == []
 

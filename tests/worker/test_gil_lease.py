@@ -143,7 +143,7 @@ def _claim_for(q: conveyor.Queue, clock: ManualClock, owner: str, host: str, pid
     now = clock.now()
     q.backend.register_worker(WorkerInfo(owner, host, pid, "thread", 1, now, now))
     q.put(_double, args=(1,), id=f"job-of-{owner}")
-    (claimed,) = q.backend.claim(f"{owner}/slot-1", "thread", 1, timeout=0)
+    (claimed,) = q.backend.claim(f"{owner}/slot-1", "thread", 1)
     return claimed.id
 
 

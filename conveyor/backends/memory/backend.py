@@ -1,15 +1,14 @@
 """The in-process backend: the memory engine under one lock.
 
 Every public method takes the lock once, calls the engine (:mod:`.engine`: the rules), and
-runs what the change set off (events, done callbacks, stop requests) after letting the lock
-go; claimers of a mode wait on a condition of their own, woken as many at a time as jobs
-became ready. Reading and waiting are in :mod:`.reads`.
+runs what the change set off (events, stop requests) after letting the lock go. Claims never
+block: a claimer waits with ``version``/``wait`` (:mod:`.locked`), on a condition of its mode,
+woken as many at a time as jobs became ready. Reading is in :mod:`.reads`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -27,6 +26,9 @@ from conveyor.records import ClaimedJob, Failed, Finished, JobSpec, WorkerInfo
 
 class MemoryBackend(Reads):
     """Jobs in this process's memory; every rule applied under one lock."""
+
+    #: no other process changes these jobs: their ends are this process's events
+    shared = False
 
     def __init__(
         self,
@@ -116,17 +118,13 @@ class MemoryBackend(Reads):
                 raise QueueClosed("the queue closed while put waited for room")
 
     # ------------------------------------------------------------------- claim
-    def claim(
-        self,
-        worker: str,
-        mode: str,
-        limit: int = 1,
-        *,
-        timeout: float | None = None,
-        stop: Callable[[], bool] | None = None,
-    ) -> list[ClaimedJob]:
+    def claim(self, worker: str, mode: str, limit: int = 1, *, ahead: int = 0) -> list[ClaimedJob]:
+        """Start up to ``limit`` jobs of ``mode``; never blocks (no lease outlives this
+        process: jobs claimed ``ahead`` need no marking)."""
         with self._lock:
-            got = self._claim(worker, mode, limit, timeout, stop)
+            if self._closed:
+                raise QueueClosed("the queue is closed")
+            got = self._claim(worker, mode, limit)
             effects = self._take_effects()
         if effects:
             self._run(effects)
@@ -152,49 +150,25 @@ class MemoryBackend(Reads):
                 engine.release(entry)
                 engine.end(entry, Status.FINISHED, result=result)
                 engine.cascade()
-            got = self._claim(worker, mode, limit, timeout, stop)
+            stopping = self._closed or (stop is not None and stop())
+            got = [] if stopping else self._claim(worker, mode, limit)
             effects = self._take_effects()
         if effects:
             self._run(effects)
         return got
 
-    def _claim(
-        self,
-        worker: str,
-        mode: str,
-        limit: int,
-        timeout: float | None,
-        stop: Callable[[], bool] | None,
-    ) -> list[ClaimedJob]:
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _claim(self, worker: str, mode: str, limit: int) -> list[ClaimedJob]:
+        """(Under the lock) start up to ``limit`` jobs of ``mode`` that may start now."""
         engine = self._engine
-        cond = self._claimable.get(mode)
-        if cond is None:
-            cond = self._claimable[mode] = threading.Condition(self._lock)  # type: ignore[arg-type]
-        while True:
-            if self._closed or (stop is not None and stop()):
-                return []
-            now = self._clock.now()
-            engine.tick(now)
-            got: list[ClaimedJob] = []
-            while len(got) < limit:
-                entry = engine.next_startable(mode)
-                if entry is None:
-                    break
-                got.append(engine.start(entry, worker, now))
-            if got:
-                if self._waiters:
-                    self._changed.notify_all()  # room under max_size
-                return got
-            if self._run_locked_effects():  # events of what just ended run before we block
-                continue  # the lock was let go meanwhile: look again
-            wait = engine.timer_wait()
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return []
-                wait = remaining if wait is None else min(wait, remaining)
-            cond.wait(wait)
+        now = self._clock.now()
+        engine.tick(now)
+        got: list[ClaimedJob] = []
+        while len(got) < limit:
+            entry = engine.next_startable(mode)
+            if entry is None:
+                break
+            got.append(engine.start(entry, worker, now))
+        return got
 
     # ------------------------------------------------------- end of an attempt
     def finish(self, job_id: str, attempt: int, result: Any) -> bool:
@@ -237,7 +211,8 @@ class MemoryBackend(Reads):
                 if report.ended is not None:
                     entry.ended = report.ended
             engine.cascade()
-            got = self._claim(worker, mode, limit, 0, stop) if limit > 0 else []
+            stopping = limit <= 0 or self._closed or (stop is not None and stop())
+            got = [] if stopping else self._claim(worker, mode, limit)
             effects = self._take_effects()
         if effects:
             self._run(effects)
@@ -365,12 +340,6 @@ class MemoryBackend(Reads):
 
     def set_stop_hook(self, hook: Callable[[str, str], object] | None) -> None:
         self._stop_hook = hook
-
-    def wake(self) -> None:
-        with self._lock:
-            for cond in self._claimable.values():
-                cond.notify_all()
-            self._changed.notify_all()
 
     def close(self) -> None:
         with self._lock:

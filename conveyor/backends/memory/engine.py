@@ -25,7 +25,8 @@ What backs each part:
 The memory backend has no leases: its workers live in its process, so no claim outlives the
 one who made it (``take_back`` has no memory counterpart). Events and done callbacks are
 queued in ``effects`` for the backend to run after it lets its lock go; ``wakeups`` counts the
-claimers of each mode to wake.
+claimers of each mode to wake, ``changes`` every change of a job's status (the backend's
+``version``).
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ from typing import Any
 
 from conveyor import events as ev
 from conveyor import rules
-from conveyor.backends.memory.state import READY, Entry, HeapItem, Lane, Watching, job_ended
+from conveyor.backends.memory.state import READY, Entry, HeapItem, Lane
 from conveyor.clock import Clock
 from conveyor.events import EventBus
-from conveyor.job import PENDING, TERMINAL, ErrorInfo, JobRecord, Status
+from conveyor.job import PENDING, TERMINAL, ErrorInfo, Status
 from conveyor.records import ClaimedJob, JobSpec
 from conveyor.rules.plan import JOB, Need, compile_plan, key
 
@@ -78,12 +79,10 @@ class Engine:
         self.counts: dict[Status, int] = dict.fromkeys(Status, 0)
         self.ended: OrderedDict[str, None] = OrderedDict()  # ended, not yet popped
         self.unique: dict[str, tuple[str, float | None]] = {}
-        self.latches: dict[str, Watching] = {}
-        self.done_callbacks: dict[str, list[Callable[[JobRecord], object]]] = {}
         self.effects: list[Callable[[], object]] = []
         self.wakeups: dict[str, int] = {}  # claimers to wake per mode
         self.timer_moved = False  # a new first timer: every blocked wait must re-measure
-        self.some_ended = False  # a job ended: waits for ends, room or idle look again
+        self.changes = 0  # grows with every job stored, dropped or changing status
 
     # ------------------------------------------------------------------ insert
     def insert(self, spec: JobSpec, now: float, aliases: dict[str, str]) -> None:
@@ -101,6 +100,7 @@ class Engine:
         if opts.unique:
             self.unique[opts.unique] = (entry.id, None)
         self.counts[Status.WAITING] += 1
+        self.changes += 1
         if opts.at is not None and opts.at > now:
             self.set_status(entry, Status.SCHEDULED)
             entry.due = opts.at
@@ -370,20 +370,7 @@ class Engine:
         opts = entry.opts
         if entry.dependents or opts.lane is not None or opts.unique:
             self.work.append(entry)  # else after_end has nothing to do
-        self.some_ended = True
-        if self.latches:
-            watching = self.latches.pop(entry.id, None)
-            if watching is not None:
-                job_ended(watching, status)
-        callbacks = self.done_callbacks.pop(entry.id, None) if self.done_callbacks else None
-        name = END_EVENTS[status]
-        wanted = self.bus.wants(name)
-        if callbacks or wanted:
-            record = entry.record()
-            if wanted:
-                self.effects.append(lambda: self.bus.emit(name, record))
-            for callback in callbacks or ():
-                self.effects.append(lambda cb=callback: cb(record))  # type: ignore[misc]
+        self.emit(END_EVENTS[status], entry)
 
     def cascade(self) -> None:
         """Run the work list: ``after_end`` of each ended job, lanes to advance. A work list,
@@ -475,6 +462,7 @@ class Engine:
             counts[entry.status] -= 1
             counts[status] += 1
             entry.status = status
+            self.changes += 1
 
     def emit(self, name: str, entry: Entry) -> None:
         """Queue event ``name`` about ``entry`` if anyone listens."""
@@ -487,3 +475,4 @@ class Engine:
         del self.jobs[entry.id]
         self.ended.pop(entry.id, None)
         self.counts[entry.status] -= 1
+        self.changes += 1

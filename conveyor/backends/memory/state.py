@@ -1,4 +1,4 @@
-"""The memory engine's records: one job (:class:`Entry`), one lane, one latch.
+"""The memory engine's records: one job (:class:`Entry`), one lane.
 
 Plain mutable objects with slots, private to the memory backend; what leaves the backend is a
 :class:`~conveyor.job.JobRecord` (:meth:`Entry.record`) or a
@@ -7,7 +7,6 @@ Plain mutable objects with slots, private to the memory backend; what leaves the
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from conveyor.job import JobOptions, JobRecord, Status
@@ -132,57 +131,3 @@ class Lane:
         self.current: str | None = None
         self.previous: str | None = None
         self.previous_failed = False
-
-
-class Latch:
-    """Opens when ``count`` watched jobs have ended, or at the first failure if asked."""
-
-    __slots__ = ("count", "event", "job_ids", "on_failure")
-
-    def __init__(self, job_ids: list[str], on_failure: bool) -> None:
-        self.job_ids = job_ids
-        self.count = len(job_ids)
-        self.on_failure = on_failure
-        self.event = threading.Event()
-
-    def ended(self, status: Status) -> None:
-        """One watched job ended with ``status``."""
-        self.count -= 1
-        if self.count <= 0 or (self.on_failure and status is not Status.FINISHED):
-            self.event.set()
-
-
-#: the latches watching one job: one (most waits watch a job alone), or a list of several
-Watching = Latch | list[Latch]
-
-
-def watch(latches: dict[str, Watching], job_id: str, latch: Latch) -> None:
-    """Let ``latch`` watch job ``job_id`` (no list made for a job's only latch: a ``map`` of
-    thousands of jobs watches each of them)."""
-    held = latches.get(job_id)
-    if held is None:
-        latches[job_id] = latch
-    elif isinstance(held, Latch):
-        latches[job_id] = [held, latch]
-    else:
-        held.append(latch)
-
-
-def unwatch(latches: dict[str, Watching], job_id: str, latch: Latch) -> None:
-    """Stop ``latch`` watching job ``job_id``."""
-    held = latches.get(job_id)
-    if held is latch:
-        del latches[job_id]
-    elif isinstance(held, list) and latch in held:
-        held.remove(latch)
-        if not held:
-            del latches[job_id]
-
-
-def job_ended(watching: Watching, status: Status) -> None:
-    """Tell the latches watching a job that it ended with ``status``."""
-    if isinstance(watching, Latch):
-        watching.ended(status)
-    else:
-        for latch in watching:
-            latch.ended(status)

@@ -3,8 +3,8 @@
 :class:`SQLiteBackend` is the Backend protocol's methods; each state change is one transaction
 (:mod:`.storage`) in which :class:`~.engine.Engine` applies the rules of :mod:`conveyor.rules`
 to the tables of :mod:`.schema`. Claimed jobs are decoded after COMMIT (:mod:`.decode`). The
-other parts: records and events (:mod:`.reading`), waits (:mod:`.waiting`), workers and leases
-(:mod:`.registry`), retry and purge (:mod:`.admin`).
+other parts: records and events (:mod:`.reading`), version and wait (:mod:`.waiting`),
+workers and leases (:mod:`.registry`), retry and purge (:mod:`.admin`).
 
 With a secret, each job's envelope is signed at insert and checked at claim before anything is
 imported or decoded; without one, reading a record never unpickles (see
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,7 +29,7 @@ from conveyor.backends.sqlite.waiting import Waiting
 from conveyor.clock import Clock
 from conveyor.errors import InvalidJob, NotSerializable, QueueClosed, QueueFull
 from conveyor.events import EventBus
-from conveyor.job import TERMINAL, ErrorInfo, JobRecord, Status
+from conveyor.job import TERMINAL, ErrorInfo, Status
 from conveyor.records import ClaimedJob, Failed, Finished, JobSpec, Unrunnable
 from conveyor.references import CannotLoad
 from conveyor.serializer import Serializer
@@ -41,6 +40,8 @@ class SQLiteBackend(Admin, Waiting, Registry):
     """Jobs in one SQLite file; every rule applied inside one transaction per change."""
 
     durable = True
+    #: other processes change the same jobs
+    shared = True
 
     def __init__(
         self,
@@ -63,8 +64,6 @@ class SQLiteBackend(Admin, Waiting, Registry):
         self._lease = lease
         self._result_ttl = result_ttl
         self._stop_hook: Callable[[str, str], object] | None = None
-        self._callbacks: dict[str, list[Callable[[JobRecord], object]]] = {}
-        self._watcher: threading.Thread | None = None
         self._engine = Engine(
             self._db, self._clock, lease=lease, result_ttl=result_ttl, event=self._event
         )
@@ -95,9 +94,9 @@ class SQLiteBackend(Admin, Waiting, Registry):
                     self._engine.cascade(self._engine.advance_joined())
                     break
             if since is None:
-                since = self._generation()
+                since = self.version()
                 continue
-            self._wait(since, deadline)
+            self.wait(since, None if deadline is None else max(0.0, deadline - time.monotonic()))
             since = None
         return [holder or s.id for s, holder in zip(specs, resolved, strict=True)]
 
@@ -157,33 +156,18 @@ class SQLiteBackend(Admin, Waiting, Registry):
         self._engine.insert(spec, mac, now, aliases)
 
     # ------------------------------------------------------------------- claim
-    def claim(
-        self,
-        worker: str,
-        mode: str,
-        limit: int = 1,
-        *,
-        timeout: float | None = None,
-        stop: Callable[[], bool] | None = None,
-    ) -> list[ClaimedJob]:
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def claim(self, worker: str, mode: str, limit: int = 1, *, ahead: int = 0) -> list[ClaimedJob]:
+        """Start up to ``limit`` jobs of ``mode`` (the last ``ahead`` claimed ahead of the
+        worker's slots); never blocks."""
         while True:
-            if self._closed or (stop is not None and stop()):
+            with self._tx():
+                rows = self._start_jobs(worker, mode, limit, ahead)
+            if not rows:
                 return []
-            since = self._generation()
-            try:
-                with self._tx():
-                    rows = self._start_jobs(worker, mode, limit)
-            except QueueClosed:
-                return []
-            if rows:
-                got = self._unpack(rows)
-                if got:
-                    return got
-                continue  # every job claimed had a payload this worker cannot run
-            if deadline is not None and time.monotonic() >= deadline:
-                return []
-            self._wait(since, deadline, stop)
+            got = self._unpack(rows)
+            if got:
+                return got
+            # every job claimed had a payload this worker cannot run: look again
 
     def finish_and_claim(
         self,
@@ -197,13 +181,9 @@ class SQLiteBackend(Admin, Waiting, Registry):
         timeout: float | None = None,
         stop: Callable[[], bool] | None = None,
     ) -> list[ClaimedJob]:
-        """``finish`` then ``claim``: one transaction for a busy slot (a second one only to
-        wait when nothing may start)."""
+        """``finish`` then ``claim``: one transaction for a busy slot; never blocks."""
         report = Finished(job_id, attempt, result)
-        got = self.finish_many_and_claim([report], worker, mode, limit, stop=stop)
-        if got:
-            return got
-        return self.claim(worker, mode, limit, timeout=timeout, stop=stop)
+        return self.finish_many_and_claim([report], worker, mode, limit, stop=stop)
 
     def finish_many_and_claim(
         self,
@@ -238,7 +218,10 @@ class SQLiteBackend(Admin, Waiting, Registry):
             return []
         got = self._unpack(rows) if rows else []
         if rows and not got:  # every job claimed was refused: look for one that can run
-            return self.claim(worker, mode, limit, timeout=0, stop=stop)
+            try:
+                return self.claim(worker, mode, limit)
+            except QueueClosed:
+                return []
         return got
 
     def _start_jobs(self, worker: str, mode: str, limit: int, ahead: int = 0) -> list[Row]:

@@ -1,17 +1,16 @@
 """What the SQLite backend reports: records, counts, ended jobs popped or forgotten, and
-the events its transactions emit after COMMIT."""
+the events its transactions emit after COMMIT. None of it blocks."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from conveyor.backends.sqlite.decode import record
 from conveyor.backends.sqlite.engine import Engine
 from conveyor.backends.sqlite.schema import EXPIRED_RESULT, NEXT_TIMER
 from conveyor.backends.sqlite.storage import READ_FAILED, Storage
-from conveyor.errors import InvalidJob, UnknownJob
+from conveyor.errors import InvalidJob
 from conveyor.events import EventBus
 from conveyor.job import TERMINAL, JobRecord, Status
 from conveyor.serializer import Serializer
@@ -23,25 +22,14 @@ class Reading(Storage):
     serializer: Serializer
     _engine: Engine
     _bus: EventBus
-    _callbacks: dict[str, list[Callable[[JobRecord], object]]]
     _result_ttl: float | None
 
     def _event(self, name: str, job_id: str) -> None:
-        """(In a transaction, the engine's ``event``) emit ``name`` for the job, and run its
-        done callbacks if it ended, after COMMIT."""
-        callbacks = (
-            self._callbacks.pop(job_id, None)
-            if name in ("finished", "failed", "cancelled")
-            else None
-        )
-        wanted = self._bus.wants(name)
-        if not (wanted or callbacks):
+        """(In a transaction, the engine's ``event``) emit ``name`` for the job after COMMIT."""
+        if not self._bus.wants(name):
             return
         now = self._record(self._job(job_id), results=True)
-        if wanted:
-            self._effects.append(lambda: self._bus.emit(name, now))
-        for callback in callbacks or ():
-            self._effects.append(lambda cb=callback: cb(now))  # type: ignore[misc]
+        self._effects.append(lambda: self._bus.emit(name, now))
 
     def _record(self, row: dict[str, Any], *, results: bool = False) -> JobRecord:
         """A row as a record (see :func:`~.decode.record`)."""
@@ -71,17 +59,28 @@ class Reading(Storage):
         with self._lock, self._storage(READ_FAILED):
             return self._record(self._job(job_id), results=results)
 
-    def query(self, status: Status | None = None) -> list[JobRecord]:
-        """Records in submission order; an unsigned pickle's payloads are not decoded."""
+    def query(
+        self, status: Status | None = None, *, ids: Sequence[str] | None = None
+    ) -> list[JobRecord]:
+        """Records in submission order; an unsigned pickle's payloads are not decoded, but
+        for ``ids`` (the jobs whose results the caller waits for) its results are."""
         self._tick_if_due()
+        where, args = ("", ()) if status is None else (" WHERE status = ?", (status.value,))
         with self._lock, self._storage(READ_FAILED):
-            if status is None:
-                rows = self._db.execute("SELECT * FROM jobs ORDER BY seq").fetchall()
-            else:
-                rows = self._db.execute(
-                    "SELECT * FROM jobs WHERE status = ? ORDER BY seq", (status.value,)
+            if ids is None:
+                rows = self._db.execute(f"SELECT * FROM jobs{where} ORDER BY seq", args).fetchall()
+                return [self._record(row) for row in rows]
+            rows = []
+            for start in range(0, len(ids), 500):
+                chunk = list(dict.fromkeys(ids[start : start + 500]))
+                marks = ",".join("?" * len(chunk))
+                clause = f"{where} AND" if where else " WHERE"
+                rows += self._db.execute(
+                    f"SELECT * FROM jobs{clause} id IN ({marks})", (*args, *chunk)
                 ).fetchall()
-            return [self._record(row) for row in rows]
+            if len(rows) > 1:
+                rows = sorted({row["seq"]: row for row in rows}.values(), key=lambda r: r["seq"])
+            return [self._record(row, results=True) for row in rows]
 
     def counts(self) -> dict[Status, int]:
         self._tick_if_due()
@@ -94,51 +93,30 @@ class Reading(Storage):
             counts[Status(row["status"])] = row["n"]
         return counts
 
-    def _statuses(self, job_ids: Sequence[str]) -> dict[str, str]:
-        with self._lock:
-            found: dict[str, str] = {}
-            for start in range(0, len(job_ids), 500):
-                chunk = job_ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for row in self._db.execute(
-                    f"SELECT id, status FROM jobs WHERE id IN ({marks})", chunk
-                ):
-                    found[row["id"]] = row["status"]
-        for job_id in job_ids:
-            if job_id not in found:
-                raise UnknownJob(job_id)
-        return found
-
-    def pop_finished(
-        self, limit: int | None = None, *, timeout: float | None = 0
-    ) -> list[JobRecord]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            since = self._generation()
-            with self._tx() as db:
-                self._engine.tick(self._clock.now())
-                rows = db.execute(
-                    "SELECT * FROM jobs WHERE ended IS NOT NULL AND status IN"
-                    " ('finished', 'failed', 'cancelled') ORDER BY ended, seq LIMIT ?",
-                    (-1 if limit is None else limit,),
-                ).fetchall()
-                for row in rows:
-                    db.execute("DELETE FROM jobs WHERE seq = ?", (row["seq"],))
-                records = [self._record(row, results=True) for row in rows]
-            if records or self._closed or (deadline is not None and time.monotonic() >= deadline):
-                return records
-            self._wait(since, deadline)
-
-    def forget(self, job_id: str) -> None:
+    def pop_ended(self, limit: int | None = None) -> list[JobRecord]:
+        """Remove and return up to ``limit`` ended jobs, in the order they ended."""
         with self._tx() as db:
-            row = self._job(job_id)
-            if row["status"] not in TERMINAL:
-                raise InvalidJob(f"job {job_id!r} is {row['status']}; cancel it first")
-            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            self._engine.tick(self._clock.now())
+            rows = db.execute(
+                "SELECT * FROM jobs WHERE ended IS NOT NULL AND status IN"
+                " ('finished', 'failed', 'cancelled') ORDER BY ended, seq LIMIT ?",
+                (-1 if limit is None else limit,),
+            ).fetchall()
+            for row in rows:
+                db.execute("DELETE FROM jobs WHERE seq = ?", (row["seq"],))
+            return [self._record(row, results=True) for row in rows]
 
-    def forget_many(self, job_ids: Collection[str]) -> None:
+    def forget(self, job_ids: Collection[str], *, strict: bool = False) -> int:
+        """Drop the ended jobs among ``job_ids``; return how many. With ``strict``, an
+        unknown or active one raises (UnknownJob, InvalidJob) and nothing is dropped."""
         with self._tx() as db:
-            db.executemany(
+            if strict:
+                for job_id in job_ids:
+                    row = self._job(job_id)
+                    if row["status"] not in TERMINAL:
+                        raise InvalidJob(f"job {job_id!r} is {row['status']}; cancel it first")
+            cursor = db.executemany(
                 "DELETE FROM jobs WHERE id = ? AND status IN ('finished', 'failed', 'cancelled')",
                 [(job_id,) for job_id in job_ids],
             )
+            return max(0, cursor.rowcount)

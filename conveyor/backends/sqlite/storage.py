@@ -1,9 +1,8 @@
 """The SQLite backend's file: one connection, one lock, write transactions, and waits.
 
 Every state change is one ``BEGIN IMMEDIATE`` transaction (:meth:`Storage._tx`); payloads are
-decoded after COMMIT, so the write lock is held only for the bookkeeping. Other processes'
-changes are seen by watching ``PRAGMA data_version``; waits in this process are woken at once
-by this process's own commits.
+decoded after COMMIT, so the write lock is held only for the bookkeeping. Each commit wakes
+this process's waits (:mod:`.waiting`) once the callbacks it collected have run.
 
 A file this backend creates gets ``file_mode`` (0600 by default; SQLite gives its -wal and -shm
 files the same). Every SQLite error surfaces as :class:`~conveyor.errors.StorageError` naming
@@ -23,14 +22,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from conveyor.backends.sqlite.schema import NEXT_TIMER, SCHEMA, migrate, row_factory
+from conveyor.backends.sqlite.schema import SCHEMA, migrate, row_factory
 from conveyor.clock import Clock
 from conveyor.errors import QueueClosed, StorageError, UnknownJob
 
 log = logging.getLogger("conveyor.backends.sqlite")
 
-#: seconds between looks at ``PRAGMA data_version`` while waiting for another process
-POLL_INTERVAL = 0.005
 #: seconds a write transaction waits for another process's before it gives up
 BUSY_TIMEOUT = 60.0
 #: seconds between tries to begin a write transaction while another process holds the lock
@@ -51,6 +48,7 @@ class Storage:
         self._changed = threading.Condition(self._lock)
         self._effects: list[Callable[[], object]] = []
         self._commits = 0  # this process's commits: its waiters' wake-up signal
+        self._wakes = 0  # calls of wake(): every blocked wait returns
         self._closed = False
         try:
             with self._lock, self._storage("cannot use the queue database"):
@@ -180,43 +178,10 @@ class Storage:
             raise UnknownJob(job_id)
         return row
 
-    # ----------------------------------------------------------------- waiting
-    def _generation(self) -> tuple[int, int]:
-        """What has been committed so far, here and by other processes; take it before
-        reading the state a wait depends on, and hand it to :meth:`_wait`."""
-        with self._lock:
-            if self._closed:
-                return self._commits, -1
-            row = self._one("PRAGMA data_version")
-            return self._commits, row["data_version"] if row else 0
-
-    def _wait(
-        self,
-        since: tuple[int, int],
-        deadline: float | None,
-        stop: Callable[[], bool] | None = None,
-    ) -> None:
-        """Block until anything was committed after ``since`` (here: woken at once; by another
-        process: seen within POLL_INTERVAL), a timer is due, or ``deadline`` passes."""
-        with self._lock:
-            row = None if self._closed else self._one(NEXT_TIMER)
-        timer = next(iter(row.values())) if row else None
-        limit = None if timer is None else self._clock.wait_time(timer)
-        until = time.monotonic() + (limit if limit is not None else 3600.0)
-        if deadline is not None:
-            until = min(until, deadline)
-        while not self._closed and not (stop is not None and stop()):
-            if self._generation() != since:
-                return
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                return
-            with self._lock:
-                if self._commits == since[0]:
-                    self._changed.wait(min(POLL_INTERVAL, remaining))
-
     def wake(self) -> None:
+        """Make every blocked wait return now (see :mod:`.waiting`)."""
         with self._lock:
+            self._wakes += 1
             self._changed.notify_all()
 
     def close(self) -> None:

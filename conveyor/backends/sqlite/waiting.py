@@ -1,113 +1,60 @@
-"""Waiting on the SQLite backend: for results, for a job's end (done callbacks), for idle.
+"""Waiting for a change of the SQLite file: the protocol's ``version`` and ``wait``.
 
-Each wait loops on :meth:`~.storage.Storage._wait`: woken at once by this process's commits,
-and within ``POLL_INTERVAL`` by other processes' (``PRAGMA data_version``).
+The version is this process's commits plus ``PRAGMA data_version`` (which grows with the
+commits of other connections): a commit here wakes this process's waits at once, one by
+another process is seen within ``POLL_INTERVAL``. Every mode shares the one version.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
 
-from conveyor.backends.sqlite.reading import Reading
-from conveyor.errors import UnknownJob
-from conveyor.job import TERMINAL, JobRecord, Status
+from conveyor.backends.sqlite.schema import NEXT_TIMER
+from conveyor.backends.sqlite.storage import READ_FAILED, Storage
+from conveyor.clock import MAX_WAIT
+from conveyor.errors import QueueClosed
 
-log = logging.getLogger("conveyor.backends.sqlite")
+#: seconds between looks at ``PRAGMA data_version`` while waiting for another process
+POLL_INTERVAL = 0.005
 
 
-class Waiting(Reading):
-    """Blocking reads: results, done callbacks (a watcher thread for other processes'
-    changes), idle."""
+class Waiting(Storage):
+    """``version``/``wait`` over this process's commits and other processes'."""
 
-    _watcher: threading.Thread | None
-
-    def wait_results(
-        self,
-        job_ids: Sequence[str],
-        timeout: float | None = None,
-        *,
-        first_failure: bool = False,
-    ) -> list[tuple[Status, Any, str | None]]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            since = self._generation()
-            self._tick_if_due()
-            statuses = self._statuses(job_ids)
-            active = [i for i in job_ids if statuses[i] not in TERMINAL]
-            failed = any(s in TERMINAL and s != Status.FINISHED for s in statuses.values())
-            if not active or (first_failure and failed):
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"{len(active)} job(s) did not end within {timeout} s")
-            self._wait(since, deadline)
-        outcomes = []
-        for job_id in job_ids:
-            record = self._get(job_id, results=True)
-            outcomes.append((record.status, record.result, record.error))
-        return outcomes
-
-    def wait_done(self, job_id: str, timeout: float | None = None) -> JobRecord:
-        self.wait_results([job_id], timeout)
-        return self._get(job_id, results=True)
-
-    def add_done_callback(self, job_id: str, callback: Callable[[JobRecord], object]) -> None:
-        record = self.get(job_id)
-        if record.status in TERMINAL:
-            callback(record)
-            return
+    def _generation(self) -> tuple[int, int]:
+        """This process's commits and ``PRAGMA data_version`` (-1 once closed)."""
         with self._lock:
-            self._callbacks.setdefault(job_id, []).append(callback)
-            if self._watcher is None:
-                self._watcher = threading.Thread(
-                    target=self._watch, daemon=True, name="conveyor-sqlite-watch"
-                )
-                self._watcher.start()
+            if self._closed:
+                return self._commits, -1
+            row = self._one("PRAGMA data_version")
+            return self._commits, row["data_version"] if row else 0
 
-    def _watch(self) -> None:
-        """Fire done callbacks for jobs ended by other processes."""
-        while not self._closed:
-            since = self._generation()
-            with self._lock:
-                ids = list(self._callbacks)
-            if ids:
-                try:
-                    ended = [i for i, s in self._statuses(ids).items() if s in TERMINAL]
-                except UnknownJob:
-                    ended = []
-                for job_id in ended:
-                    with self._lock:
-                        callbacks = self._callbacks.pop(job_id, [])
-                    if callbacks:
-                        record = self.get(job_id)
-                        for callback in callbacks:
-                            try:
-                                callback(record)
-                            except Exception:
-                                log.exception("done callback failed for job %r", job_id)
-            self._wait(since, None)
+    def version(self, mode: str | None = None) -> int:
+        """See :meth:`conveyor.backends.base.Backend.version` (one version for every mode)."""
+        commits, data = self._generation()
+        return commits + data
 
-    def wait_idle(
-        self,
-        timeout: float | None = None,
-        on_change: Callable[[dict[Status, int]], object] | None = None,
-    ) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last: dict[Status, int] | None = None
+    def wait(self, since: int, timeout: float | None, *, mode: str | None = None) -> int:
+        """See :meth:`conveyor.backends.base.Backend.wait`; raises QueueClosed once closed."""
+        with self._lock, self._storage(READ_FAILED):
+            if self._closed:
+                raise QueueClosed("the queue is closed")
+            row = self._one(NEXT_TIMER)
+            wakes = self._wakes
+        timer = next(iter(row.values())) if row else None
+        limit = None if timer is None else self._clock.wait_time(timer)
+        start = time.monotonic()
+        until = start + (MAX_WAIT if limit is None else limit)
+        if timeout is not None:
+            until = min(until, start + timeout)
         while True:
-            since = self._generation()
-            counts = self.counts()
-            active = counts[Status.WAITING] + counts[Status.SCHEDULED] + counts[Status.RUNNING]
-            if on_change is not None and counts != last:
-                on_change(counts)
-                last = counts
-            if (
-                not active
-                or self._closed
-                or (deadline is not None and time.monotonic() >= deadline)
-            ):
-                return active
-            self._wait(since, deadline)
+            commits, data = self._generation()
+            version = commits + data
+            if version != since or data < 0 or self._wakes != wakes:
+                return version
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return version  # the timeout passed, or a timer is due
+            with self._lock:
+                if self._commits == commits and self._wakes == wakes and not self._closed:
+                    self._changed.wait(min(POLL_INTERVAL, remaining))
