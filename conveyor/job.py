@@ -48,6 +48,10 @@ MIN_INT, MAX_INT = -(2**63), 2**63 - 1
 MAX_RETRIES = 1_000_000
 
 
+#: how a job stands, as a caller waiting for its result reads it: status, result, error
+Outcome = tuple[Status, Any, "str | None"]
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
     """What went wrong in one attempt, in a form that crosses processes."""

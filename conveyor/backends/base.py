@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
-from conveyor.job import ErrorInfo, JobRecord, Status
+from conveyor.job import ErrorInfo, JobRecord, Outcome, Status
 from conveyor.records import ClaimedJob, Failed, Finished, JobSpec, WorkerInfo
 
 
@@ -132,6 +132,11 @@ class Backend(Protocol):
     ) -> list[JobRecord]:
         """Records of all jobs, of one status, or of the jobs ``ids`` that exist, in
         submission order."""
+        ...
+
+    def outcomes(self, ids: Sequence[str]) -> list[Outcome]:
+        """``(status, result, error)`` of each job of ``ids``, in that order (what a caller
+        waiting for results reads, without building records); UnknownJob if one is gone."""
         ...
 
     def counts(self) -> dict[Status, int]:

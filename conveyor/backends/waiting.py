@@ -20,11 +20,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from conveyor import events as ev
 from conveyor.errors import QueueClosed, UnknownJob
-from conveyor.job import TERMINAL, JobRecord, Status
+from conveyor.job import TERMINAL, JobRecord, Outcome, Status
 
 if TYPE_CHECKING:
     from conveyor.backends.base import Backend
@@ -36,9 +36,6 @@ log = logging.getLogger("conveyor")
 END_EVENTS = (ev.FINISHED, ev.FAILED, ev.CANCELLED)
 #: the most jobs looked at in one read while waiting for results in order
 MAX_STEP = 256
-
-#: what ``wait_results`` returns per job: its status, result and error
-Outcome = tuple[Status, Any, "str | None"]
 
 
 class Waiter:
@@ -69,11 +66,6 @@ class Waiter:
             raise TimeoutError(f"{active} job(s) did not end within {timeout} s")
         self.backend.wait(since, remaining)
 
-    def _over(self, job_id: str) -> bool:
-        """Whether the job has ended (UnknownJob if it is gone)."""
-        (record,) = self._records([job_id])
-        return record.status in TERMINAL
-
     # ------------------------------------------------------------------ waiting
     def wait_done(self, job_id: str, timeout: float | None = None) -> JobRecord:
         """Block until the job has ended; return its record. Raises TimeoutError, UnknownJob."""
@@ -94,49 +86,34 @@ class Waiter:
         deadline = None if timeout is None else time.monotonic() + timeout
         backend = self.backend
         ids = list(job_ids)
-        ended: list[JobRecord] = []  # the records of ids[: len(ended)], all ended
+        done: list[Outcome] = []  # the outcomes of ids[: len(done)], all ended
         bad: int | None = None  # failed + cancelled jobs in the queue, last seen
         step = 1  # how many to look at next: doubles while they have all ended
         while True:
             since = backend.version()
-            # jobs mostly end in the order they were put: while the last one runs, the ones
-            # before it are not all over, and reading their records now would only compete
-            # with the workers for the interpreter
-            last_over = len(ended) >= len(ids) - 1 or self._over(ids[-1])
-            while last_over and len(ended) < len(ids):
-                # the finished ones first (no record built for a job still active), then the
-                # first job that is not among them, alone
-                start = len(ended)
-                chunk = ids[start : start + step]
-                finished = {r.id: r for r in backend.query(Status.FINISHED, ids=chunk)}
-                for job_id in chunk:
-                    record = finished.get(job_id)
-                    if record is None:
+            while len(done) < len(ids):
+                for outcome in backend.outcomes(ids[len(done) : len(done) + step]):
+                    if outcome[0] not in TERMINAL:
                         break
-                    ended.append(record)
+                    done.append(outcome)
+                    if first_failure and outcome[0] is not Status.FINISHED:
+                        return done + backend.outcomes(ids[len(done) :])
                 else:
                     step = min(step * 2, MAX_STEP)
                     continue
-                (record,) = self._records([ids[len(ended)]])
-                if record.status not in TERMINAL:
-                    step = 1
-                    break
-                ended.append(record)
-                if first_failure and record.status is not Status.FINISHED:
-                    return _outcomes(ended + self._records(ids[len(ended) :]))
-            if len(ended) == len(ids):
-                return _outcomes(ended)
+                step = 1
+                break
+            if len(done) == len(ids):
+                return done
             if first_failure:
                 counts = backend.counts()
                 now_bad = counts[Status.FAILED] + counts[Status.CANCELLED]
                 if now_bad != bad:  # a job failed somewhere (or first look): one of ours?
                     bad = now_bad
-                    rest = ids[len(ended) :]
-                    if backend.query(Status.FAILED, ids=rest) or backend.query(
-                        Status.CANCELLED, ids=rest
-                    ):
-                        return _outcomes(ended + self._records(rest))
-            self._wait(since, deadline, len(ids) - len(ended), timeout)
+                    rest = backend.outcomes(ids[len(done) :])
+                    if any(o[0] in TERMINAL and o[0] is not Status.FINISHED for o in rest):
+                        return done + rest
+            self._wait(since, deadline, len(ids) - len(done), timeout)
 
     def wait_idle(
         self,
@@ -263,7 +240,3 @@ class Waiter:
                     time.sleep(0.05)
         with self._lock:
             self._watcher = None
-
-
-def _outcomes(records: list[JobRecord]) -> list[Outcome]:
-    return [(record.status, record.result, record.error) for record in records]

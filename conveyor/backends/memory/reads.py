@@ -11,7 +11,7 @@ from itertools import pairwise
 
 from conveyor.backends.memory.locked import Locked
 from conveyor.errors import InvalidJob, UnknownJob
-from conveyor.job import TERMINAL, JobRecord, Status
+from conveyor.job import TERMINAL, JobRecord, Outcome, Status
 
 
 class Reads(Locked):
@@ -48,6 +48,21 @@ class Reads(Locked):
             effects = self._take_effects()
         self._run(effects)
         return records
+
+    def outcomes(self, ids: Sequence[str]) -> list[Outcome]:
+        """``(status, result, error)`` of each job of ``ids``, in that order; UnknownJob if
+        one is gone."""
+        with self._lock:
+            self._engine.tick(self._clock.now())
+            jobs = self._engine.jobs
+            try:
+                found = [jobs[job_id] for job_id in ids]
+            except KeyError as exc:
+                raise UnknownJob(exc.args[0]) from None
+            outcomes = [(e.status, e.result, e.error) for e in found]
+            effects = self._take_effects()
+        self._run(effects)
+        return outcomes
 
     def counts(self) -> dict[Status, int]:
         with self._lock:

@@ -10,9 +10,9 @@ from conveyor.backends.sqlite.decode import record
 from conveyor.backends.sqlite.engine import Engine
 from conveyor.backends.sqlite.schema import EXPIRED_RESULT, NEXT_TIMER
 from conveyor.backends.sqlite.storage import READ_FAILED, Storage
-from conveyor.errors import InvalidJob
+from conveyor.errors import InvalidJob, UnknownJob
 from conveyor.events import EventBus
-from conveyor.job import TERMINAL, JobRecord, Status
+from conveyor.job import TERMINAL, JobRecord, Outcome, Status
 from conveyor.serializer import Serializer
 
 
@@ -81,6 +81,15 @@ class Reading(Storage):
             if len(rows) > 1:
                 rows = sorted({row["seq"]: row for row in rows}.values(), key=lambda r: r["seq"])
             return [self._record(row, results=True) for row in rows]
+
+    def outcomes(self, ids: Sequence[str]) -> list[Outcome]:
+        """``(status, result, error)`` of each job of ``ids``, in that order (results
+        decoded); UnknownJob if one is gone."""
+        found = {record.id: record for record in self.query(ids=ids)}
+        try:
+            return [(r.status, r.result, r.error) for r in (found[job_id] for job_id in ids)]
+        except KeyError as exc:
+            raise UnknownJob(exc.args[0]) from None
 
     def counts(self) -> dict[Status, int]:
         self._tick_if_due()
