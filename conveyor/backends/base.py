@@ -2,7 +2,7 @@
 
 Every scheduling rule of DESIGN §2 lives behind these methods, inside the backend, because only
 there can it be atomic (the memory lock, one SQLite transaction, one Lua script). The facade
-validates input and builds :class:`JobSpec`; workers call ``claim`` / ``finish`` / ``fail``.
+validates input and builds :class:`JobSpec`; workers call ``claim`` and ``report``.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
-from conveyor.job import ErrorInfo, JobRecord, Status
-from conveyor.records import ClaimedJob, Failed, Finished, JobSpec, WorkerInfo
+from conveyor.job import JobRecord, Status
+from conveyor.records import Cancelled, ClaimedJob, JobSpec, Report, Reported, WorkerInfo
 
 
 class Backend(Protocol):
@@ -67,63 +67,36 @@ class Backend(Protocol):
         ``include_lost``, also those whose lease ran out and that are not forgotten yet."""
         ...
 
-    def finish(self, job_id: str, attempt: int, result: Any) -> bool:
-        """Record success of ``attempt``; False if the attempt no longer holds the job."""
-        ...
-
-    def finish_and_claim(
+    def report(
         self,
-        job_id: str,
-        attempt: int,
-        result: Any,
+        reports: Sequence[Report],
+        *,
         worker: str,
         mode: str,
-        limit: int = 1,
-        *,
-        timeout: float | None = None,
-        stop: Callable[[], bool] | None = None,
-    ) -> list[ClaimedJob]:
-        """``finish`` then ``claim`` in one atomic step (one round trip for a busy slot)."""
-        ...
-
-    def finish_many_and_claim(
-        self,
-        finished: Sequence[Finished],
-        worker: str,
-        mode: str,
-        limit: int,
-        *,
-        stop: Callable[[], bool] | None = None,
+        claim: int = 0,
         ahead: int = 0,
         started: Sequence[tuple[str, int]] = (),
-    ) -> list[ClaimedJob]:
-        """Record every finished attempt (those that no longer hold their job are dropped),
-        then claim up to ``limit`` jobs, in one atomic step; never blocks. The last ``ahead``
-        jobs claimed are claimed ahead of the worker's slots, and ``started`` names the
-        ``(job, attempt)`` claimed ahead that a slot has since started: a durable backend
-        counts the attempt of a job claimed ahead only once it started."""
-        ...
+    ) -> Reported:
+        """Record how attempts ended, then claim up to ``claim`` jobs: one atomic step (a busy
+        slot makes one round trip per job). Never blocks.
 
-    def fail(
-        self,
-        job_id: str,
-        attempt: int,
-        error: ErrorInfo,
-        exception: BaseException | None = None,
-        *,
-        started: float | None = None,
-    ) -> Failed | None:
-        """Record a failed attempt: schedule a retry if any are left, else fail and cascade;
-        return which (None if the attempt no longer holds the job: the report is dropped).
-        ``started``: when the attempt really started, if later than its claim."""
+        Each report is a :class:`~conveyor.records.Finished` or a
+        :class:`~conveyor.records.Failure`; one whose attempt no longer holds its job
+        (cancelled, recovered after a lost lease) is dropped. A failure is retried if the job
+        has retries left and the failure is not ``final``, else the job fails and cascades.
+        ``started`` names ``(job, attempt)`` claimed ahead that a slot has since started.
+        The answer says, per report, what became of it, and lists the jobs claimed.
+        """
         ...
 
     def requeue(self, job_id: str, attempt: int) -> bool:
         """Put a running attempt back to waiting without counting it (graceful shutdown)."""
         ...
 
-    def cancel(self, job_id: str, reason: str = "cancelled") -> bool:
-        """Cancel a job that has not ended; cascade to dependents and stop_on_lane_error lanes."""
+    def cancel(self, job_id: str, reason: str = "cancelled") -> Cancelled:
+        """End a job that has not ended as cancelled, with the cascade (dependents, lanes).
+        The answer says whether it was still active, and which worker slot ran it if it was
+        running: that worker learns it from its next report or heartbeat. Raises UnknownJob."""
         ...
 
     def get(self, job_id: str) -> JobRecord:
@@ -178,10 +151,6 @@ class Backend(Protocol):
     def recover_expired(self, *, by: str | None = None) -> int:
         """Return jobs whose lease ran out to the queue; return how many. Each is logged,
         naming ``by`` (the worker that recovers them)."""
-        ...
-
-    def set_stop_hook(self, hook: Callable[[str, str], object] | None) -> None:
-        """Call ``hook(job_id, reason)`` when a running job must be stopped where it runs."""
         ...
 
     def wake(self) -> None:

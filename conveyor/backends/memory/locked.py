@@ -1,8 +1,8 @@
 """The memory backend's lock and what runs after it: wake-ups and callbacks.
 
 Every method of the backend changes the engine under one lock, then wakes the claimers and
-waits the change calls for and runs the callbacks it set off (events, done callbacks, stop
-requests) once the lock is let go, so that a callback may call the backend again.
+waits the change calls for and runs the callbacks it set off (events, done callbacks) once the
+lock is let go, so that a callback may call the backend again.
 """
 
 from __future__ import annotations

@@ -30,8 +30,6 @@ class Entry:
         "due",
         "ended",
         "error",
-        "exception",
-        "fn",
         "id",
         "kwargs",
         "mode",
@@ -55,7 +53,6 @@ class Entry:
         self.seq = seq
         self.task = spec.task
         self.mode = spec.mode
-        self.fn = spec.fn
         self.args = spec.args
         self.kwargs = spec.kwargs
         self.payload = spec.payload
@@ -70,7 +67,6 @@ class Entry:
         self.result: Any = None
         self.error: str | None = None
         self.traceback: str | None = None
-        self.exception: BaseException | None = None
         #: dependencies not finished yet
         self.pending_deps = 0
         #: jobs waiting for this one (None: none; most jobs have none, and an empty list per
