@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from conveyor.job import ErrorInfo
-from conveyor.records import Failure
+from conveyor.records import Failure, Finished
 from conveyor.worker.reports import FailedAttempt
 
 if TYPE_CHECKING:
@@ -155,7 +155,12 @@ class Direct(Claiming):
         if reports.failures or reports.finished:
             reports.flush()
         state = self.state
-        report = state.codec.finished(job, result)
+        codec = state.codec
+        report: Report
+        if codec.serializer is None:  # in process: the result as it is (the common path)
+            report = Finished(job.id, job.attempt, result)
+        else:
+            report = codec.finished(job, result)
         try:
             # no waiting inside: the finished job must leave `running` before this slot idles
             claim = 0 if state.draining else claim_next
@@ -163,7 +168,10 @@ class Direct(Claiming):
         except Exception as exc:
             self._keep(report, exc)
             return self.claim(claim_next) if claim_next else []
-        self._written(job, report, reported)
+        if report.__class__ is Finished:
+            state.outcomes.finished(job)
+        else:
+            self._written(job, report, reported)
         jobs = reported.claimed
         running = state.running
         if running.get(job.id) is job:

@@ -67,7 +67,7 @@ class Codec:
     def decode_all(self, jobs: list[ClaimedJob]) -> tuple[list[RunnableJob], list[Unrunnable]]:
         """The jobs that may run, decoded, and those that cannot, with their failures."""
         if self.serializer is None:
-            return [_in_process(job) for job in jobs], []
+            return [in_process(job) for job in jobs], []
         runnable: list[RunnableJob] = []
         unrunnable: list[Unrunnable] = []
         for job in jobs:
@@ -88,7 +88,7 @@ class Codec:
         payload)."""
         serializer = self.serializer
         if serializer is None:
-            return _in_process(job)
+            return in_process(job)
         if serializer.signed:
             serializer.verify_job(job.mac, job.envelope())
         fn = self._resolve(job.ref)
@@ -118,7 +118,7 @@ class Codec:
         return Finished(job.id, job.attempt, encoded, started, ended)
 
 
-def _in_process(job: ClaimedJob) -> RunnableJob:
+def in_process(job: ClaimedJob) -> RunnableJob:
     """An in-process job: its call, or in process mode its bytes for the child process."""
     payload = job.payload
     if isinstance(payload, Call):

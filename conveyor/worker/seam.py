@@ -30,10 +30,15 @@ class Seam:
         self.backend = backend
         self.worker_id = worker_id
         self.mode = mode
+        self._slot = threading.local()  # the calling slot's name, made once per thread
 
     def slot_name(self) -> str:
         """Who runs the job, as recorded on it: the worker id and the calling slot thread."""
-        return f"{self.worker_id}/{threading.current_thread().name}"
+        try:
+            name: str = self._slot.name
+        except AttributeError:
+            name = self._slot.name = f"{self.worker_id}/{threading.current_thread().name}"
+        return name
 
     # ------------------------------------------------------------------- claims
     def claim(

@@ -14,6 +14,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from conveyor.worker.decoding import in_process
+
 if TYPE_CHECKING:
     from conveyor.records import ClaimedJob, RunnableJob
     from conveyor.worker.decoding import Codec, Unrunnable
@@ -85,7 +87,12 @@ class WorkerState:
         """The claimed jobs decoded, those that may run (:mod:`conveyor.worker.decoding`).
         The others never reach a slot: their failures are reported, said and counted here,
         and the calling slot's ``local.sifted`` notes that some were."""
-        runnable, unrunnable = self.codec.decode_all(jobs)
+        codec = self.codec
+        if codec.serializer is None:  # in process: nothing can be refused (the common path)
+            if len(jobs) == 1:
+                return [in_process(jobs[0])]
+            return [in_process(job) for job in jobs]
+        runnable, unrunnable = codec.decode_all(jobs)
         if unrunnable:
             self.local.sifted = True
             self._fail_unrunnable(unrunnable)

@@ -155,8 +155,12 @@ class MemoryBackend(Reads):
         """Every report, then a claim that does not wait, under one lock: one round trip per
         job for a busy slot (no lease outlives this process: jobs claimed ahead, and those of
         ``started``, need no marking)."""
+        end = self._end_attempt
         with self._lock:
-            recorded = [self._end_attempt(report) for report in reports] if reports else []
+            if len(reports) == 1:  # a busy slot's one report: no list made by a comprehension
+                recorded = [end(reports[0])]
+            else:
+                recorded = [end(report) for report in reports]
             if recorded:
                 self._engine.cascade()
             got = self._claim(worker, mode, claim, 0, None) if claim > 0 else []
