@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from conveyor.backends.base import Backend
     from conveyor.clock import Clock
     from conveyor.settings import Settings
+    from conveyor.worker.decoding import Codec
 
 
 def check_not_reimported() -> None:
@@ -56,6 +57,7 @@ class EmbeddedWorkers:
 
     Args:
         backend: the queue's backend.
+        codec: how the workers decode what they claim (the queue's, ``Queue.codec``).
         settings: the queue's settings (``lease``, ``prefetch``, ``max_jobs_per_process``).
         clock: the queue's clock.
         slots: slots per worker; 0 starts none (a producer-only queue).
@@ -71,6 +73,7 @@ class EmbeddedWorkers:
         backend: Backend,
         settings: Settings,
         clock: Clock,
+        codec: Codec,
         *,
         slots: int,
         mode: str,
@@ -80,6 +83,7 @@ class EmbeddedWorkers:
         self.backend = backend
         self.settings = settings
         self.clock = clock
+        self.codec = codec
         self.slots = slots
         self.mode = mode
         self.context = context
@@ -137,6 +141,7 @@ class EmbeddedWorkers:
             lease=self.settings.lease,
             clock=self.clock,
             prefetch=self.settings.prefetch if self.durable else 0,
+            codec=self.codec,
         )
         # on a durable backend other processes recover expired leases: keep ours fresh
         worker.start(heartbeat=self.durable)
@@ -156,10 +161,22 @@ class EmbeddedWorkers:
         if executor is not None:
             executor.drain()
 
-    def stop_job(self, job_id: str, reason: str) -> None:
-        """Stop ``job_id`` if one of these workers runs it (it was cancelled)."""
+    def stop_job(self, slot: str, job_id: str, reason: str) -> None:
+        """Stop ``job_id`` if one of these workers runs it (it was cancelled): the one
+        ``slot`` (``"<worker id>/<slot>"``, as the job records who runs it) names."""
+        worker_id = slot.rpartition("/")[0]
         for worker in list(self._workers.values()):
-            worker.stop_job(job_id, reason)
+            if worker.id == worker_id:
+                worker.stop_job(job_id, reason)
+
+    def exception(self, job_id: str) -> BaseException | None:
+        """What job ``job_id`` raised, if one of these workers failed it for good (and still
+        keeps it)."""
+        for worker in list(self._workers.values()):
+            exception = worker.exception(job_id)
+            if exception is not None:
+                return exception
+        return None
 
     def stop(self, wait: bool = True) -> None:
         """Stop the workers; none starts again. With ``wait``, their running jobs end first;

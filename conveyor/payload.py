@@ -8,7 +8,8 @@ Two parts, both owned by a :class:`~conveyor.queue.Queue`:
   allows; a worker resolves a stored reference against it (:meth:`TaskRegistry.resolve`);
 - :class:`SpecBuilder`: checks a put's function and options once (:meth:`~SpecBuilder.prepare`),
   then builds one spec per job (:meth:`~SpecBuilder.spec`), encoding what must cross a process
-  (the arguments of a durable job, the function and arguments of an in-memory process job).
+  (the arguments of a durable job, the function and arguments of an in-memory process job;
+  any other in-memory job's payload is its :class:`~conveyor.records.Call`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor import rules
 from conveyor.errors import InvalidJob, NotSerializable, UntrustedFunction
 from conveyor.job import JobOptions, check_name
-from conveyor.records import JobSpec
+from conveyor.records import Call, JobSpec
 from conveyor.references import Allowed, how_to_trust, path_of, reference, resolve
 from conveyor.task import Task
 
@@ -187,14 +188,17 @@ class SpecBuilder:
         options = prepared.options
         if options.unique == "":
             options = options.replace(unique=rules.unique_key(prepared.name, args, kwargs))
-        payload = ref = None
+        payload: object
+        ref = None
         if self._durable:
             ref, payload = prepared.ref, self._encode_durable(args, kwargs, job_id)
         elif prepared.mode == "process":
             payload = self._encode(prepared, args, kwargs, job_id)
+        else:
+            payload = Call(prepared.fn, args, kwargs)
         return JobSpec(
-            job_id, prepared.name, prepared.mode, options, prepared.fn, args, kwargs, payload,
-            prepared.limit, ref,
+            job_id, prepared.name, prepared.mode, options, args, kwargs, payload, prepared.limit,
+            ref,
         )  # fmt: skip
 
     def _reference(self, fn: Callable[..., Any], name: str, task: Task[Any, Any] | None) -> str:

@@ -23,6 +23,7 @@ from conveyor.payload import SpecBuilder, TaskRegistry
 from conveyor.records import JobSpec
 from conveyor.references import Allowed
 from conveyor.task import Task
+from conveyor.worker.decoding import Codec
 
 if TYPE_CHECKING:
     from conveyor.settings import Settings
@@ -97,9 +98,8 @@ class Queue:
         #: modules whose functions this queue's workers run besides its tasks (durable only)
         self.allowed = self._registry.allowed
         self.backend: Backend = from_url(
-            url, clock=self.clock, events=self.events, settings=self.settings,
-            resolver=self._registry.resolve,
-        )  # fmt: skip
+            url, clock=self.clock, events=self.events, settings=self.settings
+        )
         self.durable = bool(getattr(self.backend, "durable", False))
         #: every wait on the backend (results, idle, ended jobs) and the done callbacks
         self.waiter = Waiter(self.backend, self.events)
@@ -112,13 +112,15 @@ class Queue:
         self._context = context
         serializer = getattr(self.backend, "serializer", None) if self.durable else None
         self._builder = SpecBuilder(self._registry, self.clock, mode, serializer)
+        #: how this queue's workers decode the jobs they claim (its serializer, the functions
+        #: it trusts) and encode their results; a Worker built on its backend takes it
+        self.codec = Codec(serializer, self._registry.resolve)
         #: the queue's own workers, started when first needed (see :mod:`conveyor.embedded`)
         self.embedded = EmbeddedWorkers(
-            self.backend, self.settings, self.clock,
+            self.backend, self.settings, self.clock, self.codec,
             slots=self.slots, mode=mode, context=context, durable=self.durable,
         )  # fmt: skip
         self._closed = False
-        self.backend.set_stop_hook(self.embedded.stop_job)
 
     @property
     def runs_workers(self) -> bool:
@@ -212,7 +214,7 @@ class Queue:
         finally:
             for job_id in ids:
                 with contextlib.suppress(UnknownJob):  # forgotten by someone else already
-                    self.backend.cancel(job_id, "cancelled: an earlier job of its map failed")
+                    self._cancel(job_id, "cancelled: an earlier job of its map failed")
             self.backend.forget(ids)
             if bar is not None:
                 bar.close()
@@ -318,10 +320,8 @@ class Queue:
             return JobCancelled(record.id, record.error)
         error = record.error or "failed"
         failure = JobFailed(record.id, error, error.partition(":")[0], record.traceback)
-        original = getattr(self.backend, "exception", None)
-        if original is not None:
-            with contextlib.suppress(UnknownJob):  # forgotten meanwhile: nothing to chain
-                failure.__cause__ = original(record.id)
+        if not self.durable:  # what an in-process job raised, kept by the worker that ran it
+            failure.__cause__ = self.embedded.exception(record.id)
         return failure
 
     def job(self, job_id: str) -> JobRecord:
@@ -330,7 +330,15 @@ class Queue:
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job, stopping it if it runs; False if it had already ended."""
-        return self.backend.cancel(job_id)
+        return self._cancel(job_id)
+
+    def _cancel(self, job_id: str, reason: str = "cancelled") -> bool:
+        """Cancel a job; if one of this queue's own workers runs it, stop it there (a worker
+        elsewhere learns it from its heartbeat)."""
+        cancelled = self.backend.cancel(job_id, reason)
+        if cancelled.worker is not None:
+            self.embedded.stop_job(cancelled.worker, job_id, reason)
+        return cancelled.ended
 
     def forget(self, job_id: str) -> None:
         """Drop an ended job and its result."""

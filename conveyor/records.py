@@ -19,11 +19,12 @@ class JobSpec:
     task: str
     mode: str
     options: JobOptions
-    fn: Callable[..., Any] | None = None
+    #: the arguments, as the in-process backend's records show them
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
-    #: the encoded (function, args, kwargs) for executors in another process
-    payload: bytes | None = None
+    #: what a worker runs: the encoded arguments (durable backends), the encoded function and
+    #: arguments (in-process process mode), or a :class:`Call` (in-process, other modes)
+    payload: object = None
     #: the task's max_concurrency, if it has one
     max_concurrency: int | None = None
     #: how a worker in another process finds the function: a registered task name or
@@ -31,36 +32,53 @@ class JobSpec:
     ref: str | None = None
 
 
-class Failed(NamedTuple):
-    """What a failed attempt became, as the backend recorded it (``fail``'s answer): retried
-    as the next attempt from ``retry_at`` (queue clock) on, or failed for good (None)."""
+class Call(NamedTuple):
+    """An in-process job's function and arguments: its payload on ``memory://`` (but in
+    process mode), stored and handed back untouched."""
 
-    retry_at: float | None = None
-
-    @property
-    def retrying(self) -> bool:
-        """True if the job will run again."""
-        return self.retry_at is not None
-
-
-@dataclass(frozen=True, slots=True)
-class Unrunnable:
-    """Why a claimed job cannot run in this worker, already recorded by the backend: the
-    job is ``refused`` (its signature, trust, reference or payload is bad: failed for good,
-    no retry can mend it), or its function could not be loaded (importing its module raised,
-    or the module has no such function: a failed attempt, retried if it has retries left)."""
-
-    error: ErrorInfo
-    outcome: Failed
-    refused: bool
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
 
 
 @dataclass(slots=True)
 class ClaimedJob:
-    """What a worker gets from ``claim``: enough to run one attempt and report it.
+    """What a worker gets from ``claim``/``report``: the stored job, still encoded. The worker
+    decodes it (checks ``mac``, its trust in ``ref``, loads ``payload``) -- never the backend."""
 
-    A job with ``unrunnable`` set is not running: the backend recorded why it cannot run here
-    (see :class:`Unrunnable`) and hands it over only so that its worker can say so."""
+    id: str
+    attempt: int
+    task: str
+    mode: str
+    #: how a worker finds the function: a registered task name or ``module:qualname``
+    ref: str
+    #: bytes (durable backends, process mode); on memory:// the call object, handed back untouched
+    payload: object
+    timeout: float | None
+    #: the envelope's signature (with a secret), else None
+    mac: bytes | None = None
+
+    def envelope(self) -> list[bytes]:
+        """The fields its signature covers (see :func:`envelope`)."""
+        assert isinstance(self.payload, bytes)
+        return envelope(self.id, self.ref, self.task, self.mode, self.payload, self.timeout)
+
+
+def envelope(
+    job_id: str, ref: str, task: str, mode: str, payload: bytes, timeout: float | None
+) -> list[bytes]:
+    """The fields of a job that a worker obeys, as its signature covers them."""
+    texts = [job_id, ref, task, mode, "none" if timeout is None else float(timeout).hex()]
+    fields = [text.encode("utf-8", "surrogatepass") for text in texts]
+    return [*fields[:4], bytes(payload), fields[4]]
+
+
+@dataclass(slots=True)
+class RunnableJob:
+    """A claimed job its worker decoded: what an executor's slot runs and reports.
+
+    ``fn``, ``args`` and ``kwargs`` are the call; in-process jobs in process mode carry it
+    encoded for the child process in ``payload`` instead (``fn`` None)."""
 
     id: str
     attempt: int
@@ -71,19 +89,64 @@ class ClaimedJob:
     kwargs: dict[str, Any]
     payload: bytes | None
     timeout: float | None
-    unrunnable: Unrunnable | None = None
 
 
 class Finished(NamedTuple):
-    """A finished attempt, as a worker reports it: the job, its attempt, what it returned, and
-    when (queue clock) its slot started it and it ended; None: the claim's time, and the time
-    the report is recorded."""
+    """A finished attempt: its result (encoded bytes on durable backends; the object itself on
+    memory://), and when (queue clock) its slot started it and it ended (None: the claim's time,
+    and the time the report is recorded)."""
 
     job_id: str
     attempt: int
-    result: Any
+    result: object
     started: float | None = None
     ended: float | None = None
+
+
+class Failure(NamedTuple):
+    """A failed attempt. ``final``: no retry can mend it (a forged, untrusted or corrupt job,
+    refused by the worker), so the job fails for good whatever its retries."""
+
+    job_id: str
+    attempt: int
+    error: ErrorInfo
+    started: float | None = None
+    ended: float | None = None
+    final: bool = False
+
+
+Report = Finished | Failure
+
+
+class Recorded(NamedTuple):
+    """What one report became: dropped (``held`` False: the attempt no longer held its job),
+    recorded, and for a failure whether it is retried from ``retry_at`` (queue clock)."""
+
+    held: bool
+    retry_at: float | None = None
+
+    @property
+    def retrying(self) -> bool:
+        """True if the job will run again."""
+        return self.retry_at is not None
+
+
+class Reported(NamedTuple):
+    """``report``'s answer: one :class:`Recorded` per report, in order, and the jobs claimed."""
+
+    recorded: list[Recorded]
+    claimed: list[ClaimedJob]
+
+
+class Cancelled(NamedTuple):
+    """``cancel``'s answer: whether the job was still active, and the worker slot
+    (``"<worker id>/<slot>"``) that ran it if it was running."""
+
+    ended: bool
+    worker: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.ended
 
 
 @dataclass(slots=True)

@@ -199,6 +199,7 @@ class _Runner:
             on_change=self._wake,
             prefetch=queue.settings.prefetch if queue.durable else 0,
             give_up=queue.settings.lease,
+            codec=queue.codec,
         )
         self._signals = 0  # how many stop signals arrived
         self._signal = signal.SIGTERM  # the first one

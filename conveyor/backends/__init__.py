@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from conveyor.errors import ConveyorError
@@ -26,7 +25,6 @@ def from_url(
     clock: Clock,
     events: EventBus,
     settings: Settings,
-    resolver: Callable[[str], Callable[..., Any]] | None = None,
 ) -> Backend:
     """Build the backend that ``url`` names: ``memory://`` or ``sqlite:///path/to.db``."""
     parts = urlsplit(url)
@@ -44,7 +42,7 @@ def from_url(
         serializer = Serializer(settings.serializer or "json", secret)
         backend = SQLiteBackend(
             path, clock=clock, events=events, max_size=settings.max_size,
-            serializer=serializer, resolver=resolver, lease=settings.lease,
+            serializer=serializer, lease=settings.lease,
             result_ttl=settings.result_ttl, file_mode=settings.file_mode,
         )  # fmt: skip
         if not serializer.trusts_reads:

@@ -1,37 +1,70 @@
-"""The Backend protocol: one method per state change, each atomic.
+"""The Backend protocol: the narrow seam between conveyor and where its jobs live.
 
-Every scheduling rule of DESIGN §2 lives behind these methods, inside the backend, because only
-there can it be atomic (the memory lock, one SQLite transaction, one Lua script). The facade
-validates input and builds :class:`JobSpec`; workers call ``claim`` / ``finish`` / ``fail``.
+A backend stores jobs and decides: every scheduling rule (:mod:`conveyor.rules`) is applied inside
+it, because only there can it be atomic -- under the memory backend's lock, in one SQLite
+transaction, in one Lua script. Everything else is built once on top of these primitives: waiting
+for results, for idle, done callbacks and progress (:mod:`conveyor.backends.waiting`), decoding and
+running jobs, stopping them (:mod:`conveyor.worker`).
+
+What crosses this seam is data a Lua script could hold: ids, numbers, text, bytes and the records
+of :mod:`conveyor.records`. No method takes or returns a callable or a live exception, and a
+backend never calls back into the Queue or a Worker. The one exception to "bytes" is the in-process
+backend: there a job's payload and result are the Python objects themselves, which it stores and
+hands back untouched (it never looks inside them).
+
+Each method is one atomic step unless its docstring says otherwise. Blocking happens in exactly
+one place, :meth:`Backend.wait`.
+
+The worker registry is its own small protocol, :class:`WorkerRegistry`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
-from typing import Any, Protocol
+from collections.abc import Collection, Sequence
+from typing import Protocol
 
-from conveyor.job import ErrorInfo, JobRecord, Outcome, Status
-from conveyor.records import ClaimedJob, Failed, Finished, JobSpec, WorkerInfo
+from conveyor.job import JobRecord, Outcome, Status
+from conveyor.records import Cancelled, ClaimedJob, JobSpec, Report, Reported, WorkerInfo
 
 
-class Backend(Protocol):
-    """Stores jobs and enforces the scheduling rules atomically."""
+class WorkerRegistry(Protocol):
+    """Which workers serve a queue (``conveyor status``, the dashboard, lease recovery)."""
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        """Record a worker that started."""
+        ...
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Forget a worker that stopped."""
+        ...
+
+    def workers(self, *, include_lost: bool = False) -> list[WorkerInfo]:
+        """The workers seen within their own lease; with ``include_lost``, also those silent
+        for longer that are not forgotten yet."""
+        ...
+
+
+class Backend(WorkerRegistry, Protocol):
+    """Stores jobs and applies the scheduling rules atomically (one engine,
+    :mod:`conveyor.rules`); a backend also keeps its queue's :class:`WorkerRegistry`."""
 
     #: True when other processes change the same jobs (a waiter cannot rely on this process's
     #: events alone to learn that a job ended)
     shared: bool
 
+    # ------------------------------------------------------------------ jobs in
     def submit(
         self, specs: Sequence[JobSpec], *, block: bool = True, timeout: float | None = None
     ) -> list[str]:
-        """Store all ``specs`` or none of them; return their ids.
+        """Store all ``specs`` or none of them; return their ids, in order.
 
-        Atomic: ids unique, dependencies known (or earlier in ``specs``), no cycle. A spec whose
-        unique key is held returns the holder's id instead. Waits for room under ``max_size``
-        unless ``block`` is False (then raises QueueFull).
+        Atomic: ids are new, dependencies known (or earlier in ``specs``), no cycle. A spec
+        whose unique key is held returns the holder's id instead. Waits (up to ``timeout``)
+        for room under ``max_size`` unless ``block`` is False (then raises QueueFull).
         """
         ...
 
+    # ---------------------------------------------------------- the worker's side
     def claim(self, worker: str, mode: str, limit: int = 1, *, ahead: int = 0) -> list[ClaimedJob]:
         """Start up to ``limit`` jobs of ``mode`` for ``worker`` (``"<worker id>/<slot>"``);
         return them, best first. Never blocks (:meth:`wait` does).
@@ -42,87 +75,70 @@ class Backend(Protocol):
         """
         ...
 
-    def heartbeat(self, worker: str, ids: Collection[str]) -> set[str]:
-        """Renew the leases of ``ids`` and the worker's last_seen; return the ids no longer
-        running under ``worker`` (cancelled, or recovered after a lost lease).
+    def report(
+        self,
+        reports: Sequence[Report],
+        *,
+        worker: str,
+        mode: str,
+        claim: int = 0,
+        ahead: int = 0,
+        started: Sequence[tuple[str, int]] = (),
+    ) -> Reported:
+        """Record how attempts ended, then claim up to ``claim`` jobs: one atomic step (a busy
+        slot makes one round trip per job).
 
-        A job's recorded worker is ``"<worker id>/<slot>"``; it belongs to ``worker`` when it
-        starts with ``worker + "/"``.
+        Each report is a :class:`~conveyor.records.Finished` or a
+        :class:`~conveyor.records.Failure`; one whose attempt no longer holds its job
+        (cancelled, recovered after a lost lease) is dropped. A failure is retried if the job
+        has retries left and the failure is not ``final``, else the job fails and cascades.
+        ``started`` names ``(job, attempt)`` claimed ahead that a slot has since started.
+        The answer says, per report, what became of it, and lists the jobs claimed.
         """
         ...
 
-    def register_worker(self, info: WorkerInfo) -> None:
-        """Record a worker that started (``conveyor status`` lists them)."""
-        ...
-
-    def unregister_worker(self, worker_id: str) -> None:
-        """Forget a worker that stopped."""
-        ...
-
-    def workers(self, *, include_lost: bool = False) -> list[WorkerInfo]:
-        """The workers known to be alive (seen within their own lease); with
-        ``include_lost``, also those whose lease ran out and that are not forgotten yet."""
-        ...
-
-    def finish(self, job_id: str, attempt: int, result: Any) -> bool:
-        """Record success of ``attempt``; False if the attempt no longer holds the job."""
-        ...
-
-    def finish_and_claim(
-        self,
-        job_id: str,
-        attempt: int,
-        result: Any,
-        worker: str,
-        mode: str,
-        limit: int = 1,
-        *,
-        timeout: float | None = None,
-        stop: Callable[[], bool] | None = None,
-    ) -> list[ClaimedJob]:
-        """``finish`` then ``claim`` in one atomic step (one round trip for a busy slot)."""
-        ...
-
-    def finish_many_and_claim(
-        self,
-        finished: Sequence[Finished],
-        worker: str,
-        mode: str,
-        limit: int,
-        *,
-        stop: Callable[[], bool] | None = None,
-        ahead: int = 0,
-        started: Sequence[tuple[str, int]] = (),
-    ) -> list[ClaimedJob]:
-        """Record every finished attempt (those that no longer hold their job are dropped),
-        then claim up to ``limit`` jobs, in one atomic step; never blocks. The last ``ahead``
-        jobs claimed are claimed ahead of the worker's slots, and ``started`` names the
-        ``(job, attempt)`` claimed ahead that a slot has since started: a durable backend
-        counts the attempt of a job claimed ahead only once it started."""
-        ...
-
-    def fail(
-        self,
-        job_id: str,
-        attempt: int,
-        error: ErrorInfo,
-        exception: BaseException | None = None,
-        *,
-        started: float | None = None,
-    ) -> Failed | None:
-        """Record a failed attempt: schedule a retry if any are left, else fail and cascade;
-        return which (None if the attempt no longer holds the job: the report is dropped).
-        ``started``: when the attempt really started, if later than its claim."""
-        ...
-
     def requeue(self, job_id: str, attempt: int) -> bool:
-        """Put a running attempt back to waiting without counting it (graceful shutdown)."""
+        """Put a running attempt back to waiting without counting it (a worker that stops);
+        False if the attempt no longer holds the job."""
         ...
 
-    def cancel(self, job_id: str, reason: str = "cancelled") -> bool:
-        """Cancel a job that has not ended; cascade to dependents and stop_on_lane_error lanes."""
+    def heartbeat(self, worker: str, ids: Collection[str]) -> set[str]:
+        """Renew the leases of ``ids`` (jobs ``worker`` runs) and the worker's last_seen;
+        return the ids it must stop: no longer running under ``worker`` (cancelled, or
+        recovered after a lost lease)."""
         ...
 
+    def recover_expired(self, *, by: str | None = None) -> int:
+        """Return jobs whose lease ran out (their worker died) to the queue, attempt counted;
+        return how many. ``by`` names the worker that asks, for the log."""
+        ...
+
+    # ------------------------------------------------------------------ control
+    def cancel(self, job_id: str, reason: str = "cancelled") -> Cancelled:
+        """End a job that has not ended as cancelled, with the cascade (dependents, lanes).
+        The answer says whether it was still active, and which worker slot ran it if it was
+        running: that worker learns it from its next report or heartbeat. Raises UnknownJob."""
+        ...
+
+    def retry(self, job_id: str) -> None:
+        """Put a failed or cancelled job back to waiting (attempts reset, how it ended kept in
+        ``meta["conveyor.history"]``). Raises UnknownJob, or InvalidJob (nothing changed) when
+        it is not failed or cancelled, a dependency of it did not finish, or another job holds
+        its unique key."""
+        ...
+
+    def purge(
+        self,
+        statuses: Collection[Status],
+        task: str | None = None,
+        before: float | None = None,
+    ) -> int:
+        """Drop the jobs in ``statuses`` (of ``task``) that ended -- or, not started, were
+        submitted -- before ``before`` (queue clock); waiting and scheduled ones are cancelled
+        first, with the cascade. Return how many. Raises InvalidJob for ``running``."""
+        ...
+
+    # ------------------------------------------------------------------ reading
     def get(self, job_id: str) -> JobRecord:
         """The job's record; raises UnknownJob."""
         ...
@@ -153,15 +169,6 @@ class Backend(Protocol):
         nothing is dropped."""
         ...
 
-    def recover_expired(self, *, by: str | None = None) -> int:
-        """Return jobs whose lease ran out to the queue; return how many. Each is logged,
-        naming ``by`` (the worker that recovers them)."""
-        ...
-
-    def set_stop_hook(self, hook: Callable[[str, str], object] | None) -> None:
-        """Call ``hook(job_id, reason)`` when a running job must be stopped where it runs."""
-        ...
-
     # ------------------------------------------------------------------ waiting
     def version(self, mode: str | None = None) -> int:
         """A number that grows with every change of the jobs (with ``mode``: with every change
@@ -182,34 +189,4 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release resources; every blocked :meth:`wait` returns, and later calls may raise
         QueueClosed."""
-        ...
-
-    def retry(self, job_id: str) -> None:
-        """Put a failed or cancelled job back to waiting: attempts reset, started, ended,
-        worker, result and error cleared, and how it ended (:func:`history_entry`) appended
-        to ``meta[HISTORY]``.
-
-        Its unique key is taken again (InvalidJob if another active job holds it); it rejoins
-        its lane in its place (priority, submission), and an idle lane forgets its last
-        failure (no stop_on_lane_error short-circuit); dependencies that finished or are gone
-        are satisfied, active ones are awaited again, a failed or cancelled one refuses the
-        retry (InvalidJob: retry that one first). Dependents cancelled by its end stay
-        cancelled. An ``expires`` that has passed no longer applies. Raises UnknownJob, or
-        InvalidJob if the job is not failed or cancelled; on refusal nothing changes.
-        """
-        ...
-
-    def purge(
-        self,
-        statuses: Collection[Status],
-        task: str | None = None,
-        before: float | None = None,
-    ) -> int:
-        """Drop the jobs in ``statuses`` (of ``task``, if given) that ended (or, not started,
-        were submitted) before ``before`` (queue-clock epoch seconds); return how many.
-
-        Waiting and scheduled jobs are cancelled first (their dependents are cancelled by
-        the cascade, as with cancel). Raises InvalidJob for ``running``: running jobs are
-        never purged.
-        """
         ...

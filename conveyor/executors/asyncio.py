@@ -35,7 +35,7 @@ from conveyor.executors.base import (
 from conveyor.job import ErrorInfo
 
 if TYPE_CHECKING:
-    from conveyor.records import ClaimedJob
+    from conveyor.records import RunnableJob
 
 log = logging.getLogger("conveyor.executors.asyncio")
 
@@ -111,7 +111,7 @@ class AsyncExecutor:
                 log.exception("%s: the context function failed", worker.slot_name())
                 await _pause(pause, lambda: worker.stopping)
 
-    async def _claim(self, worker: JobSource, limit: int, pause: Pause) -> list[ClaimedJob] | None:
+    async def _claim(self, worker: JobSource, limit: int, pause: Pause) -> list[RunnableJob] | None:
         """Up to ``limit`` jobs (``[]``: nothing more to claim), or None if the claim raised."""
         loop = asyncio.get_running_loop()
         try:
@@ -127,7 +127,7 @@ class AsyncExecutor:
         pause.reset()
         return jobs
 
-    async def _run(self, worker: JobSource, job: ClaimedJob, free: asyncio.Semaphore) -> None:
+    async def _run(self, worker: JobSource, job: RunnableJob, free: asyncio.Semaphore) -> None:
         try:
             outcome = await self._call(job)
             if outcome is not None:
@@ -141,7 +141,7 @@ class AsyncExecutor:
             self._tasks.pop(job.id, None)
             free.release()
 
-    async def _call(self, job: ClaimedJob) -> tuple[bool, Any] | None:
+    async def _call(self, job: RunnableJob) -> tuple[bool, Any] | None:
         """Run ``job``: ``(True, result)``, ``(False, error)``, or None if it was stopped
         (cancelled by :meth:`stop_job`: nothing to report)."""
         assert job.fn is not None, "async jobs carry their callable"
@@ -171,7 +171,7 @@ class AsyncExecutor:
             return False, exc
         return True, result
 
-    async def _report(self, worker: JobSource, job: ClaimedJob, outcome: tuple[bool, Any]) -> None:
+    async def _report(self, worker: JobSource, job: RunnableJob, outcome: tuple[bool, Any]) -> None:
         """``report`` of the other executors, pausing without blocking the loop."""
         pause = Pause()
         try:

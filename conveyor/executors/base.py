@@ -2,7 +2,7 @@
 the :class:`JobSource` its slots pull jobs from (a worker), and what every executor's slots
 share: bounded waits, the pause after a fault, the report that is made again until it lands.
 
-Executors know jobs only as records (:class:`~conveyor.records.ClaimedJob`) and their source
+Executors know jobs only as records (:class:`~conveyor.records.RunnableJob`) and their source
 only through :class:`JobSource`: they import neither the worker nor the backends."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from conveyor.errors import QueueClosed
 
 if TYPE_CHECKING:
     from conveyor.job import ErrorInfo
-    from conveyor.records import ClaimedJob
+    from conveyor.records import RunnableJob
 
 log = logging.getLogger("conveyor.executors")
 
@@ -41,7 +41,7 @@ class JobSource(Protocol):
         ...
 
     @property
-    def running(self) -> Mapping[str, ClaimedJob]:
+    def running(self) -> Mapping[str, RunnableJob]:
         """The jobs claimed and not yet reported (nor put back, nor taken away), by id."""
         ...
 
@@ -54,15 +54,15 @@ class JobSource(Protocol):
         """The calling slot, as a job's recorded worker names it (for log lines)."""
         ...
 
-    def claim(self, limit: int = 1, timeout: float | None = None) -> list[ClaimedJob]:
+    def claim(self, limit: int = 1, timeout: float | None = None) -> list[RunnableJob]:
         """Block until up to ``limit`` jobs may start (or ``timeout``); ``[]``: no more."""
         ...
 
-    def finished(self, job: ClaimedJob, result: Any, *, claim_next: int = 0) -> list[ClaimedJob]:
+    def finished(self, job: RunnableJob, result: Any, *, claim_next: int = 0) -> list[RunnableJob]:
         """``job`` returned ``result``; with ``claim_next``, claim that many more."""
         ...
 
-    def failed(self, job: ClaimedJob, error: BaseException | ErrorInfo) -> None:
+    def failed(self, job: RunnableJob, error: BaseException | ErrorInfo) -> None:
         """``job`` failed (it raised, timed out, or its process died)."""
         ...
 
@@ -98,7 +98,7 @@ def timeout_message(seconds: float) -> str:
     return f"job exceeded its timeout of {seconds:g} s and was stopped"
 
 
-def log_timeout(logger: logging.Logger, worker: str, job: ClaimedJob, how: str) -> None:
+def log_timeout(logger: logging.Logger, worker: str, job: RunnableJob, how: str) -> None:
     """Say that ``job`` passed its timeout and ``how`` it is stopped (its failure follows)."""
     logger.info(
         "%s: job %s (task %s, attempt %d) passed its timeout of %g s: %s",
@@ -160,7 +160,7 @@ class Pause:
             time.sleep(min(remaining, FAULT_PAUSE))
 
 
-def holds(worker: JobSource, job: ClaimedJob) -> bool:
+def holds(worker: JobSource, job: RunnableJob) -> bool:
     """True while ``job`` is one of ``worker``'s running jobs (its report has not landed, and
     it was not put back or taken from the worker)."""
     return worker.running.get(job.id) is job
@@ -168,11 +168,11 @@ def holds(worker: JobSource, job: ClaimedJob) -> bool:
 
 def report(
     worker: JobSource,
-    job: ClaimedJob,
+    job: RunnableJob,
     outcome: tuple[bool, Any],
     pause: Pause,
     claim_next: int = 0,
-) -> list[ClaimedJob]:
+) -> list[RunnableJob]:
     """Report how ``job`` ended, ``(True, result)`` or ``(False, error)``; after a success,
     claim ``claim_next`` more (see :meth:`JobSource.finished`) and return them.
 
@@ -193,8 +193,8 @@ def report(
 
 
 def report_once(
-    worker: JobSource, job: ClaimedJob, outcome: tuple[bool, Any], claim_next: int = 0
-) -> list[ClaimedJob] | None:
+    worker: JobSource, job: RunnableJob, outcome: tuple[bool, Any], claim_next: int = 0
+) -> list[RunnableJob] | None:
     """One try of :func:`report`: the jobs claimed after it, or None if it raised (logged)
     and ``job`` is still the worker's, to be reported again after a pause."""
     ok, value = outcome

@@ -51,7 +51,7 @@ from conveyor.executors.child import (  # the child's side, by the names callers
 from conveyor.job import ErrorInfo
 
 if TYPE_CHECKING:
-    from conveyor.records import ClaimedJob
+    from conveyor.records import RunnableJob
 
 log = logging.getLogger("conveyor.executors.process")
 
@@ -209,10 +209,10 @@ class ProcessExecutor:
         assert worker is not None
         pause = Pause()
         child: _Child | None = None
-        jobs: list[ClaimedJob] = []
+        jobs: list[RunnableJob] = []
         try:
             while True:
-                held: ClaimedJob | None = None
+                held: RunnableJob | None = None
                 try:
                     if child is None:
                         child = self._spawn()  # before claiming, so a job never waits for a fork
@@ -246,7 +246,9 @@ class ProcessExecutor:
             if child is not None:
                 self._drop(child, kill=True)
 
-    def _run(self, child: _Child, job: ClaimedJob) -> tuple[_Child | None, tuple[bool, Any] | None]:
+    def _run(
+        self, child: _Child, job: RunnableJob
+    ) -> tuple[_Child | None, tuple[bool, Any] | None]:
         """Run one job in ``child``: the child to use next (None: spawn one), and how the job
         ended, ``(ok, result or error)`` (None: it was cancelled, nothing to report)."""
         payload = job.payload
@@ -327,7 +329,7 @@ class ProcessExecutor:
         return child
 
     @staticmethod
-    def _receive(child: _Child, job: ClaimedJob) -> Any:
+    def _receive(child: _Child, job: RunnableJob) -> Any:
         """The child's answer, or _TIMED_OUT once the job's timeout passed (waited in pieces
         that ``poll`` accepts, however long the timeout)."""
         if job.timeout is not None:

@@ -36,7 +36,7 @@ from conveyor.executors.base import (
 from conveyor.job import ErrorInfo
 
 if TYPE_CHECKING:
-    from conveyor.records import ClaimedJob
+    from conveyor.records import RunnableJob
 
 log = logging.getLogger("conveyor.executors.thread")
 
@@ -58,7 +58,7 @@ def _raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> No
     )
 
 
-def run_call(job: ClaimedJob) -> Any:
+def run_call(job: RunnableJob) -> Any:
     """Call the job's function; drive it to completion if it returns a coroutine."""
     assert job.fn is not None, "thread and inline jobs carry their callable"
     result = job.fn(*job.args, **job.kwargs)
@@ -74,7 +74,7 @@ class _Slot:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.job: ClaimedJob | None = None
+        self.job: RunnableJob | None = None
         self.thread_id = 0
         self.abandoned = False
         self.interrupted = False
@@ -100,7 +100,7 @@ class ThreadExecutor:
         for _ in range(self.slots):
             self._spawn()
 
-    def _spawn(self, settle: tuple[ClaimedJob, ErrorInfo] | None = None) -> None:
+    def _spawn(self, settle: tuple[RunnableJob, ErrorInfo] | None = None) -> None:
         """Start a slot thread; it first reports ``settle`` (a job of the slot it replaces)."""
         slot = _Slot()
         assert self._worker is not None
@@ -115,7 +115,7 @@ class ThreadExecutor:
             self._threads.append(thread)
         thread.start()
 
-    def _loop(self, slot: _Slot, settle: tuple[ClaimedJob, ErrorInfo] | None) -> None:
+    def _loop(self, slot: _Slot, settle: tuple[RunnableJob, ErrorInfo] | None) -> None:
         """Claim, run, report, until the worker has nothing more to claim. An unexpected error
         is logged, fails the job the slot held, and the slot goes on after a pause."""
         worker = self._worker
@@ -134,9 +134,9 @@ class ThreadExecutor:
 
     def _serve(self, worker: JobSource, slot: _Slot, pause: Pause) -> None:
         context = self._context  # run once, before the first claim (again if it raised)
-        jobs: list[ClaimedJob] = []
+        jobs: list[RunnableJob] = []
         while True:
-            held: ClaimedJob | None = None
+            held: RunnableJob | None = None
             try:
                 if context is not None:
                     set_context(context())
@@ -162,7 +162,7 @@ class ThreadExecutor:
                     return  # no retry of a claim that would not be made
                 pause.wait(lambda: worker.stopping)
 
-    def _run(self, slot: _Slot, job: ClaimedJob) -> tuple[bool, Any] | None:
+    def _run(self, slot: _Slot, job: RunnableJob) -> tuple[bool, Any] | None:
         """Run one job: ``(True, result)``, ``(False, exception)``, or None if abandoned."""
         watched = None
         if job.timeout is not None:
@@ -189,7 +189,7 @@ class ThreadExecutor:
             watchdog.unwatch(watched)
         return None if slot.abandoned else outcome
 
-    def interrupt(self, slot: _Slot, job: ClaimedJob, settle: ErrorInfo | None = None) -> bool:
+    def interrupt(self, slot: _Slot, job: RunnableJob, settle: ErrorInfo | None = None) -> bool:
         """Abandon ``slot`` if it still runs ``job``: raise inside it and start a new slot,
         which first reports ``settle`` as the job's failure (if given)."""
         if slot.thread_id == threading.get_ident():
@@ -209,7 +209,7 @@ class ThreadExecutor:
                     report_once(worker, job, (False, settle))
         return True
 
-    def timed_out(self, slot: _Slot, job: ClaimedJob) -> None:
+    def timed_out(self, slot: _Slot, job: RunnableJob) -> None:
         """Called by the watchdog when ``job`` passed its timeout: the slot that replaces the
         job's slot reports it failed (no backend call on the watchdog's thread)."""
         assert job.timeout is not None
@@ -257,9 +257,9 @@ class _Deadline:
 
     __slots__ = ("at", "job", "seq", "slot")
 
-    def __init__(self, at: float, seq: int, slot: _Slot, job: ClaimedJob) -> None:
+    def __init__(self, at: float, seq: int, slot: _Slot, job: RunnableJob) -> None:
         self.at, self.seq, self.slot = at, seq, slot
-        self.job: ClaimedJob | None = job
+        self.job: RunnableJob | None = job
 
     def __lt__(self, other: _Deadline) -> bool:
         return (self.at, self.seq) < (other.at, other.seq)
@@ -277,7 +277,7 @@ class _Watchdog:
         self._stopped = False
         threading.Thread(target=self._loop, daemon=True, name="conveyor-watchdog").start()
 
-    def watch(self, seconds: float, slot: _Slot, job: ClaimedJob) -> _Deadline:
+    def watch(self, seconds: float, slot: _Slot, job: RunnableJob) -> _Deadline:
         """Start watching ``job``; pass the result to :meth:`unwatch` when it ends."""
         now = time.monotonic()
         # a timeout beyond FAR_AWAY (or not a number) is never reached: keep the heap ordered
@@ -319,7 +319,7 @@ class _Watchdog:
                 log.exception("the timeout watchdog hit an unexpected error; it goes on")
                 pause.wait(lambda: self._stopped)
 
-    def _next_due(self) -> tuple[_Slot, ClaimedJob] | None:
+    def _next_due(self) -> tuple[_Slot, RunnableJob] | None:
         """Block until a watched job passes its deadline; None once stopped."""
         with self._cond:
             while not self._stopped:

@@ -17,12 +17,11 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from conveyor.records import Finished
 from conveyor.worker.claiming import BURST_RECHECK, Claiming
 
 if TYPE_CHECKING:
     from conveyor.clock import Clock
-    from conveyor.records import ClaimedJob
+    from conveyor.records import RunnableJob
     from conveyor.worker.reports import Reports, Troubles
     from conveyor.worker.seam import Seam
     from conveyor.worker.state import WorkerState
@@ -54,13 +53,13 @@ class Batched(Claiming):
         self.prefetch = prefetch
         self.burst = burst
         # all guarded by state.cond
-        self.at_hand: deque[ClaimedJob] = deque()  # claimed, not yet given to a slot
+        self.at_hand: deque[RunnableJob] = deque()  # claimed, not yet given to a slot
         self.given: dict[str, tuple[float, float]] = {}  # id: (monotonic, clock) given
         self.recent_runtime: float | None = None  # moving average, seconds
         self.claiming = 0  # slots in a backend call that may claim
 
     # ------------------------------------------------------------ the slots' calls
-    def take(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
+    def take(self, limit: int, timeout: float | None) -> list[RunnableJob]:
         """Write the pending reports and claim up to ``limit`` jobs for the calling slot (and
         some ahead while jobs are short) in one backend call; when none may start, block like
         ``Worker.claim`` (a burst worker instead ends once nothing runs, see
@@ -109,20 +108,18 @@ class Batched(Claiming):
                 return []  # stopping, closed, or the timeout passed
             self._hold(state.track(jobs) if jobs else jobs)
 
-    def finished(self, job: ClaimedJob, result: Any, claim_next: int) -> list[ClaimedJob]:
+    def finished(self, job: RunnableJob, result: Any, claim_next: int) -> list[RunnableJob]:
         """Hold the report back for the next backend call (this slot's next claim, if any)."""
-        started = self.taken(job)
+        report = self.state.codec.finished(job, result, self.taken(job), self.clock.now())
         reports = self.reports
         with self.state.cond:
-            reports.pend(
-                reports.finished, Finished(job.id, job.attempt, result, started, self.clock.now())
-            )
+            reports.pend(reports.finished, report)
         if claim_next:
             return self.claim(claim_next)
         reports.flush()
         return []
 
-    def taken(self, job: ClaimedJob) -> float | None:
+    def taken(self, job: RunnableJob) -> float | None:
         """When a slot took ``job`` (queue clock; None if not claimed ahead); its runtime,
         finished or failed, goes into the average that decides on claiming ahead."""
         given = self.given.pop(job.id, None)
@@ -156,7 +153,7 @@ class Batched(Claiming):
         self.at_hand.clear()
 
     # ------------------------------------------------------------------- helpers
-    def _give(self, limit: int) -> list[ClaimedJob]:
+    def _give(self, limit: int) -> list[RunnableJob]:
         """(Under ``state.cond``) up to ``limit`` jobs at hand for the calling slot, which
         starts them now: the time is noted for their reports and the runtime average, and the
         backend is told with the next call that they started (an attempt claimed ahead counts
@@ -173,7 +170,7 @@ class Batched(Claiming):
         recent = self.recent_runtime
         return self.prefetch if recent is not None and recent < PREFETCH_BELOW else 0
 
-    def _hold(self, jobs: list[ClaimedJob]) -> None:
+    def _hold(self, jobs: list[RunnableJob]) -> None:
         """Keep claimed jobs at hand; once the worker is stopping, put them back at once."""
         if not jobs:
             return

@@ -18,12 +18,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from conveyor.job import ErrorInfo
-from conveyor.records import Finished
-from conveyor.worker.reports import Failure
+from conveyor.records import Failure, Finished
+from conveyor.worker.reports import FailedAttempt
 
 if TYPE_CHECKING:
     from conveyor.clock import Clock
-    from conveyor.records import ClaimedJob
+    from conveyor.records import Report, Reported, RunnableJob
     from conveyor.worker.reports import Reports, Troubles
     from conveyor.worker.seam import Seam
     from conveyor.worker.state import WorkerState
@@ -60,7 +60,7 @@ class Claiming:
         self.troubles = troubles
         self.clock = clock
 
-    def claim(self, limit: int = 1, timeout: float | None = None) -> list[ClaimedJob]:
+    def claim(self, limit: int = 1, timeout: float | None = None) -> list[RunnableJob]:
         """Block until up to ``limit`` jobs may start (see ``Worker.claim``). A claim that
         fails is retried after a pause (logged); so are the reports still unwritten, first."""
         state, reports, troubles = self.state, self.reports, self.troubles
@@ -86,23 +86,23 @@ class Claiming:
                 continue  # every job claimed could not run (said and recorded): claim again
             return jobs
 
-    def take(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
+    def take(self, limit: int, timeout: float | None) -> list[RunnableJob]:
         """One try of :meth:`claim`: the jobs claimed and tracked (raises if the backend
         does)."""
         raise NotImplementedError
 
-    def finished(self, job: ClaimedJob, result: Any, claim_next: int) -> list[ClaimedJob]:
+    def finished(self, job: RunnableJob, result: Any, claim_next: int) -> list[RunnableJob]:
         """Report that ``job`` returned ``result``; claim ``claim_next`` more (see
         ``Worker.finished``)."""
         raise NotImplementedError
 
-    def failed(self, job: ClaimedJob, error: BaseException | ErrorInfo) -> None:
+    def failed(self, job: RunnableJob, error: BaseException | ErrorInfo) -> None:
         """Report that ``job`` failed; a report that could not be written is kept."""
         started = self.taken(job)
         if isinstance(error, BaseException):
-            failure = Failure(job, ErrorInfo.of(error), error, started)
+            failure = FailedAttempt(job, ErrorInfo.of(error), error, started)
         else:
-            failure = Failure(job, error, None, started)
+            failure = FailedAttempt(job, error, None, started)
         reports = self.reports
         if reports.failures or (reports.finished and not self.holds_back):
             reports.flush()
@@ -111,7 +111,7 @@ class Claiming:
         except Exception as exc:
             reports.keep_failure(failure, exc)
 
-    def taken(self, job: ClaimedJob) -> float | None:
+    def taken(self, job: RunnableJob) -> float | None:
         """When a slot took ``job`` from the jobs claimed ahead (queue clock); None: at its
         claim."""
         return None
@@ -125,44 +125,65 @@ class Claiming:
     def clear(self) -> None:
         """(Under ``state.cond``) the running jobs are put back: forget those claimed ahead."""
 
-    def _keep(self, job: ClaimedJob, result: Any, exc: Exception) -> None:
-        """Writing the report that ``job`` returned ``result`` failed: keep it."""
-        self.reports.keep(Finished(job.id, job.attempt, result, None, self.clock.now()), exc)
+    def _keep(self, report: Report, exc: Exception) -> None:
+        """Writing ``report`` failed: keep it (ended now, if it does not say when)."""
+        if report.ended is None:
+            report = report._replace(ended=self.clock.now())
+        self.reports.keep(report, exc)
+
+    def _written(self, job: RunnableJob, report: Report, reported: Reported) -> None:
+        """Say what became of the report of ``job`` (a result that could not be stored is a
+        failure)."""
+        outcomes = self.state.outcomes
+        if isinstance(report, Failure):
+            outcomes.failure_written(job, report.error, reported.recorded[0])
+        else:
+            outcomes.finished(job)
 
 
 class Direct(Claiming):
     """One backend call per claim and per report; a slot's report and its next claim share
     one (the default)."""
 
-    def take(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
+    def take(self, limit: int, timeout: float | None) -> list[RunnableJob]:
         state = self.state
         jobs = self.seam.claim(limit, timeout, state.stopping.is_set)
-        return state.track(state.sift(jobs)) if jobs else jobs
+        return state.track(state.sift(jobs)) if jobs else []
 
-    def finished(self, job: ClaimedJob, result: Any, claim_next: int) -> list[ClaimedJob]:
+    def finished(self, job: RunnableJob, result: Any, claim_next: int) -> list[RunnableJob]:
         reports = self.reports
         if reports.failures or reports.finished:
             reports.flush()
         state = self.state
+        codec = state.codec
+        report: Report
+        if codec.serializer is None:  # in process: the result as it is (the common path)
+            report = Finished(job.id, job.attempt, result)
+        else:
+            report = codec.finished(job, result)
         try:
             # no waiting inside: the finished job must leave `running` before this slot idles
-            jobs = self.seam.finish(job, result, claim_next, state.stopping.is_set)
+            claim = 0 if state.draining else claim_next
+            reported = self.seam.report([report], claim)
         except Exception as exc:
-            self._keep(job, result, exc)
+            self._keep(report, exc)
             return self.claim(claim_next) if claim_next else []
-        state.outcomes.finished(job)
+        if report.__class__ is Finished:
+            state.outcomes.finished(job)
+        else:
+            self._written(job, report, reported)
+        jobs = reported.claimed
         running = state.running
         if running.get(job.id) is job:
             del running[job.id]
         if state.draining:
             state.ended(None)
-        if jobs:
-            jobs = state.sift(jobs)
-        if jobs:
-            return state.track(jobs)
+        runnable = state.sift(jobs) if jobs else []
+        if runnable:
+            return state.track(runnable)
         if claim_next:
             return self.claim(claim_next)
-        return jobs
+        return runnable
 
 
 class Budgeted(Claiming):
@@ -189,7 +210,7 @@ class Budgeted(Claiming):
         self.left = max_jobs  # jobs still to claim (None: no limit)
         self.reserved = 0  # of left, held by claims in progress
 
-    def take(self, limit: int, timeout: float | None) -> list[ClaimedJob]:
+    def take(self, limit: int, timeout: float | None) -> list[RunnableJob]:
         if self.burst:
             return self._take_burst(limit)
         state = self.state
@@ -199,7 +220,7 @@ class Budgeted(Claiming):
             if allowed <= 0 or state.draining:
                 return []  # the rest of the budget is held by claims in progress
             self.reserved += allowed
-        jobs: list[ClaimedJob] = []
+        jobs: list[RunnableJob] = []
         try:
             jobs = state.sift(self.seam.claim(allowed, timeout, state.stopping.is_set))
         finally:
@@ -212,7 +233,7 @@ class Budgeted(Claiming):
             state.mark_done()  # after tracking: whoever wakes on it sees the jobs running
         return tracked
 
-    def finished(self, job: ClaimedJob, result: Any, claim_next: int) -> list[ClaimedJob]:
+    def finished(self, job: RunnableJob, result: Any, claim_next: int) -> list[RunnableJob]:
         """The report and the next claim share one backend call when the budget allows,
         under the lock their claims take."""
         reports = self.reports
@@ -224,17 +245,18 @@ class Budgeted(Claiming):
             allowed = claim_next if left is None else min(claim_next, left - self.reserved)
             if allowed <= 0 or state.draining or state.done.is_set():
                 allowed = 0
-            jobs: list[ClaimedJob] = []
+            jobs: list[RunnableJob] = []
+            report = state.codec.finished(job, result)
             try:
-                jobs = self.seam.finish(job, result, allowed, state.stopping.is_set)
-                if jobs:
-                    jobs = state.sift(jobs)
+                reported = self.seam.report([report], 0 if state.draining else allowed)
+                if reported.claimed:
+                    jobs = state.sift(reported.claimed)
                     if self.left is not None:
                         self.left -= len(jobs)
             except Exception as exc:
-                self._keep(job, result, exc)
+                self._keep(report, exc)
             else:
-                state.outcomes.finished(job)
+                self._written(job, report, reported)
                 state.ended(job)
             tracked = state.track(jobs) if jobs else jobs
         if self.left == 0 and not state.done.is_set():
@@ -243,7 +265,7 @@ class Budgeted(Claiming):
             return tracked
         return self.claim(claim_next)
 
-    def _take_burst(self, limit: int) -> list[ClaimedJob]:
+    def _take_burst(self, limit: int) -> list[RunnableJob]:
         """Claim what may start now. Claims and the ends of jobs (popped only after their
         report) go through one lock, so "nothing startable and nothing of ours running" is
         decided on a consistent view: a job that ours would unblock is never left behind."""

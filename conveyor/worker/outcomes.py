@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from conveyor.clock import Clock
     from conveyor.job import ErrorInfo
-    from conveyor.records import ClaimedJob, Failed
+    from conveyor.records import ClaimedJob, Recorded, RunnableJob
+
+    #: a job as the worker claimed it, or decoded
+    AnyJob = ClaimedJob | RunnableJob
 
 log = logging.getLogger("conveyor.worker")
 
@@ -25,7 +28,7 @@ log = logging.getLogger("conveyor.worker")
 OUTCOMES = ("finished", "failed", "retried", "cancelled", "put back")
 
 
-def job_fields(job: ClaimedJob) -> dict[str, Any]:
+def job_fields(job: AnyJob) -> dict[str, Any]:
     """A job's fields for a log record (``extra``; the JSON log format makes them keys)."""
     return {"job_id": job.id, "task": job.task, "attempt": job.attempt}
 
@@ -76,7 +79,7 @@ class Outcomes:
         """How many jobs were started and not put back."""
         return self.claimed.value() - self.requeued
 
-    def finished(self, job: ClaimedJob) -> None:
+    def finished(self, job: RunnableJob) -> None:
         """``job`` finished and its report was written."""
         self._tallies["finished"].bump()
         if log.isEnabledFor(logging.DEBUG):
@@ -89,10 +92,10 @@ class Outcomes:
                 extra={**job_fields(job), "outcome": "finished"},
             )
 
-    def failure_written(self, job: ClaimedJob, error: ErrorInfo, outcome: Failed | None) -> None:
-        """The failure of ``job`` was written; ``outcome`` is the backend's answer (None: the
-        attempt no longer held the job, and the report was dropped)."""
-        if outcome is None:
+    def failure_written(self, job: AnyJob, error: ErrorInfo, outcome: Recorded) -> None:
+        """The failure of ``job`` was written; ``outcome`` is the backend's answer (not
+        ``held``: the attempt no longer held the job, and the report was dropped)."""
+        if not outcome.held:
             log.debug(
                 "%s: the failure of job %s (attempt %d) was dropped: the job no longer held"
                 " this attempt (cancelled, or taken back meanwhile)",
@@ -105,7 +108,7 @@ class Outcomes:
             self.failed(job, error, outcome)
 
     def failed(
-        self, job: ClaimedJob, error: ErrorInfo, outcome: Failed, *, refused: bool = False
+        self, job: AnyJob, error: ErrorInfo, outcome: Recorded, *, refused: bool = False
     ) -> None:
         """A failed attempt as the backend recorded it: retried, or failed for good
         (``refused``: the job could not run here, and no retry can mend it)."""
@@ -140,7 +143,7 @@ class Outcomes:
         if error.traceback and log.isEnabledFor(logging.DEBUG):
             log.debug("%s: the traceback of job %s:\n%s", self.worker_id, job.id, error.traceback)
 
-    def stopped(self, job: ClaimedJob, reason: str) -> None:
+    def stopped(self, job: RunnableJob, reason: str) -> None:
         """``job`` was stopped where it ran (cancelled, or no longer this worker's)."""
         self._tallies["cancelled"].bump()
         log.info(

@@ -17,9 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from conveyor.records import Failure
+
 if TYPE_CHECKING:
     from conveyor.job import ErrorInfo
-    from conveyor.records import ClaimedJob, Finished
+    from conveyor.records import Report, RunnableJob
     from conveyor.worker.seam import Seam
     from conveyor.worker.state import WorkerState
 
@@ -31,10 +33,11 @@ REPORT_DELAY = 0.05
 
 
 @dataclass(slots=True)
-class Failure:
-    """A failed attempt whose report is still to be written."""
+class FailedAttempt:
+    """A failed attempt whose report is still to be written, and what it raised (kept once
+    the job failed for good, see ``WorkerState.keep_exception``)."""
 
-    job: ClaimedJob
+    job: RunnableJob
     error: ErrorInfo
     exception: BaseException | None
     started: float | None
@@ -112,10 +115,11 @@ class Reports:
         self.seam = seam
         self.troubles = troubles
         self.lease = lease
-        #: finished attempts, held back or kept after a failed write
-        self.finished: list[Finished] = []
+        #: ended attempts, held back or kept after a failed write (their results encoded: a
+        #: result that could not be is a failure, see ``Codec.finished``)
+        self.finished: list[Report] = []
         #: failed attempts kept after a failed write
-        self.failures: list[Failure] = []
+        self.failures: list[FailedAttempt] = []
         #: ``(job id, attempt)`` of jobs claimed ahead that a slot has started since
         self.started: list[tuple[str, int]] = []
         #: jobs whose report a backend call is writing right now (not pending, not yet
@@ -130,30 +134,42 @@ class Reports:
         if self.since is None:
             self.since = time.monotonic()
 
-    def keep(self, report: Finished, exc: Exception) -> None:
+    def keep(self, report: Report, exc: Exception) -> None:
         """Writing ``report`` failed with ``exc``: keep it for the next call."""
         with self.state.cond:
             self.pend(self.finished, report)
         self.troubles.write_failed(report.job_id, exc)
 
-    def keep_failure(self, failure: Failure, exc: Exception) -> None:
+    def keep_failure(self, failure: FailedAttempt, exc: Exception) -> None:
         """Writing ``failure`` failed with ``exc``: keep it for the next call."""
         with self.state.cond:
             self.pend(self.failures, failure)
         self.troubles.write_failed(failure.job.id, exc)
 
-    def write_failure(self, failure: Failure) -> None:
-        """Write one failed attempt, say what became of it, and let its job go."""
-        job = failure.job
-        outcome = self.seam.fail(job, failure.error, failure.exception, failure.started)
+    def write_failure(self, failure: FailedAttempt) -> None:
+        """Write one failed attempt, say what became of it, and let its job go. What it
+        raised is kept before the write (a waiter may read the failure as soon as it is
+        written) and forgotten if the job is retried or the report dropped."""
+        job, state, exception = failure.job, self.state, failure.exception
+        if exception is not None:
+            state.keep_exception(job.id, exception)
+        report = Failure(job.id, job.attempt, failure.error, failure.started)
         try:
-            self.state.outcomes.failure_written(job, failure.error, outcome)
+            (outcome,) = self.seam.report([report]).recorded
+        except BaseException:
+            if exception is not None:
+                state.exceptions.pop(job.id, None)
+            raise
+        if exception is not None and (outcome.retrying or not outcome.held):
+            state.exceptions.pop(job.id, None)
+        try:
+            state.outcomes.failure_written(job, failure.error, outcome)
         finally:
             # said first: a worker that stops once its jobs ended reports the outcome counted
             # under the lock: a retry of the job may already run in another slot, under its id
             self.state.ended(job)
 
-    def write(self, claim: int = 0, extra: int = 0) -> list[ClaimedJob]:
+    def write(self, claim: int = 0, extra: int = 0) -> list[RunnableJob]:
         """Write what is pending and claim up to ``claim`` jobs, plus ``extra`` ahead, in one
         backend call (not under ``cond``; failures, rare, each in its own); the reported jobs
         leave ``running``. If the call fails, what was not written stays pending for the next
@@ -176,11 +192,11 @@ class Reports:
             for failure in failures:
                 self.write_failure(failure)
                 written += 1
-            jobs: list[ClaimedJob] = []
+            reported = None
             if reports or started or claim:
-                jobs = self.seam.write(
-                    reports, claim + extra, ahead=extra, started=started, stop=state.stopping.is_set
-                )
+                if state.stopping.is_set():
+                    claim = extra = 0
+                reported = self.seam.report(reports, claim + extra, ahead=extra, started=started)
         except BaseException:
             with state.cond:
                 self.failures[:0] = failures[written:]
@@ -194,19 +210,24 @@ class Reports:
             raise
         if reports or failures:
             self.troubles.writes = None
+        jobs = state.sift(reported.claimed) if reported and reported.claimed else []
         with state.cond:
             self.writing -= in_flight
             running = state.running
-            for report in reports:
-                job = running.get(report.job_id)
-                if job is not None and job.attempt == report.attempt:
-                    state.outcomes.finished(job)
-                    del running[report.job_id]
+            if reported is not None:
+                for report, recorded in zip(reports, reported.recorded, strict=True):
+                    job = running.get(report.job_id)
+                    if job is not None and job.attempt == report.attempt:
+                        if isinstance(report, Failure):
+                            state.outcomes.failure_written(job, report.error, recorded)
+                        else:
+                            state.outcomes.finished(job)
+                        del running[report.job_id]
             if reports:
                 state.cond.notify_all()
                 if state.draining and not running:
                     state.changed()
-            return state.track(state.sift(jobs)) if jobs else jobs
+            return state.track(jobs) if jobs else jobs
 
     def flush(self) -> None:
         """Write what is pending, if anything; a failure is logged, the reports kept."""

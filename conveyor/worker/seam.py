@@ -1,9 +1,8 @@
 """Every call a worker makes to its backend, one method per concern.
 
-The rest of the worker speaks of jobs (claim some, report one ended, put one back, beat) and
-never names a backend method: when the Backend protocol changes (one report call for finished
-and failed attempts, a claim that never blocks beside one wait for a change), this module is
-what changes.
+The rest of the worker speaks of jobs (claim some, report how some ended, put one back, beat)
+and never names a backend method: when the Backend protocol changes, this module is what
+changes.
 """
 
 from __future__ import annotations
@@ -11,15 +10,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from conveyor.errors import QueueClosed
 from conveyor.job import Status
+from conveyor.records import Failure, Recorded, Reported
 
 if TYPE_CHECKING:
     from conveyor.backends.base import Backend
-    from conveyor.job import ErrorInfo
-    from conveyor.records import ClaimedJob, Failed, Finished, WorkerInfo
+    from conveyor.records import ClaimedJob, Report, RunnableJob, WorkerInfo
+
+#: a report dropped (its attempt no longer held the job, or the backend closed)
+DROPPED = Recorded(False)
 
 
 class Seam:
@@ -29,10 +31,15 @@ class Seam:
         self.backend = backend
         self.worker_id = worker_id
         self.mode = mode
+        self._slot = threading.local()  # the calling slot's name, made once per thread
 
     def slot_name(self) -> str:
         """Who runs the job, as recorded on it: the worker id and the calling slot thread."""
-        return f"{self.worker_id}/{threading.current_thread().name}"
+        try:
+            name: str = self._slot.name
+        except AttributeError:
+            name = self._slot.name = f"{self.worker_id}/{threading.current_thread().name}"
+        return name
 
     # ------------------------------------------------------------------- claims
     def claim(
@@ -64,49 +71,33 @@ class Seam:
             return []
 
     # ------------------------------------------------------------------ reports
-    def finish(
+    def report(
         self,
-        job: ClaimedJob,
-        result: Any,
+        reports: Sequence[Report],
         claim: int = 0,
-        stop: Callable[[], bool] | None = None,
-    ) -> list[ClaimedJob]:
-        """Report that ``job`` returned ``result`` and, in the same step, claim up to
-        ``claim`` jobs that may start now (never blocks)."""
-        if not claim:
-            self.backend.finish(job.id, job.attempt, result)
-            return []
-        return self.backend.finish_and_claim(
-            job.id, job.attempt, result, self.slot_name(), self.mode, claim, timeout=0, stop=stop
-        )
-
-    def write(
-        self,
-        reports: Sequence[Finished],
-        claim: int,
         *,
-        ahead: int,
-        started: Sequence[tuple[str, int]],
-        stop: Callable[[], bool],
-    ) -> list[ClaimedJob]:
-        """Report many finished attempts, tell which jobs claimed ahead started, and claim up
-        to ``claim`` jobs (the last ``ahead`` of them ahead of the slots), in one step."""
-        return self.backend.finish_many_and_claim(
-            reports, self.slot_name(), self.mode, claim, stop=stop, ahead=ahead, started=started
-        )
+        ahead: int = 0,
+        started: Sequence[tuple[str, int]] = (),
+    ) -> Reported:
+        """Report how attempts ended, tell which jobs claimed ahead started, and claim up to
+        ``claim`` jobs (the last ``ahead`` of them ahead of the slots), in one step that never
+        blocks. Once the backend is closed, reports of finished attempts are dropped (nothing
+        can be written, nor claimed); a failure's report raises QueueClosed."""
+        try:
+            return self.backend.report(
+                reports,
+                worker=self.slot_name(),
+                mode=self.mode,
+                claim=claim,
+                ahead=ahead,
+                started=started,
+            )
+        except QueueClosed:
+            if any(isinstance(report, Failure) for report in reports):
+                raise
+            return Reported([DROPPED] * len(reports), [])
 
-    def fail(
-        self,
-        job: ClaimedJob,
-        error: ErrorInfo,
-        exception: BaseException | None,
-        started: float | None,
-    ) -> Failed | None:
-        """Report that ``job`` failed; the backend's answer: retried or failed for good (None:
-        the attempt no longer held the job)."""
-        return self.backend.fail(job.id, job.attempt, error, exception, started=started)
-
-    def requeue(self, job: ClaimedJob) -> bool:
+    def requeue(self, job: RunnableJob) -> bool:
         """Put ``job`` back to waiting, its attempt not counted; False if it was no longer
         this attempt's."""
         return self.backend.requeue(job.id, job.attempt)

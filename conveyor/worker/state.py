@@ -10,29 +10,43 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from conveyor.worker.decoding import in_process
+
 if TYPE_CHECKING:
-    from conveyor.records import ClaimedJob
+    from conveyor.records import ClaimedJob, RunnableJob
+    from conveyor.worker.decoding import Codec, Unrunnable
     from conveyor.worker.outcomes import Outcomes
     from conveyor.worker.seam import Seam
 
 log = logging.getLogger("conveyor.worker")
 
+#: a worker keeps what the jobs it failed for good raised, for this many jobs
+KEPT_EXCEPTIONS = 10_000
+
 
 class WorkerState:
     """The shared state of one worker: ``seam`` puts jobs back, ``outcomes`` says and counts,
-    ``on_change`` is called (from any thread) when the worker has news for whoever waits on
-    it (see ``Worker``)."""
+    ``codec`` decodes what it claims, ``on_change`` is called (from any thread) when the
+    worker has news for whoever waits on it (see ``Worker``)."""
 
     def __init__(
-        self, seam: Seam, outcomes: Outcomes, on_change: Callable[[], object] | None
+        self,
+        seam: Seam,
+        outcomes: Outcomes,
+        codec: Codec,
+        on_change: Callable[[], object] | None,
     ) -> None:
         self.seam = seam
         self.outcomes = outcomes
+        self.codec = codec
+        #: what the jobs it failed for good raised, by id (the last KEPT_EXCEPTIONS)
+        self.exceptions: OrderedDict[str, BaseException] = OrderedDict()
         #: the jobs the worker runs now, by id
-        self.running: dict[str, ClaimedJob] = {}
+        self.running: dict[str, RunnableJob] = {}
         #: guards the rare paths; notified when a job ends
         self.cond = threading.Condition()
         #: set by a stop: slots finish their job and claim no more
@@ -52,7 +66,7 @@ class WorkerState:
         if self._on_change is not None:
             self._on_change()
 
-    def track(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+    def track(self, jobs: list[RunnableJob]) -> list[RunnableJob]:
         """Note claimed ``jobs`` as running (and counted); return those the slot may run."""
         running, bump = self.running, self.outcomes.claimed.bump
         for job in jobs:
@@ -62,33 +76,57 @@ class WorkerState:
             return self._refuse(jobs)
         return jobs
 
-    def _refuse(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+    def _refuse(self, jobs: list[RunnableJob]) -> list[RunnableJob]:
         """Put back jobs claimed after the worker put back its running jobs."""
         with self.cond:
             late = [job for job in jobs if self.running.pop(job.id, None) is not None]
         self.put_back(late)
         return []
 
-    def sift(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
-        """The claimed jobs that may run. The backend already recorded why the others cannot
-        (:class:`~conveyor.records.Unrunnable`): they are said and counted here, and never
-        reach a slot; the calling slot's ``local.sifted`` notes that some were."""
-        for job in jobs:
-            if job.unrunnable is not None:
-                break
-        else:
-            return jobs
-        self.local.sifted = True
-        runnable = []
-        for job in jobs:
-            why = job.unrunnable
-            if why is None:
-                runnable.append(job)
-            else:
-                self.outcomes.failed(job, why.error, why.outcome, refused=why.refused)
+    def sift(self, jobs: list[ClaimedJob]) -> list[RunnableJob]:
+        """The claimed jobs decoded, those that may run (:mod:`conveyor.worker.decoding`).
+        The others never reach a slot: their failures are reported, said and counted here,
+        and the calling slot's ``local.sifted`` notes that some were."""
+        codec = self.codec
+        if codec.serializer is None:  # in process: nothing can be refused (the common path)
+            if len(jobs) == 1:
+                return [in_process(jobs[0])]
+            return [in_process(job) for job in jobs]
+        runnable, unrunnable = codec.decode_all(jobs)
+        if unrunnable:
+            self.local.sifted = True
+            self._fail_unrunnable(unrunnable)
         return runnable
 
-    def ended(self, job: ClaimedJob | None) -> None:
+    def _fail_unrunnable(self, unrunnable: list[Unrunnable]) -> None:
+        """Report the failures of claimed jobs that cannot run here (refused: for good), and
+        say what became of them. A report that cannot be written is logged: the job goes
+        back to the queue when its lease runs out."""
+        try:
+            reported = self.seam.report([item.failure for item in unrunnable])
+        except Exception as exc:
+            log.warning(
+                "worker %s: reporting that %d job(s) cannot run here failed (%s); they return"
+                " to the queue when their lease runs out",
+                self.seam.worker_id,
+                len(unrunnable),
+                exc,
+            )
+            return
+        for item, recorded in zip(unrunnable, reported.recorded, strict=True):
+            if recorded.held:
+                failure = item.failure
+                self.outcomes.failed(item.job, failure.error, recorded, refused=failure.final)
+
+    def keep_exception(self, job_id: str, exception: BaseException) -> None:
+        """Keep what a job raised, for whoever reads its failure in this process (the last
+        :data:`KEPT_EXCEPTIONS`)."""
+        kept = self.exceptions
+        kept[job_id] = exception
+        if len(kept) > KEPT_EXCEPTIONS:
+            kept.popitem(last=False)
+
+    def ended(self, job: RunnableJob | None) -> None:
         """A job of this worker ended (``None``: already popped): wake who waits on that."""
         with self.cond:
             if job is not None and self.running.get(job.id) is job:
@@ -98,7 +136,7 @@ class WorkerState:
         if idle and self.draining:
             self.changed()
 
-    def put_back(self, jobs: list[ClaimedJob]) -> list[str]:
+    def put_back(self, jobs: list[RunnableJob]) -> list[str]:
         """Requeue ``jobs`` (no longer this worker's); return the ids put back. One that cannot
         be is logged: its lease runs out and it goes back to the queue then."""
         requeued = []

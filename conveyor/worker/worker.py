@@ -4,8 +4,8 @@ heartbeats, and stops gracefully.
 ::
 
     backend.claim ──> Worker.claim ──> executor slot runs the job ──> Worker.finished / failed
-          ^                                                                   │
-          └─────────────────────── backend.finish / fail <─────────────────────┘
+          ^          (decoded: Codec)                                          │
+          └───────────────────────────── backend.report <──────────────────────┘
 
 Each executor slot pulls its own work through :meth:`Worker.claim` (one lock round trip, no
 dispatcher thread in between), so an idle slot wakes the moment a job becomes startable. How
@@ -19,10 +19,12 @@ worker built with ``give_up`` stops claiming and heartbeating once its backend c
 failing that long, and says why in :attr:`Worker.broken` (``conveyor worker`` then exits with
 status 1, for a supervisor to restart it).
 
-A job the backend found it cannot run here (refused, or its function could not be loaded)
-comes back from the claim marked ``unrunnable``, already recorded: it is said and counted
-(:mod:`conveyor.worker.outcomes`), and never reaches a slot. Recovering jobs of dead workers
-is the backend's job; the heartbeat only asks for it.
+The worker decodes what it claims (:mod:`conveyor.worker.decoding`, with the queue's
+:class:`~conveyor.worker.decoding.Codec`): a job it cannot run here (refused, or its function
+could not be loaded) is reported failed, said and counted (:mod:`conveyor.worker.outcomes`),
+and never reaches a slot. It also owns stopping what it runs: a job cancelled is stopped by
+:meth:`Worker.stop_job`, called by the Queue that cancelled it or by the heartbeat. Recovering
+jobs of dead workers is the backend's job; the heartbeat only asks for it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from conveyor.records import WorkerInfo
 from conveyor.settings import DEFAULT_LEASE
 from conveyor.worker.batching import Batched
 from conveyor.worker.claiming import Budgeted, Claiming, Direct
+from conveyor.worker.decoding import Codec
 from conveyor.worker.heartbeat import Heartbeat
 from conveyor.worker.outcomes import Outcomes
 from conveyor.worker.reports import Reports, Troubles
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
     from conveyor.backends.base import Backend
     from conveyor.executors.base import Executor
     from conveyor.job import ErrorInfo
-    from conveyor.records import ClaimedJob
+    from conveyor.records import RunnableJob
 
 log = logging.getLogger("conveyor.worker")
 
@@ -65,6 +68,9 @@ class Worker:
         executor: runs the jobs.
         claims: the mode of the jobs it claims (:attr:`mode`); default: the executor's. A
             process executor may run jobs put in thread mode, say.
+        codec: decodes the jobs it claims and encodes their results: the queue's
+            (``Queue.codec``: its serializer and the functions it trusts); default: that of
+            an in-process backend (``memory://``).
         name: the worker id (default ``host:pid:mode-n``); a job's recorded worker is
             ``"<id>/<slot thread name>"``.
         lease: the queue's lease in seconds; the heartbeat beats every ``lease / 3``. A report
@@ -101,6 +107,7 @@ class Worker:
         prefetch: int = 0,
         give_up: float | None = None,
         claims: str | None = None,
+        codec: Codec | None = None,
     ) -> None:
         if max_jobs is not None and max_jobs < 1:
             raise ValueError(f"max_jobs must be >= 1 or None, got {max_jobs!r}")
@@ -124,9 +131,9 @@ class Worker:
         self._max_jobs = max_jobs
         self._seam = Seam(backend, self.id, self.mode)
         self._outcomes = Outcomes(self.id, self.clock)
-        self._state = state = WorkerState(self._seam, self._outcomes, on_change)
+        self._state = state = WorkerState(self._seam, self._outcomes, codec or Codec(), on_change)
         #: the jobs this worker runs now, by id
-        self.running: dict[str, ClaimedJob] = state.running
+        self.running: dict[str, RunnableJob] = state.running
         #: set once the worker has no more work to claim (burst drained, max_jobs claimed)
         self.done = state.done
         self._troubles = Troubles(self.id)
@@ -314,7 +321,7 @@ class Worker:
         """Who runs the job, as recorded on it: the worker id and the calling slot thread."""
         return self._seam.slot_name()
 
-    def claim(self, limit: int = 1, timeout: float | None = None) -> list[ClaimedJob]:
+    def claim(self, limit: int = 1, timeout: float | None = None) -> list[RunnableJob]:
         """Block until up to ``limit`` jobs may start; ``[]`` when the worker is stopping
         (or, with ``burst`` or ``max_jobs``, has no more work to claim, or it gave up).
 
@@ -322,7 +329,7 @@ class Worker:
         unwritten, first."""
         return self._claims.claim(limit, timeout)
 
-    def finished(self, job: ClaimedJob, result: Any, *, claim_next: int = 0) -> list[ClaimedJob]:
+    def finished(self, job: RunnableJob, result: Any, *, claim_next: int = 0) -> list[RunnableJob]:
         """Report that ``job`` returned ``result``; with ``claim_next``, claim that many more
         in the same backend call (blocking like :meth:`claim`).
 
@@ -332,7 +339,7 @@ class Worker:
         """
         return self._claims.finished(job, result, claim_next)
 
-    def failed(self, job: ClaimedJob, error: BaseException | ErrorInfo) -> None:
+    def failed(self, job: RunnableJob, error: BaseException | ErrorInfo) -> None:
         """Report that ``job`` failed (it raised, timed out, or its process died). A report
         that could not be written is kept and retried; the job stays the worker's meanwhile."""
         self._claims.failed(job, error)
@@ -345,6 +352,11 @@ class Worker:
             self._outcomes.stopped(job, reason)
             self._state.ended(job)
         self.executor.stop_job(job_id, reason)
+
+    def exception(self, job_id: str) -> BaseException | None:
+        """What job ``job_id`` raised, if this worker ran it and failed it for good (the last
+        ``KEPT_EXCEPTIONS`` such jobs)."""
+        return self._state.exceptions.get(job_id)
 
     def beat(self) -> None:
         """Renew the leases of the running jobs; stop those this worker no longer holds

@@ -134,6 +134,20 @@ def test_map_without_return_exceptions_raises_the_failure(make_queue):
     assert q.collect() == []
 
 
+def test_an_in_process_failure_is_chained_to_what_the_job_raised(make_queue):
+    # given an in-process queue and a job that raises, retried once
+    q = make_queue(workers=1)
+    job = q.put(maybe_fail, args=(-1,), retries=1)
+    # when its result is asked for / then JobFailed is raised from the exception itself
+    with pytest.raises(JobFailed) as failure:
+        job.result(timeout=WAIT)
+    cause = failure.value.__cause__
+    assert isinstance(cause, ArithmeticError) and str(cause) == "negative -1"
+    # and so is the failure a map returns in place
+    (failed,) = q.map(maybe_fail, [-2], return_exceptions=True)
+    assert isinstance(failed.__cause__, ArithmeticError) and str(failed.__cause__) == "negative -2"
+
+
 def test_map_of_nothing_is_an_empty_list(make_queue):
     q = make_queue(workers=1)
     assert q.map(jobs.double, []) == []

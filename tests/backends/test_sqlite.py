@@ -247,7 +247,10 @@ def test_a_file_from_before_stored_plans_gets_them_and_keeps_its_blocked_jobs_bl
         # and the jobs blocked before still wait for the running ones, then start
         assert q.backend.claim("w/1", "thread", 4) == []
         for job in running:
-            assert q.backend.finish(job.id, job.attempt, job.args[0])
+            run = q.codec.decode(job)
+            report = q.codec.finished(run, run.args[0])
+            (recorded,) = q.backend.report([report], worker="w/1", mode="thread").recorded
+            assert recorded.held
         assert sorted(job.id for job in q.backend.claim("w/1", "thread", 4)) == [
             "db2",
             "limited2",

@@ -20,7 +20,7 @@ import pytest
 import conveyor
 from conveyor import JobFailed
 from conveyor.job import JobOptions
-from conveyor.records import JobSpec
+from conveyor.records import Call, JobSpec
 from tests.faults import fill_disk
 
 WAIT = 10  # seconds a test waits for something that should happen soon (forks included)
@@ -52,7 +52,9 @@ def test_the_watchdog_survives_a_timeout_longer_than_a_lock_can_wait(make_queue)
         return "held"
 
     try:
-        spec = JobSpec("held", "hold", "thread", JobOptions(timeout=10**12), hold)
+        spec = JobSpec(
+            "held", "hold", "thread", JobOptions(timeout=10**12), payload=Call(hold, (), {})
+        )
         q.embedded.start()  # no put starts the queue's workers: start them
         q.backend.submit([spec])
         held = conveyor.Job(q, "held")

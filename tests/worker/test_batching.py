@@ -22,7 +22,7 @@ import conveyor
 from conveyor import JobRecord, Status
 from conveyor.backends.sqlite import backend as sqlite_rules
 from conveyor.executors import build
-from conveyor.records import ClaimedJob
+from conveyor.records import RunnableJob
 from conveyor.runner import run_worker
 from conveyor.settings import DEFAULT_PREFETCH
 from conveyor.testing import ManualClock
@@ -55,7 +55,9 @@ def make_worker(queue: conveyor.Queue) -> Callable[..., Worker]:
 
     def make(**kwargs: Any) -> Worker:
         kwargs.setdefault("prefetch", PREFETCH)
-        return Worker(queue.backend, build("thread", 1), clock=queue.clock, **kwargs)
+        return Worker(
+            queue.backend, build("thread", 1), clock=queue.clock, codec=queue.codec, **kwargs
+        )
 
     return make
 
@@ -65,12 +67,12 @@ def put(queue: conveyor.Queue, count: int) -> list[str]:
     return [queue.put(jobs.double, args=(n,), id=f"j{n}").id for n in range(count)]
 
 
-def run(job: ClaimedJob) -> Any:
+def run(job: RunnableJob) -> Any:
     assert job.fn is not None
     return job.fn(*job.args, **job.kwargs)
 
 
-def ids(claimed: list[ClaimedJob] | Any) -> list[str]:
+def ids(claimed: list[RunnableJob] | Any) -> list[str]:
     return [job.id for job in claimed]
 
 
@@ -78,7 +80,7 @@ def statuses(queue: conveyor.Queue, *job_ids: str) -> list[str]:
     return [str(queue.status(job_id)) for job_id in job_ids]
 
 
-def warmed_up(worker: Worker) -> ClaimedJob:
+def warmed_up(worker: Worker) -> RunnableJob:
     """Run the first job (nothing known of runtimes: no extra claimed), then claim the next
     with the extra ones, as a slot does; return the job the slot got."""
     (first,) = worker.claim(1)

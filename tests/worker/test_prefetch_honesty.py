@@ -122,7 +122,9 @@ def test_a_started_job_claimed_ahead_counts_once_the_backend_is_told(queue, cloc
     # claimed ahead, and has given one job claimed ahead to its slot
     for n in range(6):
         queue.put(_double, args=(n,), id=f"j{n}")
-    worker = Worker(queue.backend, build("thread", 1), clock=clock, lease=10, prefetch=3)
+    worker = Worker(
+        queue.backend, build("thread", 1), clock=clock, lease=10, prefetch=3, codec=queue.codec
+    )
     (first,) = worker.claim(1)
     (second,) = worker.finished(first, 2 * 0, claim_next=1)  # j1 for the slot, j2-j4 ahead
     (third,) = worker.finished(second, 2 * 1, claim_next=1)  # j2 taken from at hand
@@ -143,7 +145,9 @@ def test_a_job_lost_again_and_again_is_failed_even_when_never_started(queue, clo
     queue.put(_double, args=(1,), id="behind")
     bound = 0 + LOST_LEASE_ALLOWANCE  # its retries (0) plus the allowance
     for loss in range(1, bound + 2):
-        claimed = queue.backend.finish_many_and_claim([], f"dead-{loss}/slot", "thread", 2, ahead=1)
+        claimed = queue.backend.report(
+            [], worker=f"dead-{loss}/slot", mode="thread", claim=2, ahead=1
+        ).claimed
         assert [job.id for job in claimed] == ["front", "behind"]
         clock.advance(11)
         assert queue.backend.recover_expired() == 2

@@ -39,7 +39,7 @@ def retry_ended(engine: Engine, entry: Entry, now: float) -> None:
     engine.ended.pop(entry.id, None)
     entry.attempts = 0
     entry.started = entry.ended = entry.due = entry.worker = None
-    entry.result = entry.error = entry.traceback = entry.exception = None
+    entry.result = entry.error = entry.traceback = None
     entry.where = None
     engine.set_status(entry, Status.WAITING)
     for dep in awaited:

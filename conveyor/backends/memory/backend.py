@@ -1,17 +1,16 @@
 """The in-process backend: the memory engine under one lock.
 
 Every public method takes the lock once, calls the engine (:mod:`.engine`: the rules), and
-runs what the change set off (events, stop requests) after letting the lock go. Claims never
-block: a claimer waits with ``version``/``wait`` (:mod:`.locked`), on a condition of its mode,
-woken as many at a time as jobs became ready. Reading is in :mod:`.reads`.
+runs what the change set off (events) after letting the lock go. Claims never block: a claimer
+waits with ``version``/``wait`` (:mod:`.locked`), on a condition of its mode, woken as many at a
+time as jobs became ready. Reading is in :mod:`.reads`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from collections.abc import Collection, Sequence
 
 from conveyor import rules
 from conveyor.backends.memory.admin import purge_jobs, retry_ended
@@ -20,8 +19,20 @@ from conveyor.backends.memory.reads import Reads
 from conveyor.clock import Clock
 from conveyor.errors import InvalidJob, QueueClosed, QueueFull
 from conveyor.events import EventBus
-from conveyor.job import TERMINAL, ErrorInfo, Status
-from conveyor.records import ClaimedJob, Failed, Finished, JobSpec, WorkerInfo
+from conveyor.job import TERMINAL, Status
+from conveyor.records import (
+    Cancelled,
+    ClaimedJob,
+    Finished,
+    JobSpec,
+    Recorded,
+    Report,
+    Reported,
+    WorkerInfo,
+)
+
+#: a report recorded; one dropped (its attempt no longer held the job); a cancel too late
+HELD, DROPPED, NOT_ACTIVE = Recorded(True), Recorded(False), Cancelled(False)
 
 
 class MemoryBackend(Reads):
@@ -39,7 +50,6 @@ class MemoryBackend(Reads):
     ) -> None:
         super().__init__(Engine(clock or Clock(), events or EventBus()))
         self._max_size = max_size
-        self._stop_hook: Callable[[str, str], object] | None = None
         self._workers: dict[str, WorkerInfo] = {}
         self._clock.subscribe(self.wake)
 
@@ -130,32 +140,52 @@ class MemoryBackend(Reads):
             self._run(effects)
         return got
 
-    def finish_and_claim(
+    def report(
         self,
-        job_id: str,
-        attempt: int,
-        result: Any,
+        reports: Sequence[Report],
+        *,
         worker: str,
         mode: str,
-        limit: int = 1,
-        *,
-        timeout: float | None = None,
-        stop: Callable[[], bool] | None = None,
-    ) -> list[ClaimedJob]:
-        """``finish`` then ``claim`` under one lock: one round trip per job for a busy slot."""
-        engine = self._engine
+        claim: int = 0,
+        ahead: int = 0,
+        started: Sequence[tuple[str, int]] = (),
+    ) -> Reported:
+        """Every report, then a claim that does not wait, under one lock: one round trip per
+        job for a busy slot (no lease outlives this process: jobs claimed ahead, and those of
+        ``started``, need no marking)."""
+        end = self._end_attempt
         with self._lock:
-            entry = engine.holding(job_id, attempt)
-            if entry is not None:
-                engine.release(entry)
-                engine.end(entry, Status.FINISHED, result=result)
-                engine.cascade()
-            stopping = self._closed or (stop is not None and stop())
-            got = [] if stopping else self._claim(worker, mode, limit)
+            if len(reports) == 1:  # a busy slot's one report: no list made by a comprehension
+                recorded = [end(reports[0])]
+            else:
+                recorded = [end(report) for report in reports]
+            if recorded:
+                self._engine.cascade()
+            got = self._claim(worker, mode, claim) if claim > 0 and not self._closed else []
             effects = self._take_effects()
         if effects:
             self._run(effects)
-        return got
+        return Reported(recorded, got)
+
+    def _end_attempt(self, report: Report) -> Recorded:
+        """(Under the lock) end the attempt a report names, if it still holds its job: a
+        failure is retried if the job has retries left and it is not ``final``."""
+        engine = self._engine
+        entry = engine.holding(report.job_id, report.attempt)
+        if entry is None:
+            return DROPPED
+        if report.started is not None:
+            entry.started = report.started
+        engine.release(entry)
+        if isinstance(report, Finished):
+            engine.end(entry, Status.FINISHED, result=report.result)
+        elif not report.final and entry.attempts <= entry.opts.retries:
+            return Recorded(True, engine.schedule_retry(entry, report.error))
+        else:
+            engine.end(entry, Status.FAILED, error=report.error)
+        if report.ended is not None:
+            entry.ended = report.ended
+        return HELD
 
     def _claim(self, worker: str, mode: str, limit: int) -> list[ClaimedJob]:
         """(Under the lock) start up to ``limit`` jobs of ``mode`` that may start now."""
@@ -171,80 +201,6 @@ class MemoryBackend(Reads):
         return got
 
     # ------------------------------------------------------- end of an attempt
-    def finish(self, job_id: str, attempt: int, result: Any) -> bool:
-        engine = self._engine
-        with self._lock:
-            entry = engine.holding(job_id, attempt)
-            if entry is None:
-                return False
-            engine.release(entry)
-            engine.end(entry, Status.FINISHED, result=result)
-            engine.cascade()
-            effects = self._take_effects()
-        if effects:
-            self._run(effects)
-        return True
-
-    def finish_many_and_claim(
-        self,
-        finished: Sequence[Finished],
-        worker: str,
-        mode: str,
-        limit: int,
-        *,
-        stop: Callable[[], bool] | None = None,
-        ahead: int = 0,
-        started: Sequence[tuple[str, int]] = (),
-    ) -> list[ClaimedJob]:
-        """Every ``finish``, then a ``claim`` that does not wait, under one lock (no lease
-        outlives this process: jobs claimed ahead need no marking)."""
-        engine = self._engine
-        with self._lock:
-            for report in finished:
-                entry = engine.holding(report.job_id, report.attempt)
-                if entry is None:
-                    continue
-                if report.started is not None:
-                    entry.started = report.started
-                engine.release(entry)
-                engine.end(entry, Status.FINISHED, result=report.result)
-                if report.ended is not None:
-                    entry.ended = report.ended
-            engine.cascade()
-            stopping = limit <= 0 or self._closed or (stop is not None and stop())
-            got = [] if stopping else self._claim(worker, mode, limit)
-            effects = self._take_effects()
-        if effects:
-            self._run(effects)
-        return got
-
-    def fail(
-        self,
-        job_id: str,
-        attempt: int,
-        error: ErrorInfo,
-        exception: BaseException | None = None,
-        *,
-        started: float | None = None,
-    ) -> Failed | None:
-        engine = self._engine
-        with self._lock:
-            entry = engine.holding(job_id, attempt)
-            if entry is None:
-                return None
-            if started is not None:
-                entry.started = started
-            engine.release(entry)
-            if entry.attempts <= entry.opts.retries:
-                outcome = Failed(engine.schedule_retry(entry, error))
-            else:
-                engine.end(entry, Status.FAILED, error=error, exception=exception)
-                outcome = Failed()
-            engine.cascade()
-            effects = self._take_effects()
-        self._run(effects)
-        return outcome
-
     def requeue(self, job_id: str, attempt: int) -> bool:
         engine = self._engine
         with self._lock:
@@ -261,23 +217,22 @@ class MemoryBackend(Reads):
         return True
 
     # ------------------------------------------------------------------ cancel
-    def cancel(self, job_id: str, reason: str = "cancelled") -> bool:
+    def cancel(self, job_id: str, reason: str = "cancelled") -> Cancelled:
         engine = self._engine
         with self._lock:
             engine.tick(self._clock.now())
             entry = self._entry(job_id)
             if entry.status in TERMINAL:
-                return False
+                return NOT_ACTIVE
+            slot = None
             if entry.status is Status.RUNNING:
                 engine.release(entry)
-                hook = self._stop_hook
-                if hook is not None:
-                    engine.effects.append(lambda: hook(job_id, reason))
+                slot = entry.worker
             engine.end(entry, Status.CANCELLED, reason=reason)
             engine.cascade()
             effects = self._take_effects()
         self._run(effects)
-        return True
+        return Cancelled(True, slot)
 
     # ------------------------------------------------------------- retry, purge
     def retry(self, job_id: str) -> None:
@@ -337,9 +292,6 @@ class MemoryBackend(Reads):
 
     def recover_expired(self, *, by: str | None = None) -> int:
         return 0  # workers live in this process: nothing holds a lease to outlive
-
-    def set_stop_hook(self, hook: Callable[[str, str], object] | None) -> None:
-        self._stop_hook = hook
 
     def close(self) -> None:
         with self._lock:

@@ -283,16 +283,9 @@ class Engine:
                 lane.current = entry.id
         self.emit(ev.STARTED, entry)
         return ClaimedJob(
-            entry.id,
-            entry.attempts,
-            entry.task,
-            entry.mode,
-            entry.fn,
-            entry.args,
-            entry.kwargs,
-            entry.payload,
+            entry.id, entry.attempts, entry.task, entry.mode, entry.task, entry.payload,
             opts.timeout,
-        )
+        )  # fmt: skip
 
     def hold(self, keys: tuple[str, ...], delta: int) -> None:
         """Add ``delta`` to the count of each counted key of ``keys`` (a count of 0 is
@@ -351,7 +344,6 @@ class Engine:
         *,
         result: Any = None,
         error: ErrorInfo | None = None,
-        exception: BaseException | None = None,
         reason: str | None = None,
     ) -> None:
         """Make ``entry`` terminal and tell who waits for it; its cascade goes on the work
@@ -363,7 +355,7 @@ class Engine:
             entry.result = result
             entry.error = entry.traceback = None
         elif error is not None:
-            entry.error, entry.traceback, entry.exception = str(error), error.traceback, exception
+            entry.error, entry.traceback = str(error), error.traceback
         else:
             entry.error = reason
         self.ended[entry.id] = None

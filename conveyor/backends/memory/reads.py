@@ -25,11 +25,6 @@ class Reads(Locked):
         self._run(effects)
         return record
 
-    def exception(self, job_id: str) -> BaseException | None:
-        """The exception object a failed in-process job raised (None if not kept)."""
-        with self._lock:
-            return self._entry(job_id).exception
-
     def query(
         self, status: Status | None = None, *, ids: Sequence[str] | None = None
     ) -> list[JobRecord]:

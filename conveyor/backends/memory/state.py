@@ -29,8 +29,6 @@ class Entry:
         "due",
         "ended",
         "error",
-        "exception",
-        "fn",
         "id",
         "kwargs",
         "mode",
@@ -54,7 +52,6 @@ class Entry:
         self.seq = seq
         self.task = spec.task
         self.mode = spec.mode
-        self.fn = spec.fn
         self.args = spec.args
         self.kwargs = spec.kwargs
         self.payload = spec.payload
@@ -69,7 +66,6 @@ class Entry:
         self.result: Any = None
         self.error: str | None = None
         self.traceback: str | None = None
-        self.exception: BaseException | None = None
         #: dependencies not finished yet
         self.pending_deps = 0
         #: jobs waiting for this one (None: none; most jobs have none, and an empty list per

@@ -10,7 +10,6 @@ counts, events), ``waiting`` (results, callbacks, idle), ``registry`` (workers, 
 from __future__ import annotations
 
 from conveyor.backends.sqlite.backend import SQLiteBackend
-from conveyor.backends.sqlite.decode import envelope, load_error
 from conveyor.backends.sqlite.engine import LOST_LEASE_ALLOWANCE
 from conveyor.backends.sqlite.registry import process_identity, process_lives
 from conveyor.backends.sqlite.storage import BUSY_TIMEOUT
@@ -21,8 +20,6 @@ __all__ = [
     "DEFAULT_FILE_MODE",
     "LOST_LEASE_ALLOWANCE",
     "SQLiteBackend",
-    "envelope",
-    "load_error",
     "process_identity",
     "process_lives",
 ]

@@ -1,23 +1,19 @@
-"""What the SQLite backend decodes: a claimed row into a job to run, a row into a record.
+"""What the SQLite backend makes of its rows: a claimed row into the job its worker gets (still
+encoded: the worker decodes it, see :mod:`conveyor.worker.decoding`), a row into a record.
 
-A claimed job's checks go in this order: the signature (with a secret) before any import or
-decode, the trust (which modules may run) before any import. Reading a record never unpickles
-an unsigned pickle's arguments (:data:`HIDDEN_ARGS` stand in), and its result only when the
-caller asked for results.
+Reading a record never unpickles an unsigned pickle's arguments (:data:`HIDDEN_ARGS` stand
+in), and its result only when the caller asked for results.
 """
 
 from __future__ import annotations
 
 import json
-import traceback
-from collections.abc import Callable
 from typing import Any
 
 from conveyor.backends.sqlite.schema import names
 from conveyor.errors import PayloadRefused
-from conveyor.job import ErrorInfo, JobRecord, Status
+from conveyor.job import JobRecord, Status
 from conveyor.records import ClaimedJob
-from conveyor.references import CannotLoad
 from conveyor.serializer import NOT_DECODED, Serializer
 
 #: what a record shows for arguments it did not decode (an unsigned pickle)
@@ -25,24 +21,12 @@ HIDDEN_ARGS: tuple[Any, ...] = (NOT_DECODED,)
 HIDDEN_KWARGS: dict[str, Any] = {"<not decoded>": NOT_DECODED}
 
 
-def claimed(
-    row: dict[str, Any], serializer: Serializer, resolve: Callable[[str], Callable[..., Any]]
-) -> ClaimedJob:
-    """A claimed row as the job its worker runs: its signature checked (with a secret), its
-    function loaded, its arguments decoded; raises CannotLoad (the function cannot be
-    loaded) or whatever refuses it (a bad signature, an untrusted module, a corrupt payload)."""
-    if serializer.signed:
-        serializer.verify_job(
-            row["mac"],
-            envelope(
-                row["id"], row["ref"], row["task"], row["mode"], row["payload"], row["timeout"]
-            ),
-        )
-    fn = resolve(row["ref"])
-    args, kwargs = serializer.loads(row["payload"])
+def claimed(row: dict[str, Any]) -> ClaimedJob:
+    """A row claimed (as it was before the claim) as its worker gets it: still encoded (the
+    worker checks and decodes it)."""
     return ClaimedJob(
-        row["id"], row["attempts"] + 1, row["task"], row["mode"], fn, tuple(args),
-        dict(kwargs), None, row["timeout"],
+        row["id"], row["attempts"] + 1, row["task"], row["mode"], row["ref"], row["payload"],
+        row["timeout"], row["mac"],
     )  # fmt: skip
 
 
@@ -82,21 +66,3 @@ def record(row: dict[str, Any], serializer: Serializer, *, results: bool = False
         result=result, error=row["error"], traceback=row["traceback"],
         meta=json.loads(row["meta"]),
     )  # fmt: skip
-
-
-def load_error(exc: CannotLoad) -> ErrorInfo:
-    """A job function that could not be loaded, as its error: the type of what importing its
-    module raised (LookupError: no such function), the module named, the import's traceback."""
-    cause = exc.__cause__
-    if cause is None:
-        return ErrorInfo("LookupError", str(exc))
-    return ErrorInfo(type(cause).__qualname__, str(exc), "".join(traceback.format_exception(cause)))
-
-
-def envelope(
-    job_id: str, ref: str, task: str, mode: str, payload: bytes, timeout: float | None
-) -> list[bytes]:
-    """The fields of a job that a worker obeys, as its signature covers them."""
-    texts = [job_id, ref, task, mode, "none" if timeout is None else float(timeout).hex()]
-    fields = [text.encode("utf-8", "surrogatepass") for text in texts]
-    return [*fields[:4], bytes(payload), fields[4]]
