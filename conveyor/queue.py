@@ -192,6 +192,7 @@ class Queue:
         specs = [spec(prepared, (item,), None, None) for item in iterable]
         bar = progress_bar(len(specs), f"map {prepared.name}") if progress else None
         ids: list[str] = []
+        over = False  # every job of the map has ended: nothing left to cancel
         try:
             chunk = self.settings.max_size or len(specs) or 1
             for start in range(0, len(specs), chunk):
@@ -200,6 +201,7 @@ class Queue:
                 for job_id in ids:
                     self.waiter.add_done_callback(job_id, lambda _r: bar.update(1))
             outcomes = self.waiter.wait_results(ids, first_failure=not return_exceptions)
+            over = all(status in TERMINAL for status, _result, _error in outcomes)
             results = []
             for job_id, (status, result, _error) in zip(ids, outcomes, strict=True):
                 if status is Status.FINISHED:
@@ -212,7 +214,7 @@ class Queue:
                     raise self._error(self.backend.get(job_id))
             return results
         finally:
-            for job_id in ids:
+            for job_id in () if over else ids:
                 with contextlib.suppress(UnknownJob):  # forgotten by someone else already
                     self._cancel(job_id, "cancelled: an earlier job of its map failed")
             self.backend.forget(ids)

@@ -36,6 +36,8 @@ log = logging.getLogger("conveyor")
 END_EVENTS = (ev.FINISHED, ev.FAILED, ev.CANCELLED)
 #: the most jobs looked at in one read while waiting for results in order
 MAX_STEP = 256
+#: seconds a wait for many results lets pass after a change before it looks again
+COALESCE = 0.001
 
 
 class Waiter:
@@ -65,6 +67,10 @@ class Waiter:
         if remaining is not None and remaining <= 0:
             raise TimeoutError(f"{active} job(s) did not end within {timeout} s")
         self.backend.wait(since, remaining)
+        if active > 1:
+            # many jobs to go: let a few more end before looking again (each look competes
+            # with the workers for the interpreter); a single job's end is seen at once
+            time.sleep(COALESCE if remaining is None else max(0.0, min(COALESCE, remaining)))
 
     # ------------------------------------------------------------------ waiting
     def wait_done(self, job_id: str, timeout: float | None = None) -> JobRecord:
