@@ -1,12 +1,9 @@
 """The SQLite engine: the rules of :mod:`conveyor.rules` on the tables of :mod:`.schema`.
 
-It is the engine every backend implements, under the same names (``insert``, ``deps_done``,
-``join_lane``, ``advance_lane``, ``lane_allows``, ``consider``, ``next_startable``,
-``conflict``, ``is_free``, ``held``, ``park``, ``start``, ``hold``, ``release``, ``holding``,
-``schedule_retry``, ``end``, ``cascade``, ``after_end``, ``settle_dependents``, ``tick``), over
-the :class:`~conveyor.rules.plan.Plan` each job's options compile to at insert; it knows keys,
-not exclusive groups, incompatible names or limits. Every method runs inside a write
-transaction its caller opened, and reports what happened through ``event(name, job_id)``.
+It is the engine every backend implements, its steps named as ``rules.ENGINE_STEPS`` names
+them, over the :class:`~conveyor.rules.plan.Plan` each job's options compile to at insert: it
+knows keys, not exclusive groups, incompatible names or limits. Every method runs inside a
+write transaction its caller opened, and reports what happened through ``event(name, job_id)``.
 
 What backs each part:
 
