@@ -279,3 +279,11 @@ def test_a_producer_killed_mid_put_many_stores_all_of_it_or_nothing(
     assert handles[0].result(timeout=10) == "after"
     q.wait(timeout=30)
     assert q.size("finished") == stored + 1
+
+
+def test_a_closed_queue_refuses_a_put_many(queue_factory):
+    q = queue_factory(workers=0)
+    q.close(wait=False)
+
+    with pytest.raises(conveyor.QueueClosed):
+        q.put_many(jobs.identity, [1, 2])
