@@ -98,7 +98,7 @@ class Queue:
         #: modules whose functions this queue's workers run besides its tasks (durable only)
         self.allowed = self._registry.allowed
         self.backend: Backend = from_url(
-            url, clock=self.clock, events=self.events, settings=self.settings
+            url, clock=self.clock, events=self.events, settings=self.settings, name=name
         )
         self.durable = bool(getattr(self.backend, "durable", False))
         #: every wait on the backend (results, idle, ended jobs) and the done callbacks
