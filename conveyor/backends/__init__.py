@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from conveyor.events import EventBus
     from conveyor.settings import Settings
 
-SCHEMES = ("memory", "sqlite")
+SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 log = logging.getLogger("conveyor")
 
@@ -25,8 +26,11 @@ def from_url(
     clock: Clock,
     events: EventBus,
     settings: Settings,
+    name: str = "default",
 ) -> Backend:
-    """Build the backend that ``url`` names: ``memory://`` or ``sqlite:///path/to.db``."""
+    """Build the backend that ``url`` names: ``memory://``, ``sqlite:///path/to.db``, or
+    ``redis://host:port/db`` (also ``rediss://``, ``unix:///path/to.sock?db=0``), where the
+    queue ``name`` keeps its jobs under its own keys."""
     parts = urlsplit(url)
     scheme = parts.scheme
     if scheme == "memory":
@@ -54,10 +58,39 @@ def from_url(
                 path,
             )
         return backend
+    if scheme in REDIS_SCHEMES:
+        return _redis(url, clock=clock, events=events, settings=settings, name=name)
     raise ConveyorError(
         f"unsupported queue URL {url!r}; this version supports: "
         + ", ".join(f"{s}://" for s in SCHEMES)
     )
+
+
+def _redis(url: str, *, clock: Clock, events: EventBus, settings: Settings, name: str) -> Backend:
+    """The Redis backend (the extra ``conveyor[redis]``)."""
+    try:
+        from conveyor.backends.redis import RedisBackend
+    except ImportError as exc:
+        raise ConveyorError(
+            f"queue URL {url.split('@')[-1]!r} needs the Redis client: pip install"
+            f" 'conveyor[redis]' ({exc})"
+        ) from None
+    from conveyor.serializer import Serializer
+
+    secret = settings.secret.get_secret_value() if settings.secret else None
+    serializer = Serializer(settings.serializer or "json", secret)
+    backend = RedisBackend(
+        url, name=name, clock=clock, events=events, max_size=settings.max_size,
+        serializer=serializer, lease=settings.lease, result_ttl=settings.result_ttl,
+    )  # fmt: skip
+    if not serializer.trusts_reads:
+        log.warning(
+            "queue %r stores pickle payloads in Redis without a secret: whoever can write to"
+            " the server can make its workers run any code (unpickling runs code); set"
+            " secret=... (CONVEYOR_SECRET) to sign and check every job",
+            name,
+        )
+    return backend
 
 
 def sqlite_path(url: str) -> str:

@@ -61,7 +61,12 @@ VARIANTS = [
     Variant("memory", "memory://"),
     Variant("sqlite", "sqlite:///{tmp}/queue.db"),
     Variant("sqlite-process", "sqlite:///{tmp}/queue.db", worker_processes=True),
+    Variant("redis", "{redis}"),
+    Variant("redis-process", "{redis}", worker_processes=True),
 ]
+
+#: the database of the test server that the redis variants use, emptied before each test
+REDIS_DB = 1
 
 #: markers of what a test needs of the test process -> why it cannot run with worker processes
 LOCAL_ONLY = {
@@ -92,12 +97,27 @@ def variant(request: pytest.FixtureRequest) -> Variant:
     return current
 
 
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """(A stand-in until tests/conftest.py provides it) the test server's base URL."""
+    return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+
+
 @pytest.fixture
-def backend_url(variant: Variant, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A backend URL; a file-backed one gets a fresh folder per test."""
+def backend_url(
+    variant: Variant, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> str:
+    """A backend URL; a file-backed one gets a fresh folder per test, a Redis one an empty
+    database of the test server."""
     url = variant.url
     if "{tmp}" in url:
         url = url.replace("{tmp}", str(tmp_path_factory.mktemp("db")))
+    if "{redis}" in url:
+        import redis
+
+        url = url.replace("{redis}", f"{request.getfixturevalue('redis_url')}/{REDIS_DB}")
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
     return url
 
 

@@ -1,0 +1,152 @@
+"""The Redis backend's connection: a client with retries, errors that name the server, and
+:meth:`Connection.run`, which calls one entry script (one atomic step) and emits the events it
+reports in this process.
+
+While the server cannot be reached a call retries with exponential backoff for about
+:data:`RETRY_WAIT` seconds, then raises :class:`~conveyor.errors.StorageError` naming the URL
+(without its password); a worker logs that and tries again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from conveyor.backends.redis import keys
+from conveyor.backends.redis.decode import record, snapshot
+from conveyor.backends.redis.scripts import Scripts
+from conveyor.clock import Clock
+from conveyor.errors import ConveyorError, QueueClosed, StorageError
+from conveyor.events import EVENTS, EventBus
+from conveyor.serializer import Serializer
+
+#: retries of a call while the server cannot be reached, and the backoff between them:
+#: 0.05 s doubling up to 1 s, about RETRY_WAIT seconds in all before a call raises
+RETRIES = 9
+BACKOFF_BASE, BACKOFF_CAP = 0.05, 1.0
+RETRY_WAIT = 7.0
+#: seconds to connect, and to wait for an answer
+CONNECT_TIMEOUT, SOCKET_TIMEOUT = 2.0, 30.0
+
+Reply = Any
+
+
+def shown(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def client(url: str, *, retries: int = RETRIES) -> redis.Redis:
+    """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``) that retries calls
+    that fail on the connection ``retries`` times with exponential backoff."""
+    retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), retries)
+    try:
+        return redis.Redis.from_url(
+            url,
+            retry=retry,
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_keepalive=True,
+            health_check_interval=30,
+        )
+    except ValueError as exc:
+        raise ConveyorError(f"invalid Redis URL {shown(url)!r}: {exc}") from None
+
+
+class Connection:
+    """One queue on one Redis server: the client, the scripts, and what a step needs."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        clock: Clock,
+        events: EventBus,
+        serializer: Serializer,
+        lease: float,
+        result_ttl: float | None,
+    ) -> None:
+        self.url = url
+        self.name = name
+        self.prefix = keys.prefix(name)
+        self._clock = clock
+        self._bus = events
+        self.serializer = serializer
+        self._lease = lease
+        self._result_ttl = result_ttl
+        #: this backend's id: its own changes, published on the channel, are not relayed back
+        self.origin = uuid.uuid4().hex
+        self._closed = False
+        self.redis = client(url)
+        try:
+            self.redis.ping()
+        except redis.RedisError as exc:
+            self.redis.close()
+            raise ConveyorError(f"cannot connect to Redis at {shown(url)}: {exc}") from None
+        self.scripts = Scripts(self.redis)
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Turn a Redis error into a StorageError naming the server."""
+        try:
+            yield
+        except redis.RedisError as exc:
+            if self._closed:
+                raise QueueClosed("the queue is closed") from None
+            raise StorageError(f"{what} at {shown(self.url)}: {exc}") from exc
+
+    def key(self, suffix: str) -> str:
+        """The queue's key ``suffix`` (see :mod:`.keys`)."""
+        return self.prefix + suffix
+
+    def run(self, entry: str, *args: Any, now: float | None = None) -> Reply:
+        """Call the entry script ``entry`` (one atomic step) with the engine's arguments and
+        ``args``; emit the events it reports here (those this process listens to); return its
+        answer."""
+        if self._closed:
+            raise QueueClosed("the queue is closed")
+        bus = self._bus
+        wanted = ",".join(name for name in EVENTS if bus.wants(name))
+        header = (
+            self.prefix,
+            repr(self._clock.now() if now is None else now),
+            repr(self._lease),
+            repr(-1.0 if self._result_ttl is None else self._result_ttl),
+            wanted,
+            self.origin,
+        )
+        with self._errors(f"cannot change the queue {self.name!r}"):
+            answer, events = self.scripts[entry](keys=[self.key("v")], args=[*header, *args])
+        if events:
+            self._emit(events)
+        return answer
+
+    def _emit(self, events: Sequence[Any]) -> None:
+        """Emit ``(name, id, snapshot)`` triples the engine reported (a snapshot of 0: no one
+        here listened when the step ran)."""
+        bus = self._bus
+        for i in range(0, len(events), 3):
+            name, data = events[i].decode(), events[i + 2]
+            if data and bus.wants(name):
+                bus.emit(name, record(snapshot(data), self.serializer, results=True))
+
+    def read(self, call: Callable[[redis.Redis], Any], what: str = "cannot read") -> Any:
+        """``call(client)``, a Redis error turned into a StorageError."""
+        if self._closed:
+            raise QueueClosed("the queue is closed")
+        with self._errors(f"{what} the queue {self.name!r}"):
+            return call(self.redis)

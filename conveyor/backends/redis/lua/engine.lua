@@ -1,0 +1,580 @@
+-- The Redis engine: the rules of conveyor.rules on the keys of conveyor/backends/redis/keys.py.
+--
+-- The prelude of every entry script (scripts.py concatenates it in front of each one, so every
+-- state change is one script call, atomic across every client). It mirrors the SQLite and memory
+-- engines step by step, under the names of rules.ENGINE_STEPS ("end" is a Lua keyword: end_).
+-- It knows keys, not exclusive groups, incompatible names or limits: a job's plan (needs, holds,
+-- frees) was compiled by conveyor/rules/plan.py at submit and stored in the job's hash.
+--
+-- ARGV of every script: prefix, now, lease, result ttl (-1: none), wanted events (a comma list:
+-- the events the caller emits locally, whose job snapshots the reply carries), origin (the
+-- calling backend's id, so its own events published on the channel are not relayed back to it);
+-- the entry script's own arguments start at ARGV[A].
+
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local LEASE = tonumber(ARGV[3])
+local TTL = tonumber(ARGV[4])
+local WANT = {}
+for name in string.gmatch(ARGV[5], '[^,]+') do WANT[name] = true end
+local ORIGIN = ARGV[6]
+local A = 7
+
+--: 100 years, the longest delay (conveyor.job.MAX_SECONDS)
+local MAX_SECONDS = 100 * 365.25 * 86400
+--: a job whose worker vanished this many times more than its retries allow is failed
+local LOST_LEASE_ALLOWANCE = 5
+--: the most timers of each kind one script applies (the rest: the next call)
+local TICK_BATCH = 1000
+local MODES_ALL = {'thread', 'process', 'async', 'inline'}
+local TERMINAL = {finished = true, failed = true, cancelled = true}
+
+local EVENTS = {}   -- name, id, snapshot (a flat HGETALL, or 0), ...
+local WOKEN = {}    -- modes whose claimers a change may let start a job
+local CHANGED = false
+local JOINED = {}   -- lanes joined in this step, advanced once all have joined
+local STOPS = {}    -- job, worker slot: running jobs cancelled (their workers stop them)
+
+local function num(x) return string.format('%.17g', x) end
+local function jkey(id) return P .. 'j:' .. id end
+local function append(list, more) for _, v in ipairs(more) do list[#list + 1] = v end return list end
+
+local function row(id, ...)
+  local names = {...}
+  local values = redis.call('HMGET', jkey(id), unpack(names))
+  local r = {id = id}
+  for i, name in ipairs(names) do r[name] = values[i] end
+  return r
+end
+
+local function event(name, id)
+  CHANGED = true
+  local snapshot = 0
+  if WANT[name] then snapshot = redis.call('HGETALL', jkey(id)) end
+  EVENTS[#EVENTS + 1] = name
+  EVENTS[#EVENTS + 1] = id
+  EVENTS[#EVENTS + 1] = snapshot
+end
+
+-- Python's repr of a str, as rules.cascade_reason and rules.lane_reason write it
+local function pyrepr(s)
+  local quote = "'"
+  if string.find(s, "'", 1, true) and not string.find(s, '"', 1, true) then quote = '"' end
+  local out = string.gsub(s, "[%z\1-\31\127\\'\"]", function(c)
+    if c == '\\' then return '\\\\' end
+    if c == '\n' then return '\\n' end
+    if c == '\r' then return '\\r' end
+    if c == '\t' then return '\\t' end
+    if c == quote then return '\\' .. c end
+    if c == "'" or c == '"' then return c end
+    return string.format('\\x%02x', string.byte(c))
+  end)
+  return quote .. out .. quote
+end
+
+local function cascade_reason(dependency, status)
+  return 'dependency ' .. pyrepr(dependency) .. ' ' .. status
+end
+
+local function lane_name(lane)  -- a lane's JSON text as Python's repr shows it
+  if string.sub(lane, 1, 1) == '"' then return pyrepr(cjson.decode(lane)) end
+  return lane
+end
+
+-- the job's place in the ready index, a park key's set or its lane: (priority, seq) in the
+-- first 28 characters of the member (score 0: lexicographic order), then the id
+local function member(r) return (r.o or '') .. r.id end
+local function id_of(m) return string.sub(m, 29) end
+
+local function set_status(id, seq, old, new)
+  if old then redis.call('ZREM', P .. 's:' .. old, id) end
+  redis.call('ZADD', P .. 's:' .. new, seq, id)
+  redis.call('HSET', jkey(id), 'status', new)
+end
+
+-- take a job out of every index its status put it in (before it changes status)
+local function unindex(r)
+  if r.status == 'waiting' then
+    redis.call('ZREM', P .. 'r:' .. r.mode, member(r))
+    if r.parked then
+      redis.call('ZREM', P .. 'p:' .. r.mode .. ':' .. r.parked, member(r))
+      redis.call('DECR', P .. 'parked')
+      redis.call('HDEL', jkey(r.id), 'parked')
+    end
+  elseif r.status == 'scheduled' then
+    redis.call('ZREM', P .. 'due', r.id)
+  elseif r.status == 'running' then
+    redis.call('ZREM', P .. 'leases', r.id)
+    redis.call('HDEL', jkey(r.id), 'lease_until')
+  end
+  if r.expires_at then redis.call('ZREM', P .. 'expiry', r.id) end
+end
+
+local INDEXED = {'status', 'mode', 'o', 'seq', 'parked', 'expires_at'}
+
+-- ------------------------------------------------------------------ lanes, ready
+local function lane_top(lane)
+  local m = redis.call('ZRANGE', P .. 'lm:' .. lane, 0, 0)[1]
+  if m then return m, id_of(m) end
+  return nil, nil
+end
+
+local function lane_allows(lane, id)
+  local state = redis.call('HMGET', P .. 'lane:' .. lane, 'failed', 'current')
+  if not state[1] then return false end
+  if state[2] then return state[2] == id end
+  local _, top = lane_top(lane)
+  return top == id
+end
+
+local function consider(id)
+  local r = row(id, 'status', 'pending', 'parked', 'lane', 'mode', 'o')
+  if r.status ~= 'waiting' or (r.pending and tonumber(r.pending) > 0) or r.parked then return end
+  if r.lane and not lane_allows(r.lane, id) then return end
+  redis.call('ZADD', P .. 'r:' .. r.mode, 0, member(r))
+  WOKEN[r.mode] = true
+end
+
+local function join_lane(r)
+  redis.call('ZADD', P .. 'lm:' .. r.lane, 0, member(r))
+  redis.call('HSETNX', P .. 'lane:' .. r.lane, 'failed', '0')
+  for _, lane in ipairs(JOINED) do if lane == r.lane then return {} end end
+  JOINED[#JOINED + 1] = r.lane
+  return {}
+end
+
+local function deps_done(r)
+  if not r.lane then
+    consider(r.id)
+    return {}
+  end
+  return join_lane(r)
+end
+
+local function cancel_quietly(id, reason)
+  local r = row(id, unpack(INDEXED))
+  unindex(r)
+  set_status(id, r.seq, r.status, 'cancelled')
+  redis.call('HSET', jkey(id), 'ended', num(NOW), 'error', reason)
+  redis.call('HDEL', jkey(id), 'traceback', 'result')
+  redis.call('ZADD', P .. 'ended', NOW, string.sub(r.o, 17) .. id)
+end
+
+local function advance_lane(lane)
+  local key = P .. 'lane:' .. lane
+  local state = redis.call('HMGET', key, 'failed', 'current', 'previous')
+  if not state[1] or state[2] then return {} end
+  local previous, failed = state[3], state[1] == '1'
+  local doomed = {}
+  while true do
+    local m, top = lane_top(lane)
+    if not m then break end
+    local r = row(top, 'status', 'stop')
+    if not r.status or TERMINAL[r.status] then
+      redis.call('ZREM', P .. 'lm:' .. lane, m)
+      previous, failed = top, true
+    elseif failed and r.stop then
+      cancel_quietly(top, 'previous job ' .. pyrepr(previous or '?') .. ' in lane '
+        .. lane_name(lane) .. ' failed or was cancelled')
+      doomed[#doomed + 1] = top
+    else
+      consider(top)
+      break
+    end
+  end
+  if previous then redis.call('HSET', key, 'previous', previous) end
+  redis.call('HSET', key, 'failed', failed and '1' or '0')
+  if not failed and redis.call('ZCARD', P .. 'lm:' .. lane) == 0 then
+    -- an empty lane whose last job failed is kept, so that a stop_on_lane_error job put later
+    -- still sees the failure
+    redis.call('DEL', key)
+  end
+  return doomed
+end
+
+local function advance_joined()
+  local doomed = {}
+  while #JOINED > 0 do
+    append(doomed, advance_lane(table.remove(JOINED, 1)))
+  end
+  return doomed
+end
+
+-- ------------------------------------------------------- start: ready, parked, held
+local function held(key)
+  return tonumber(redis.call('HGET', P .. 'held', key) or '0')
+end
+
+local function is_free(park)
+  if string.sub(park, 1, 4) == 'job:' then
+    return redis.call('HGET', jkey(string.sub(park, 5)), 'status') ~= 'running'
+  end
+  local capacity = redis.call('HGET', P .. 'caps', park)
+  if not capacity then return held(park) < 1 end
+  local bar = string.find(capacity, '|', 1, true)
+  return held(string.sub(capacity, bar + 1)) < tonumber(string.sub(capacity, 1, bar - 1))
+end
+
+local function conflict(r)
+  for _, need in ipairs(cjson.decode(r.needs)) do
+    local key, capacity, park = need, 1, need
+    if type(need) == 'table' then key, capacity, park = need[1], need[2], need[3] end
+    if string.sub(key, 1, 4) == 'job:' then
+      if redis.call('HGET', jkey(string.sub(key, 5)), 'status') == 'running' then return park end
+    elseif held(key) >= capacity then
+      return park
+    end
+  end
+  return nil
+end
+
+local function park(r, blocker)
+  redis.call('ZREM', P .. 'r:' .. r.mode, member(r))
+  if r.parked then
+    redis.call('ZREM', P .. 'p:' .. r.mode .. ':' .. r.parked, member(r))
+    redis.call('DECR', P .. 'parked')
+  end
+  if blocker then
+    redis.call('ZADD', P .. 'p:' .. r.mode .. ':' .. blocker, 0, member(r))
+    redis.call('INCR', P .. 'parked')
+    redis.call('HSET', jkey(r.id), 'parked', blocker)
+  elseif r.parked then
+    redis.call('HDEL', jkey(r.id), 'parked')
+  end
+end
+
+local CLAIMED = {'status', 'mode', 'o', 'seq', 'parked', 'expires_at', 'lane', 'needs', 'holds',
+  'attempts', 'task', 'ref', 'payload', 'timeout', 'mac'}
+
+local function next_startable(mode)
+  while true do
+    local best = redis.call('ZRANGE', P .. 'r:' .. mode, 0, 0)[1]
+    for _, key in ipairs(redis.call('SMEMBERS', P .. 'freed:' .. mode)) do
+      local top = redis.call('ZRANGE', P .. 'p:' .. mode .. ':' .. key, 0, 0)[1]
+      if not top or not is_free(key) then
+        redis.call('SREM', P .. 'freed:' .. mode, key)
+      elseif not best or string.sub(top, 1, 28) < string.sub(best, 1, 28) then
+        best = top
+      end
+    end
+    if not best then return nil end
+    local r = row(id_of(best), unpack(CLAIMED))
+    local stale = r.status ~= 'waiting' or r.mode ~= mode or member(r) ~= best
+      or (r.lane and not lane_allows(r.lane, r.id))
+    local blocker = nil
+    if not stale then blocker = conflict(r) end
+    if not stale and not blocker then return r end
+    if r.status and member(r) == best then
+      park(r, blocker)
+    else  -- an entry of a job gone or changed: drop it wherever it is
+      redis.call('ZREM', P .. 'r:' .. mode, best)
+      if r.parked then redis.call('ZREM', P .. 'p:' .. mode .. ':' .. r.parked, best) end
+    end
+  end
+end
+
+local function hold(keys, delta)
+  for _, key in ipairs(keys) do redis.call('HINCRBY', P .. 'held', key, delta) end
+end
+
+local function start(r, worker, ahead)
+  local id = r.id
+  unindex(r)
+  local attempts = redis.call('HINCRBY', jkey(id), 'attempts', 1)
+  set_status(id, r.seq, r.status, 'running')
+  redis.call('HSET', jkey(id), 'ahead', ahead and '1' or '0', 'started', num(NOW),
+    'worker', worker, 'lease_until', num(NOW + LEASE))
+  redis.call('HDEL', jkey(id), 'ended')
+  redis.call('ZADD', P .. 'leases', NOW + LEASE, id)
+  hold(cjson.decode(r.holds), 1)
+  if r.lane then
+    local key = P .. 'lane:' .. r.lane
+    if redis.call('HGET', key, 'current') ~= id then
+      redis.call('ZREM', P .. 'lm:' .. r.lane, member(r))
+      redis.call('HSET', key, 'current', id, 'failed', redis.call('HGET', key, 'failed') or '0')
+    end
+  end
+  event('started', id)
+  return attempts
+end
+
+local function release(r)
+  hold(cjson.decode(r.holds), -1)
+  if tonumber(redis.call('GET', P .. 'parked') or '0') <= 0 then return end  -- nothing to wake
+  for _, key in ipairs(cjson.decode(r.frees)) do
+    for _, mode in ipairs(MODES_ALL) do
+      if redis.call('EXISTS', P .. 'p:' .. mode .. ':' .. key) == 1 then
+        redis.call('SADD', P .. 'freed:' .. mode, key)
+        WOKEN[mode] = true
+      end
+    end
+  end
+end
+
+local HELD = {'status', 'mode', 'o', 'seq', 'parked', 'expires_at', 'attempts', 'holds', 'frees',
+  'retries', 'retry_delay', 'backoff', 'worker', 'ahead', 'lost', 'task', 'lease_until'}
+
+local function holding(id, attempt)
+  local r = row(id, unpack(HELD))
+  if r.status ~= 'running' or tonumber(r.attempts) ~= attempt then return nil end
+  return r
+end
+
+-- ---------------------------------------------------------------- end and cascade
+local after_end  -- (defined below; cascade calls it)
+
+local function cascade(ended)
+  local work = {}
+  append(work, ended)
+  while #work > 0 do
+    append(work, after_end(table.remove(work)))
+  end
+end
+
+local function end_(id, status, how)
+  -- how: result, error, traceback, at
+  local r = row(id, unpack(INDEXED))
+  unindex(r)
+  set_status(id, r.seq, r.status, status)
+  local at = how.at or NOW
+  local key = jkey(id)
+  redis.call('HSET', key, 'ended', num(at))
+  if status == 'finished' then
+    if how.result then redis.call('HSET', key, 'result', how.result) end
+    redis.call('HDEL', key, 'error', 'traceback')
+  else
+    redis.call('HSET', key, 'error', how.error or '')
+    if how.traceback then redis.call('HSET', key, 'traceback', how.traceback)
+    else redis.call('HDEL', key, 'traceback') end
+    redis.call('HDEL', key, 'result')
+  end
+  redis.call('ZADD', P .. 'ended', at, string.sub(r.o, 17) .. id)
+  cascade({id})
+end
+
+local function settle_dependents(id, state)
+  local doomed = {}
+  local key = P .. 'd:' .. id
+  local dependents = redis.call('SMEMBERS', key)
+  for _, child in ipairs(dependents) do
+    local r = row(child, 'status', 'lane', 'o')
+    if r.status and not TERMINAL[r.status] then
+      if state == 'finished' then
+        if redis.call('HINCRBY', jkey(child), 'pending', -1) <= 0 then
+          redis.call('HDEL', jkey(child), 'pending')
+          append(doomed, deps_done(r))
+        end
+      else
+        cancel_quietly(child, cascade_reason(id, state))
+        doomed[#doomed + 1] = child
+      end
+    end
+  end
+  if #dependents > 0 then redis.call('DEL', key) end
+  return doomed
+end
+
+after_end = function(id)
+  local r = row(id, 'status', 'unique_key', 'unique_for', 'lane')
+  if r.unique_key and redis.call('HGET', P .. 'unique', r.unique_key) == id then
+    if r.unique_for then
+      redis.call('HSET', P .. 'unique_until', r.unique_key, num(NOW + tonumber(r.unique_for)))
+    else
+      redis.call('HDEL', P .. 'unique', r.unique_key)
+      redis.call('HDEL', P .. 'unique_until', r.unique_key)
+    end
+  end
+  local doomed = settle_dependents(id, r.status)
+  if r.lane then
+    local key = P .. 'lane:' .. r.lane
+    local state = redis.call('HMGET', key, 'failed', 'current')
+    if state[1] then
+      if state[2] == id then
+        redis.call('HSET', key, 'previous', id, 'failed', r.status ~= 'finished' and '1' or '0')
+        redis.call('HDEL', key, 'current')
+        state[2] = false
+      end
+      if not state[2] then append(doomed, advance_lane(r.lane)) end
+    end
+  end
+  append(doomed, advance_joined())
+  event(r.status, id)
+  return doomed
+end
+
+-- ------------------------------------------------------------- end of an attempt
+local function retry_delay(delay, backoff, failures)
+  if delay <= 0 then return 0 end
+  local value = delay * backoff ^ math.max(0, failures - 1)
+  if value ~= value or value > MAX_SECONDS then return MAX_SECONDS end
+  return value
+end
+
+local function schedule_retry(r, error, traceback)
+  local delay = retry_delay(tonumber(r.retry_delay or '0'), tonumber(r.backoff or '1'),
+    tonumber(r.attempts))
+  local key = jkey(r.id)
+  unindex(r)
+  redis.call('HSET', key, 'error', error)
+  if traceback then redis.call('HSET', key, 'traceback', traceback)
+  else redis.call('HDEL', key, 'traceback') end
+  if delay > 0 then
+    set_status(r.id, r.seq, r.status, 'scheduled')
+    redis.call('HSET', key, 'due', num(NOW + delay))
+    redis.call('ZADD', P .. 'due', NOW + delay, r.id)
+  else
+    set_status(r.id, r.seq, r.status, 'waiting')
+    consider(r.id)
+  end
+  event('retrying', r.id)
+  return NOW + math.max(delay, 0)
+end
+
+-- --------------------------------------------------------------------- insert
+-- s: the spec's fields (see submit.lua); deps: its dependencies (aliases applied, each once)
+local function insert(s, deps)
+  local scheduled = s.at ~= '' and tonumber(s.at) > NOW
+  local seq = redis.call('INCR', P .. 'seq')
+  local o = s.rank .. string.format('%012x', seq)
+  local failed, failed_status = nil, nil
+  local awaited = {}
+  for _, dep in ipairs(deps) do
+    local status = redis.call('HGET', jkey(dep), 'status')
+    if status == 'finished' or not status then
+      -- finished (or gone since): satisfied
+    elseif TERMINAL[status] then
+      if not failed then failed, failed_status = dep, status end
+    else
+      awaited[#awaited + 1] = dep
+    end
+  end
+  local status = scheduled and 'scheduled' or 'waiting'
+  local key = jkey(s.id)
+  local values = {'id', s.id, 'seq', seq, 'o', o, 'task', s.task, 'mode', s.mode, 'ref', s.ref,
+    'payload', s.payload, 'priority', s.priority, 'submitted', num(NOW),
+    'needs', s.needs, 'holds', s.holds, 'frees', s.frees}
+  local optional = {'lane', 'stop', 'after', 'exclusive', 'incompatible', 'timeout', 'retries',
+    'retry_delay', 'backoff', 'expires_at', 'unique_key', 'unique_for', 'meta', 'mac'}
+  for _, name in ipairs(optional) do
+    if s[name] ~= '' then
+      values[#values + 1] = name
+      values[#values + 1] = s[name]
+    end
+  end
+  if scheduled then
+    values[#values + 1] = 'due'
+    values[#values + 1] = s.at
+  end
+  if #awaited > 0 then
+    values[#values + 1] = 'pending'
+    values[#values + 1] = #awaited
+  end
+  redis.call('HSET', key, unpack(values))
+  set_status(s.id, seq, nil, status)
+  for _, capacity in ipairs(cjson.decode(s.caps)) do
+    redis.call('HSET', P .. 'caps', capacity[1], capacity[3] .. '|' .. capacity[2])
+  end
+  if s.unique_key ~= '' then
+    redis.call('HSET', P .. 'unique', s.unique_key, s.id)
+    redis.call('HDEL', P .. 'unique_until', s.unique_key)
+  end
+  if scheduled then redis.call('ZADD', P .. 'due', tonumber(s.at), s.id) end
+  if s.expires_at ~= '' then redis.call('ZADD', P .. 'expiry', tonumber(s.expires_at), s.id) end
+  event('queued', s.id)
+  for _, dep in ipairs(awaited) do redis.call('SADD', P .. 'd:' .. dep, s.id) end
+  if failed then
+    end_(s.id, 'cancelled', {error = cascade_reason(failed, failed_status)})
+  elseif #awaited == 0 then
+    local lane = nil
+    if s.lane ~= '' then lane = s.lane end
+    cascade(deps_done({id = s.id, lane = lane, o = o}))
+  end
+end
+
+-- --------------------------------------------------------------------- timers
+local function drop(id)  -- forget an ended job and its bookkeeping
+  local r = row(id, 'status', 'seq', 'o')
+  if not r.status then return false end
+  redis.call('ZREM', P .. 's:' .. r.status, id)
+  redis.call('ZREM', P .. 'ended', string.sub(r.o, 17) .. id)
+  redis.call('DEL', jkey(id), P .. 'd:' .. id)
+  return true
+end
+
+local function tick(now)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due', '-inf', now, 'LIMIT', 0, TICK_BATCH)) do
+    local r = row(id, unpack(INDEXED))
+    redis.call('ZREM', P .. 'due', id)
+    if r.status == 'scheduled' then
+      set_status(id, r.seq, r.status, 'waiting')
+      redis.call('HDEL', jkey(id), 'due')
+      consider(id)
+    end
+  end
+  local expired = redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', now, 'LIMIT', 0, TICK_BATCH)
+  for _, id in ipairs(expired) do
+    local status = redis.call('HGET', jkey(id), 'status')
+    redis.call('ZREM', P .. 'expiry', id)
+    -- a cascade earlier in this loop may have ended it already
+    if status == 'waiting' or status == 'scheduled' then
+      end_(id, 'cancelled', {error = 'expired'})
+    end
+  end
+  if TTL >= 0 then
+    local old = redis.call('ZRANGEBYSCORE', P .. 'ended', '-inf', '(' .. num(now - TTL),
+      'LIMIT', 0, TICK_BATCH)
+    for _, m in ipairs(old) do
+      if not drop(string.sub(m, 13)) then redis.call('ZREM', P .. 'ended', m) end
+    end
+  end
+end
+
+-- ------------------------------------------------------------------- leases
+-- a job whose worker's lease ran out is waiting again, or failed once its workers were lost too
+-- often; an attempt claimed ahead and never started is not counted. Returns the error, how
+-- many times its workers were lost, and whether it failed for good.
+local function take_back(r)
+  release(r)
+  local attempts = tonumber(r.attempts) - tonumber(r.ahead or '0')
+  local lost = tonumber(r.lost or '0') + 1
+  local key = jkey(r.id)
+  redis.call('HSET', key, 'attempts', attempts, 'lost', lost, 'ahead', '0')
+  local note = ''
+  if r.ahead == '1' then note = ' (claimed ahead, never started: attempt not counted)' end
+  local message = 'the lease of worker ' .. (r.worker or 'None') .. ' ran out' .. note
+  local bound = tonumber(r.retries or '0') + LOST_LEASE_ALLOWANCE
+  local final = attempts > bound or lost > bound
+  if final then
+    end_(r.id, 'failed', {error = 'WorkerLost: ' .. message})
+  else
+    unindex(r)
+    set_status(r.id, r.seq, r.status, 'waiting')
+    redis.call('HSET', key, 'error', 'WorkerLost: ' .. message)
+    if attempts == 0 and r.expires_at then
+      redis.call('ZADD', P .. 'expiry', tonumber(r.expires_at), r.id)
+    end
+    consider(r.id)
+  end
+  return message, lost, final
+end
+
+-- ------------------------------------------------------------------ the reply
+-- every entry script ends with finish(answer): versions bumped, the change published on the
+-- queue's channel (origin, versions, events), the events and their snapshots returned
+local function finish(answer)
+  if CHANGED or next(WOKEN) then
+    local version = redis.call('HINCRBY', P .. 'v', '*', 1)
+    local modes = {}
+    for mode in pairs(WOKEN) do modes[mode] = redis.call('HINCRBY', P .. 'v', mode, 1) end
+    local names = {}
+    for i = 1, #EVENTS, 3 do
+      names[#names + 1] = EVENTS[i]
+      names[#names + 1] = EVENTS[i + 1]
+    end
+    local message = {o = ORIGIN, v = version, e = names}
+    if next(modes) then message.m = modes end
+    if #STOPS > 0 then message.s = STOPS end
+    redis.call('PUBLISH', P .. 'channel', cjson.encode(message))
+  end
+  return {answer, EVENTS}
+end

@@ -1,0 +1,225 @@
+"""Waiting for a change of a Redis queue: the protocol's ``version`` and ``wait``, and the
+events of other processes.
+
+Every step that changes the queue publishes one message on the queue's channel (see
+:mod:`.keys`): who made it, the modes whose claimers it may let start a job, its events, and the
+running jobs it cancelled. Each backend keeps one subscriber connection, read by one thread
+(:class:`Listener`), which counts the messages (all of them, and per mode: the versions) and
+wakes the waits; relays the events made by other processes to this process's ``EventBus``
+(the process that made a change emitted its events already); and remembers the running jobs
+cancelled elsewhere, so that a worker of this process learns it at its next heartbeat.
+
+No wait polls: a wait blocks on a condition, bounded by the queue's next timer (read from
+Redis when the wait starts) so that a delayed job starts on time. After the subscription was
+lost and made again (messages may have been missed meanwhile), every version moves on: every
+wait looks at the state again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from conveyor.backends.redis.connection import CONNECT_TIMEOUT, Connection, client
+from conveyor.backends.redis.decode import record
+from conveyor.clock import MAX_WAIT
+from conveyor.errors import QueueClosed
+
+log = logging.getLogger("conveyor.backends.redis")
+
+#: seconds the listener blocks for a message before it looks whether it should stop
+LISTEN_TICK = 1.0
+#: seconds between tries to subscribe again after the subscription was lost, doubling up to 2
+RESUBSCRIBE_FIRST, RESUBSCRIBE_MAX = 0.05, 2.0
+
+
+class Listener:
+    """The subscriber of one backend: versions, relayed events, stops (see the module)."""
+
+    def __init__(self, conn: Connection, on_message: Callable[[dict[str, Any]], None]) -> None:
+        self._conn = conn
+        self._on_message = on_message
+        self.channel = conn.key("channel")
+        self.cond = threading.Condition()
+        #: messages seen: None counts all, a mode those that may let a job of it start
+        self.versions: dict[str | None, int] = {None: 0}
+        self.wakes = 0
+        self.closed = False
+        # its own client, which never retries by itself: a lost subscription is noticed here
+        self._client = client(conn.url, retries=0)
+        self._pubsub = self._subscribe()  # before any version is read: no change is missed
+        self._thread = threading.Thread(
+            target=self._loop, daemon=True, name=f"conveyor-redis-listener-{conn.name}"
+        )
+        self._thread.start()
+
+    def _subscribe(self) -> Any:
+        """Subscribe to the channel and wait for the confirmation: every message published
+        from then on reaches this connection."""
+        pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        pubsub.subscribe(self.channel)
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while True:
+            message = pubsub.get_message(timeout=0.1)
+            if message is not None and message.get("type") == "subscribe":
+                return pubsub
+            if time.monotonic() > deadline:
+                pubsub.close()
+                raise redis.ConnectionError(f"no answer to SUBSCRIBE {self.channel}")
+
+    def _loop(self) -> None:
+        pause = RESUBSCRIBE_FIRST
+        pubsub = self._pubsub
+        while not self.closed:
+            try:
+                if pubsub is None:
+                    pubsub = self._pubsub = self._subscribe()
+                    self._bump_all()  # messages may have been lost meanwhile
+                    pause = RESUBSCRIBE_FIRST
+                message = pubsub.get_message(timeout=LISTEN_TICK)
+            except Exception as exc:
+                if self.closed:
+                    break
+                log.warning(
+                    "the subscription to %s was lost (%s); subscribing again", self.channel, exc
+                )
+                self._close_pubsub(pubsub)
+                pubsub = self._pubsub = None
+                time.sleep(pause)
+                pause = min(pause * 2, RESUBSCRIBE_MAX)
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            try:
+                data = json.loads(message["data"])
+            except ValueError:
+                continue
+            with self.cond:
+                versions = self.versions
+                versions[None] += 1
+                for mode in data.get("m") or ():
+                    versions[mode] = versions.get(mode, 0) + 1
+                self.cond.notify_all()
+            try:
+                self._on_message(data)
+            except Exception:
+                log.exception("handling a message of %s failed", self.channel)
+        self._close_pubsub(pubsub)
+
+    def _bump_all(self) -> None:
+        with self.cond:
+            for mode in self.versions:
+                self.versions[mode] += 1
+            self.cond.notify_all()
+
+    @staticmethod
+    def _close_pubsub(pubsub: Any) -> None:
+        if pubsub is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection
+                pubsub.close()
+
+    def version(self, mode: str | None) -> int:
+        with self.cond:
+            return self.versions.get(mode, 0)
+
+    def wait(self, since: int, seconds: float | None, mode: str | None) -> int:
+        """Block until the version of ``mode`` is past ``since``, a wake, close, or
+        ``seconds``; return the version."""
+        until = time.monotonic() + (MAX_WAIT if seconds is None else seconds)
+        with self.cond:
+            wakes = self.wakes
+            while True:
+                version = self.versions.get(mode, 0)
+                if version != since or self.closed or self.wakes != wakes:
+                    return version
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    return version
+                self.cond.wait(remaining)
+
+    def wake(self) -> None:
+        with self.cond:
+            self.wakes += 1
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        self._close_pubsub(self._pubsub)
+        self._client.close()
+
+
+class Waiting(Connection):
+    """``version``/``wait`` over the listener; other processes' events relayed here."""
+
+    _listener: Listener
+    #: running jobs cancelled by another process: job id -> the worker slot that ran it
+    _stops: dict[str, str]
+
+    def _start_listening(self) -> None:
+        self._stops = {}
+        self._listener = Listener(self, self._message)
+
+    def _message(self, data: dict[str, Any]) -> None:
+        """(The listener's thread) a change: note its stops, relay another process's events."""
+        stops = data.get("s")
+        if stops:
+            for i in range(0, len(stops), 2):
+                self._stops[stops[i]] = stops[i + 1]
+        if data.get("o") == self.origin:
+            return  # this process emitted them already
+        names = data.get("e") or ()
+        bus = self._bus
+        wanted = [(names[i], names[i + 1]) for i in range(0, len(names), 2) if bus.wants(names[i])]
+        if not wanted:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for _, job_id in wanted:
+            pipe.hgetall(self.key("j:" + job_id))
+        for (name, _), found in zip(wanted, pipe.execute(), strict=True):
+            if found:
+                h = {field.decode(): value for field, value in found.items()}
+                bus.emit(name, record(h, self.serializer, results=True))
+
+    def version(self, mode: str | None = None) -> int:
+        """See :meth:`conveyor.backends.base.Backend.version`."""
+        return self._listener.version(mode)
+
+    def wait(self, since: int, timeout: float | None, *, mode: str | None = None) -> int:
+        """See :meth:`conveyor.backends.base.Backend.wait`; raises QueueClosed once closed."""
+        if self._closed:
+            raise QueueClosed("the queue is closed")
+        timer = self._next_timer()
+        limit = None if timer is None else self._clock.wait_time(timer)
+        if limit is not None and timeout is not None:
+            limit = min(limit, timeout)
+        elif limit is None:
+            limit = timeout
+        return self._listener.wait(since, limit, mode)
+
+    def _next_timer(self) -> float | None:
+        """When the queue's next timer falls due (a delay, a retry, an expiry), if any."""
+
+        def read(r: redis.Redis) -> Any:
+            pipe = r.pipeline(transaction=False)
+            pipe.zrange(self.key("due"), 0, 0, withscores=True)
+            pipe.zrange(self.key("expiry"), 0, 0, withscores=True)
+            return pipe.execute()
+
+        times = [found[0][1] for found in self.read(read) if found]
+        return min(times) if times else None
+
+    def wake(self) -> None:
+        """Make every blocked wait return now."""
+        self._listener.wake()
+
+    def _stop_listening(self) -> None:
+        self._listener.close()
