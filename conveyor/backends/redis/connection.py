@@ -124,7 +124,7 @@ class Connection:
             self.redis.ping()
         except redis.RedisError as exc:
             self.redis.close()
-            raise ConveyorError(f"cannot connect to Redis at {shown(url)}: {exc}") from None
+            raise StorageError(f"cannot connect to Redis at {shown(url)}: {exc}") from None
         self.scripts = Scripts(self.redis)
 
     @contextlib.contextmanager
