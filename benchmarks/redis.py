@@ -192,16 +192,12 @@ def throughput_run(
     flush(url)
     peer = cls(url)
     try:
-        start = time.perf_counter()
-        peer.enqueue(n, bulk=False)
-        fig.add("one", n / (time.perf_counter() - start))
+        fig.add("one", n / peer.enqueue(n, bulk=False))
         if cls.bulk_label is not None:
             peer.close()
             flush(url)
             peer = cls(url)
-            start = time.perf_counter()
-            peer.enqueue(n, bulk=True)
-            fig.add("bulk", n / (time.perf_counter() - start))
+            fig.add("bulk", n / peer.enqueue(n, bulk=True))
         with worker_processes(peer, "throughput", log) as procs:
             start = time.perf_counter()
             first: tuple[float, int] | None = None

@@ -7,7 +7,6 @@ default) and ``Job.result`` polls too. Both are tuned here for latency (document
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from arq import create_pool
@@ -34,7 +33,7 @@ class Contender(AsyncPeer):
     name = "arq"
     package = "arq"
     one_label = "await pool.enqueue_job('noop', i)"
-    bulk_label = "asyncio.gather(enqueue_job ...) (no bulk API)"
+    bulk_label = None
     worker_label = f"2 x arq arq_app.WorkerSettings (poll_delay={WORKER_POLL_DELAY})"
     wait_label = f"await job.result(poll_delay={RESULT_POLL_DELAY})"
 
@@ -43,11 +42,8 @@ class Contender(AsyncPeer):
         self.pool: ArqRedis = self.run(create_pool(RedisSettings.from_dsn(url)))
         self.counter = KeyCounter(self.redis, [])
 
-    async def enqueue_async(self, n: int, bulk: bool) -> None:
-        if bulk:
-            jobs = await asyncio.gather(*(self.pool.enqueue_job("noop", i) for i in range(n)))
-        else:
-            jobs = [await self.pool.enqueue_job("noop", i) for i in range(n)]
+    async def submit_async(self, n: int, bulk: bool) -> None:
+        jobs = [await self.pool.enqueue_job("noop", i) for i in range(n)]
         ids = [job.job_id for job in jobs if job is not None]
         self.counter = KeyCounter(self.redis, [result_key_prefix + i for i in ids])
 

@@ -70,7 +70,13 @@ class Peer:
         self.url = url
         self.redis = redis.Redis.from_url(url)
 
-    def enqueue(self, n: int, bulk: bool) -> None:
+    def enqueue(self, n: int, bulk: bool) -> float:
+        """Enqueue ``n`` no-op jobs (``submit``); the seconds it took."""
+        start = time.perf_counter()
+        self.submit(n, bulk)
+        return time.perf_counter() - start
+
+    def submit(self, n: int, bulk: bool) -> None:
         """Enqueue ``n`` no-op jobs (args 0..n-1), one by one or with the bulk API."""
         raise NotImplementedError
 
@@ -111,10 +117,16 @@ class AsyncPeer(Peer):
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
 
-    def enqueue(self, n: int, bulk: bool) -> None:
-        self.run(self.enqueue_async(n, bulk))
+    def enqueue(self, n: int, bulk: bool) -> float:
+        async def timed() -> float:
+            start = time.perf_counter()
+            await self.submit_async(n, bulk)
+            return time.perf_counter() - start
 
-    async def enqueue_async(self, n: int, bulk: bool) -> None:
+        return self.run(timed())
+
+    async def submit_async(self, n: int, bulk: bool) -> None:
+        """Enqueue ``n`` no-op jobs (args 0..n-1), one by one or with the bulk API."""
         raise NotImplementedError
 
     async def round_trip_async(self, i: int, timeout: float) -> Any:

@@ -46,7 +46,7 @@ class Contender(AsyncPeer):
         self.events: QueueEvents | None = None
         self.completed = self.queue.toKey("completed")
 
-    async def enqueue_async(self, n: int, bulk: bool) -> None:
+    async def submit_async(self, n: int, bulk: bool) -> None:
         if bulk:
             await self.queue.addBulk([{"name": "noop", "data": {"x": i}} for i in range(n)])
         else:

@@ -37,7 +37,7 @@ class Contender(Peer):
         self.noop = self.app.task(name="celery_app.noop")(noop.run)
         self.counter = KeyCounter(self.redis, [])
 
-    def enqueue(self, n: int, bulk: bool) -> None:
+    def submit(self, n: int, bulk: bool) -> None:
         if bulk:
             results = group(self.noop.s(i) for i in range(n)).apply_async().results
         else:

@@ -49,7 +49,7 @@ class Contender(Peer):
         self.q = conveyor.Queue(url, workers=0, allow_modules=ALLOW_MODULES)
         self.expected = 0
 
-    def enqueue(self, n: int, bulk: bool) -> None:
+    def submit(self, n: int, bulk: bool) -> None:
         if bulk:
             put_many = getattr(self.q, "put_many", None)
             if put_many is None:

@@ -36,7 +36,7 @@ class Contender(Peer):
         super().__init__(url)
         self.counter = KeyCounter(self.redis, [])
 
-    def enqueue(self, n: int, bulk: bool) -> None:
+    def submit(self, n: int, bulk: bool) -> None:
         messages = [noop.send(i) for i in range(n)]
         self.counter = KeyCounter(self.redis, [backend.build_message_key(m) for m in messages])
 

@@ -33,7 +33,7 @@ class Contender(Peer):
         self.huey = RedisHuey("bench", url=url, notify_result=True)
         self.task = self.huey.task(name=noop.name)(noop.func)
 
-    def enqueue(self, n: int, bulk: bool) -> None:
+    def submit(self, n: int, bulk: bool) -> None:
         for i in range(n):
             self.task(i)
 

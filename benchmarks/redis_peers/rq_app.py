@@ -31,7 +31,7 @@ class Contender(Peer):
         self.q = rq.Queue(QUEUE, connection=self.redis)
         self.finished = self.q.finished_job_registry.key
 
-    def enqueue(self, n: int, bulk: bool) -> None:
+    def submit(self, n: int, bulk: bool) -> None:
         if bulk:
             self.q.enqueue_many([rq.Queue.prepare_data(noop, (i,)) for i in range(n)])
         else:

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from bench_common import AsyncPeer, KeyCounter, python, url
 from streaq import Worker
 
 worker = Worker(redis_url=url())
+T = TypeVar("T")
 
 
 @worker.task
@@ -27,11 +29,19 @@ class Contender(AsyncPeer):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self.context = worker.__asynccontextmanager__()
-        self.run(self.context.__aenter__())
         self.counter = KeyCounter(self.redis, [])
 
-    async def enqueue_async(self, n: int, bulk: bool) -> None:
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` inside ``async with worker`` (a producer's connection to streaq; the
+        context cannot be entered and left in different ``run_until_complete`` calls)."""
+
+        async def inside() -> T:
+            async with worker:
+                return await coro
+
+        return super().run(inside())
+
+    async def submit_async(self, n: int, bulk: bool) -> None:
         if bulk:
             tasks = [noop.enqueue(i) for i in range(n)]
             await worker.enqueue_many(tasks)
@@ -48,6 +58,3 @@ class Contender(AsyncPeer):
     async def round_trip_async(self, i: int, timeout: float) -> Any:
         task = await noop.enqueue(i)
         return (await task.result(timeout=round(timeout))).result
-
-    async def aclose(self) -> None:
-        await self.context.__aexit__(None, None, None)

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from bench_common import AsyncPeer, KeyCounter, python, url
@@ -28,7 +27,7 @@ class Contender(AsyncPeer):
     name = "taskiq"
     package = "taskiq"
     one_label = "await noop.kiq(i)"
-    bulk_label = "asyncio.gather(noop.kiq ...) (no bulk API)"
+    bulk_label = None
     worker_label = "taskiq worker taskiq_app:broker --workers 2"
     wait_label = f"await task.wait_result(check_interval={CHECK_INTERVAL})"
 
@@ -37,11 +36,8 @@ class Contender(AsyncPeer):
         self.run(broker.startup())
         self.counter = KeyCounter(self.redis, [])
 
-    async def enqueue_async(self, n: int, bulk: bool) -> None:
-        if bulk:
-            tasks = await asyncio.gather(*(noop.kiq(i) for i in range(n)))
-        else:
-            tasks = [await noop.kiq(i) for i in range(n)]
+    async def submit_async(self, n: int, bulk: bool) -> None:
+        tasks = [await noop.kiq(i) for i in range(n)]
         self.counter = KeyCounter(self.redis, [result_backend._task_name(t.task_id) for t in tasks])
 
     def workers(self) -> list[list[str]]:
