@@ -3,6 +3,11 @@
 arq has no blocking dequeue: its workers poll the queue every ``poll_delay`` (0.5 s by
 default) and ``Job.result`` polls too. Both are tuned here for latency (documented settings):
 ``poll_delay=0.005`` on the workers, ``poll_delay=0.001`` when waiting for a result.
+
+arq is 0.25 here: arq >= 0.26 requires redis-py < 6, which BullMQ (>= 6.2), Celery's kombu
+(>= 6.4) and taskiq-redis (>= 8) exclude. 0.25's ``Job.result`` reads the result, then the
+queue, outside a transaction: a job ending between the two raises ``ResultNotFound``; the round
+trip then reads the stored result once more.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import result_key_prefix
+from arq.jobs import ResultNotFound
 from bench_common import AsyncPeer, KeyCounter, python, url
 
 WORKER_POLL_DELAY = 0.005
@@ -56,7 +62,14 @@ class Contender(AsyncPeer):
     async def round_trip_async(self, i: int, timeout: float) -> Any:
         job = await self.pool.enqueue_job("noop", i)
         assert job is not None
-        return await job.result(timeout=timeout, poll_delay=RESULT_POLL_DELAY)
+        try:
+            return await job.result(timeout=timeout, poll_delay=RESULT_POLL_DELAY)
+        except ResultNotFound:
+            # arq 0.25's race: the job ended between its GET of the result and its ZSCORE
+            info = await job.result_info()
+            if info is None:
+                raise
+            return info.result
 
     async def aclose(self) -> None:
         await self.pool.aclose()
