@@ -328,7 +328,9 @@ def cell(fig: Figures, metric: str, fmt: str) -> str:
 def status(fig: Figures) -> str:
     if "import" in fig.errors:
         return fig.errors["import"]
-    return "; ".join(f"{section} failed: {error}" for section, error in fig.errors.items())
+    return "; ".join(  # the first line: the worker log's tail was printed when it failed
+        f"{section} failed: {error.splitlines()[0]}" for section, error in fig.errors.items()
+    )
 
 
 def ratios(results: dict[str, Figures]) -> list[tuple[str, float | None, str]]:
@@ -396,6 +398,9 @@ def markdown(results: dict[str, Figures], args: argparse.Namespace) -> str:
         cells = [cell(fig, metric, fmt) for metric, _, fmt in METRICS]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     lines.append("")
+    for name, fig in results.items():
+        if fig.errors:
+            lines.append(f"- {name}: {status(fig)}")
     for label, value, whom in ratios(results):
         shown = "n/a" if value is None else f"{value:.2f}"
         lines.append(f"- {label}: **{shown}** (best peer: {whom})")
