@@ -126,18 +126,19 @@ class Listener:
                 pubsub.close()
 
     def version(self, mode: str | None) -> int:
+        """Messages seen (of ``mode``), plus the wakes: a wake between this read and a wait
+        makes the wait return at once."""
         with self.cond:
-            return self.versions.get(mode, 0)
+            return self.versions.get(mode, 0) + self.wakes
 
     def wait(self, since: int, seconds: float | None, mode: str | None) -> int:
         """Block until the version of ``mode`` is past ``since``, a wake, close, or
         ``seconds``; return the version."""
         until = time.monotonic() + (MAX_WAIT if seconds is None else seconds)
         with self.cond:
-            wakes = self.wakes
             while True:
-                version = self.versions.get(mode, 0)
-                if version != since or self.closed or self.wakes != wakes:
+                version = self.versions.get(mode, 0) + self.wakes
+                if version != since or self.closed:
                     return version
                 remaining = until - time.monotonic()
                 if remaining <= 0:
