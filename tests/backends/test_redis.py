@@ -6,6 +6,7 @@ and ``redis-process``)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -139,3 +140,29 @@ def test_a_claim_reads_no_backlog(url: str, client: redis.Redis) -> None:
         prefix = keys.prefix("default")
         assert client.zcard(prefix + "r:thread") == 0
         assert client.zcard(prefix + "p:thread:group:g") == 199
+
+
+def test_a_cancel_elsewhere_reaches_the_workers_process_over_pub_sub(url: str) -> None:
+    """Two backends stand for two processes: a cancel made by one is heard by the other at
+    once, whose worker's heartbeat then beats (Seam.stop_pending) and stops the job."""
+    from conveyor.records import WorkerInfo
+
+    with (
+        conveyor.Queue(url, allow_modules=ALLOW, workers=0) as here,
+        conveyor.Queue(url, allow_modules=ALLOW, workers=0) as there,
+    ):
+        job = here.put(sqlite_jobs.identity, args=(1,))
+        worker = here.backend
+        now = time.time()
+        worker.register_worker(WorkerInfo("w", socket.gethostname(), os.getpid(), "thread", 1,
+                                          now, now, 60.0))  # fmt: skip
+        (claimed,) = worker.claim("w/1", "thread", 1)
+        assert claimed.id == job.id and not worker.stops_pending("w")
+        since = worker.version()
+        assert there.backend.cancel(job.id) == (True, "w/1")
+        deadline = time.monotonic() + 10
+        while not worker.stops_pending("w") and time.monotonic() < deadline:
+            since = worker.wait(since, max(0.0, deadline - time.monotonic()))
+        assert worker.stops_pending("w")
+        assert worker.heartbeat("w", [job.id]) == {job.id}
+        assert not worker.stops_pending("w")
