@@ -109,6 +109,14 @@ class Prepared:
         self.ref = ref
 
 
+def batches(specs: list[JobSpec], max_size: int | None, *, block: bool) -> list[list[JobSpec]]:
+    """How a bulk submit (``put_many``, ``map``) cuts its jobs into backend batches, each
+    stored all or nothing: with ``max_size`` set and ``block`` True, batches of ``max_size``
+    (each fits an emptied queue, so waiting for room ends); else one batch of everything."""
+    size = max_size if max_size and block else len(specs)
+    return [specs[start : start + size] for start in range(0, len(specs), size or 1)]
+
+
 class SpecBuilder:
     """Turns a put's function, arguments and options into JobSpecs for one queue.
 
@@ -163,6 +171,30 @@ class SpecBuilder:
             ref = self._reference(fn, name, task)
             self.registry.check_trusted(ref, name, task)
         return Prepared(fn, name, mode, job_options, limit, ref)
+
+    def many(
+        self, fn: Callable[..., Any], iterable: Iterable[Any], options: dict[str, Any]
+    ) -> tuple[Prepared, list[JobSpec]]:
+        """A bulk put (``put_many``, ``map``): one job ``fn(item)`` per item, all with the same
+        options, every spec built and checked before any is submitted. ``id=`` is refused (the
+        ids are generated), and so is a unique key string (it would make every job one job;
+        ``unique=True`` gives each job its own key)."""
+        if "id" in options:
+            raise InvalidJob("id= names one job; put_many and map generate their jobs' ids")
+        if isinstance(options.get("unique"), str):
+            raise InvalidJob(
+                "a unique key string would make every job of the batch the same job; "
+                "unique=True gives each job its own key (its function and item)"
+            )
+        try:
+            items = iter(iterable)
+        except TypeError:
+            raise InvalidJob(
+                f"expected an iterable of items, got {type(iterable).__name__}"
+            ) from None
+        prepared = self.prepare(fn, options)
+        spec = self.spec
+        return prepared, [spec(prepared, (item,), None, None) for item in items]
 
     def spec(
         self,

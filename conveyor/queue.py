@@ -19,7 +19,7 @@ from conveyor.events import EventBus
 from conveyor.handle import Job
 from conveyor.job import ACTIVE, MODES, TERMINAL, JobRecord, Status, check_name
 from conveyor.observe.progress import progress_bar
-from conveyor.payload import SpecBuilder, TaskRegistry
+from conveyor.payload import Prepared, SpecBuilder, TaskRegistry, batches
 from conveyor.records import JobSpec
 from conveyor.references import Allowed
 from conveyor.task import Task
@@ -170,6 +170,25 @@ class Queue:
         """Submit ``fn(*args, **kwargs)`` with default options (concurrent.futures style)."""
         return self.put(fn, args, kwargs)
 
+    def put_many(
+        self, fn: Callable[..., Any], iterable: Iterable[Any], *, block: bool = True, **options: Any
+    ) -> list[Job]:
+        """Submit ``fn(item)`` for each item, all with the same options; return their handles,
+        in input order. Nothing waits for them (``map`` does).
+
+        Options are those of :meth:`put`, checked once: bad input (an option, an item that
+        cannot be stored) raises before anything is stored. The jobs go to the backend in
+        batches, each stored all or nothing (one transaction on SQLite): one batch, or batches
+        of ``max_size`` jobs when it is set and ``block`` is True (each waits for room). With
+        ``block`` False it is one batch, and QueueFull stores none of it. ``id=`` is refused
+        (ids are generated); ``unique=True`` applies to each job (key: its function and item),
+        so an item whose job is held, in the queue or earlier in the batch, returns the
+        holder's handle; a unique key string is refused (it would make every job one).
+        """
+        ids: list[str] = []
+        self._put_batches(fn, iterable, options, ids, block=block)
+        return [Job(self, job_id) for job_id in ids]
+
     def map(
         self,
         fn: Callable[..., Any],
@@ -181,23 +200,18 @@ class Queue:
     ) -> list[Any]:
         """Run ``fn(item)`` for each item; return the results in input order.
 
-        The first failure raises its JobFailed (the jobs not yet ended are cancelled), unless
-        ``return_exceptions`` puts the exceptions in the list instead. The map's jobs are
-        forgotten once it returns, so they do not reappear in ``collect()``.
+        The jobs are submitted as :meth:`put_many` submits them. The first failure raises its
+        JobFailed (the jobs not yet ended are cancelled), unless ``return_exceptions`` puts the
+        exceptions in the list instead. The map's jobs are forgotten once it returns, so they
+        do not reappear in ``collect()``.
         """
-        if self._closed:
-            raise QueueClosed(_CLOSED)
-        prepared = self._builder.prepare(fn, options)
-        spec = self._builder.spec
-        specs = [spec(prepared, (item,), None, None) for item in iterable]
-        bar = progress_bar(len(specs), f"map {prepared.name}") if progress else None
         ids: list[str] = []
+        bar = None
         over = False  # every job of the map has ended: nothing left to cancel
         try:
-            chunk = self.settings.max_size or len(specs) or 1
-            for start in range(0, len(specs), chunk):
-                ids += self._submit(specs[start : start + chunk], prepared.mode)
-            if bar is not None:
+            prepared = self._put_batches(fn, iterable, options, ids)
+            if progress:
+                bar = progress_bar(len(ids), f"map {prepared.name}")
                 for job_id in ids:
                     self.waiter.add_done_callback(job_id, lambda _r: bar.update(1))
             outcomes = self.waiter.wait_results(ids, first_failure=not return_exceptions)
@@ -217,9 +231,30 @@ class Queue:
             for job_id in () if over else ids:
                 with contextlib.suppress(UnknownJob):  # forgotten by someone else already
                     self._cancel(job_id, "cancelled: an earlier job of its map failed")
-            self.backend.forget(ids)
+            if ids:
+                self.backend.forget(ids)
             if bar is not None:
                 bar.close()
+
+    def _put_batches(
+        self,
+        fn: Callable[..., Any],
+        iterable: Iterable[Any],
+        options: dict[str, Any],
+        ids: list[str],
+        *,
+        block: bool = True,
+    ) -> Prepared:
+        """One job ``fn(item)`` per item (``put_many`` and ``map``): every spec is built and
+        checked first, then they are submitted in batches (see :func:`batches`); each batch's
+        ids are appended to ``ids`` as it is stored, so a caller interrupted later knows which
+        jobs exist."""
+        if self._closed:
+            raise QueueClosed(_CLOSED)
+        prepared, specs = self._builder.many(fn, iterable, options)
+        for batch in batches(specs, self.settings.max_size, block=block):
+            ids += self._submit(batch, prepared.mode, block=block)
+        return prepared
 
     def _submit(self, specs: list[JobSpec], mode: str, *, block: bool = True) -> list[str]:
         if not specs:

@@ -31,6 +31,10 @@ class TaskQueue(Protocol):
         **options: Any,
     ) -> Job: ...
 
+    def put_many(
+        self, fn: Callable[..., Any], iterable: Iterable[Any], *, block: bool = True, **options: Any
+    ) -> list[Job]: ...
+
     def map(
         self,
         fn: Callable[..., Any],
@@ -96,6 +100,11 @@ class Task(Generic[P, R]):
     ) -> Job:
         """Put a job, with options overriding the task's defaults."""
         return self.queue.put(self, args, kwargs, **options)
+
+    def put_many(self, iterable: Iterable[Any], **options: Any) -> list[Job]:
+        """Put one job per item, ``task(item)``, with options overriding the task's defaults;
+        their handles in input order (see ``Queue.put_many``)."""
+        return self.queue.put_many(self, iterable, **options)
 
     def map(self, iterable: Iterable[Any], **options: Any) -> list[Any]:
         """Run the task on each item; results in input order (see ``Queue.map``)."""

@@ -36,8 +36,11 @@ log = logging.getLogger("conveyor")
 END_EVENTS = (ev.FINISHED, ev.FAILED, ev.CANCELLED)
 #: the most jobs looked at in one read while waiting for results in order
 MAX_STEP = 256
-#: seconds a wait for many results lets pass after a change before it looks again
+#: seconds a wait for many results lets pass after a change before it looks again, per
+#: COALESCE_JOBS jobs still to end (at most COALESCE_MAX): each look competes with the workers
 COALESCE = 0.001
+COALESCE_JOBS = 64
+COALESCE_MAX = 0.008
 
 
 class Waiter:
@@ -70,7 +73,8 @@ class Waiter:
         if active > 1:
             # many jobs to go: let a few more end before looking again (each look competes
             # with the workers for the interpreter); a single job's end is seen at once
-            time.sleep(COALESCE if remaining is None else max(0.0, min(COALESCE, remaining)))
+            pause = min(COALESCE * max(1, active // COALESCE_JOBS), COALESCE_MAX)
+            time.sleep(pause if remaining is None else max(0.0, min(pause, remaining)))
 
     # ------------------------------------------------------------------ waiting
     def wait_done(self, job_id: str, timeout: float | None = None) -> JobRecord:
@@ -107,7 +111,8 @@ class Waiter:
                 else:
                     step = min(step * 2, MAX_STEP)
                     continue
-                step = 1
+                # about as many will have ended by the next look as ended before this one
+                step = max(1, step // 2)
                 break
             if len(done) == len(ids):
                 return done

@@ -276,6 +276,12 @@ def record(key: str, label: str, hold: float = 0.0, *groups: str) -> str:
     return _run(key, label, groups, body)
 
 
+def record_item(item: list[Any]) -> str:
+    """``record`` for ``put_many`` and ``map``, which pass one argument:
+    ``[key, label, hold, *groups]``."""
+    return record(*item)
+
+
 def blocker(key: str, label: str, gate: str) -> str:
     """Start, then wait until the test opens ``gate``."""
 
