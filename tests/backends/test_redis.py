@@ -19,7 +19,6 @@ import conveyor  # noqa: E402
 from conveyor.backends.redis import keys  # noqa: E402
 from conveyor.backends.redis.scripts import ENTRIES, text  # noqa: E402
 from tests.backends import sqlite_jobs  # noqa: E402
-from tests.conformance.conftest import redis_url  # noqa: E402, F401  (stand-in until merged)
 
 ALLOW = [sqlite_jobs.__name__]
 #: the database of the test server these tests use, emptied before each
@@ -29,7 +28,7 @@ MAX_BYTES_PER_JOB = 1024
 
 
 @pytest.fixture
-def url(redis_url: str) -> Iterator[str]:  # noqa: F811
+def url(redis_url: str) -> Iterator[str]:
     url = f"{redis_url}/{DB}"
     with redis.Redis.from_url(url) as client:
         client.flushdb()
