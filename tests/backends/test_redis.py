@@ -165,3 +165,27 @@ def test_a_cancel_elsewhere_reaches_the_workers_process_over_pub_sub(url: str) -
         assert worker.stops_pending("w")
         assert worker.heartbeat("w", [job.id]) == {job.id}
         assert not worker.stops_pending("w")
+
+
+@pytest.mark.slow
+def test_a_server_restart_loses_nothing_and_a_put_meanwhile_fails_clearly(redis_server) -> None:
+    """Append-only on: the server is killed and started again on the same port mid-run; the
+    queue's clients reconnect and carry on, its worker logs and retries. While the server is
+    down, a put raises a StorageError naming the server after about RETRY_WAIT seconds."""
+    from conveyor.backends.redis import RETRY_WAIT
+
+    url = redis_server.url + "/0"
+    with conveyor.Queue(url, allow_modules=ALLOW, workers=2) as q:
+        before = [q.put(sqlite_jobs.identity, args=(i,)) for i in range(20)]
+        assert [job.result(timeout=10) for job in before] == list(range(20))
+        waiting = q.put(sqlite_jobs.identity, args=("kept",), delay=0.5)
+        redis_server.stop(kill=True)
+        started = time.monotonic()
+        with pytest.raises(conveyor.StorageError, match=f"127.0.0.1:{redis_server.port}"):
+            q.put(sqlite_jobs.identity, args=("lost",))
+        assert time.monotonic() - started < RETRY_WAIT + 10
+        redis_server.restart()
+        after = [q.put(sqlite_jobs.identity, args=(i,)) for i in range(20, 40)]
+        assert [job.result(timeout=20) for job in after] == list(range(20, 40))
+        assert waiting.result(timeout=20) == "kept"
+        assert all(job.status == "finished" for job in before)
