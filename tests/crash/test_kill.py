@@ -101,8 +101,11 @@ def test_sigkilled_workers_lose_no_job_and_repeat_only_killed_runs(
     marks = tmp_path / "marks"
     marks.mkdir()
     q = conveyor.Queue(url, workers=0, allow_modules=ALLOW)
+    # long enough that the steady worker alone cannot drain the queue while a new victim
+    # starts (Redis runs the 10 ms jobs faster than SQLite)
+    duration = 0.01 if url.startswith("sqlite") else 0.05
     ids = [
-        q.put(crash_jobs.mark, args=(str(marks), f"job{n:03d}", 0.01), id=f"job{n:03d}").id
+        q.put(crash_jobs.mark, args=(str(marks), f"job{n:03d}", duration), id=f"job{n:03d}").id
         for n in range(500)
     ]
     steady = _worker(tmp_path, app)
