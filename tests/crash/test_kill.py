@@ -1,7 +1,8 @@
 """Crash tests, for real: worker processes killed with SIGKILL, a producer killed mid-map.
 
-Workers run as ``python -m conveyor worker APP`` processes on one SQLite file, with a short
-lease so that a dead worker's jobs come back quickly. A job may run twice only if the worker
+Workers run as ``python -m conveyor worker APP`` processes on one queue (a SQLite file, or a
+Redis database of the test server), with a short lease so that a dead worker's jobs come back
+quickly. A job may run twice only if the worker
 running it was killed: every run leaves start/end marks naming its process.
 """
 
@@ -27,12 +28,29 @@ ALLOW = [crash_jobs.__name__]
 pytestmark = pytest.mark.timeout(240)
 
 
-def _app(tmp_path: Path) -> str:
+#: the database of the Redis test server these tests use, emptied before each
+REDIS_DB = 3
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The queue's URL: a SQLite file, or an emptied database of the Redis test server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/crash.db"
+    import redis
+
+    url = f"{request.getfixturevalue('redis_url')}/{REDIS_DB}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
+
+
+def _app(tmp_path: Path, url: str) -> str:
     (tmp_path / "crash_app.py").write_text(
         textwrap.dedent(
             f"""
             import conveyor
-            q = conveyor.Queue("sqlite:///{tmp_path}/crash.db", workers=0, allow_modules={ALLOW!r})
+            q = conveyor.Queue({url!r}, workers=0, allow_modules={ALLOW!r})
             """
         ),
         encoding="utf-8",
@@ -76,13 +94,18 @@ def _runs(marks: Path) -> dict[str, list[tuple[int, bool]]]:
     return runs
 
 
-def test_sigkilled_workers_lose_no_job_and_repeat_only_killed_runs(tmp_path: Path) -> None:
-    app = _app(tmp_path)
+def test_sigkilled_workers_lose_no_job_and_repeat_only_killed_runs(
+    tmp_path: Path, url: str
+) -> None:
+    app = _app(tmp_path, url)
     marks = tmp_path / "marks"
     marks.mkdir()
-    q = conveyor.Queue(f"sqlite:///{tmp_path}/crash.db", workers=0, allow_modules=ALLOW)
+    q = conveyor.Queue(url, workers=0, allow_modules=ALLOW)
+    # long enough that the steady worker alone cannot drain the queue while a new victim
+    # starts (Redis runs the 10 ms jobs faster than SQLite)
+    duration = 0.01 if url.startswith("sqlite") else 0.05
     ids = [
-        q.put(crash_jobs.mark, args=(str(marks), f"job{n:03d}", 0.01), id=f"job{n:03d}").id
+        q.put(crash_jobs.mark, args=(str(marks), f"job{n:03d}", duration), id=f"job{n:03d}").id
         for n in range(500)
     ]
     steady = _worker(tmp_path, app)
@@ -142,9 +165,8 @@ PRODUCER = textwrap.dedent(
 )
 
 
-def test_a_producer_killed_mid_map_loses_nothing_it_submitted(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/crash.db"
-    app = _app(tmp_path)
+def test_a_producer_killed_mid_map_loses_nothing_it_submitted(tmp_path: Path, url: str) -> None:
+    app = _app(tmp_path, url)
     marks = tmp_path / "marks"
     marks.mkdir()
     q = conveyor.Queue(url, workers=0, allow_modules=ALLOW)
