@@ -9,7 +9,8 @@
       and, while batching, every REPORT_DELAY / 2: write the reports held back that long
 
 The beat is also how a cancel made in another process reaches the job: its slot is freed
-within a second, not a lease / 3.
+within a second, not a lease / 3; on a backend that hears of such cancels as they happen
+(Redis: pub/sub), at the next tick (``Seam.stop_pending``).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class Heartbeat:
             if self._give_up():
                 return  # it stops heartbeating: its leases run out
             now = time.monotonic()
+            if self.seam.stop_pending():
+                next_beat = now  # a job of this worker was cancelled elsewhere: beat now
             if now < next_beat:
                 since = reports.since
                 due = since is not None and now - since >= REPORT_DELAY / 2

@@ -107,6 +107,13 @@ class Seam:
         """Renew the leases of ``ids``; the ids no longer this worker's."""
         return self.backend.heartbeat(self.worker_id, ids)
 
+    def stop_pending(self) -> bool:
+        """True if the backend heard that a job this worker runs was cancelled elsewhere (a
+        backend that hears of it at once has ``stops_pending``; the heartbeat then beats
+        now rather than at its interval)."""
+        pending = getattr(self.backend, "stops_pending", None)
+        return bool(pending is not None and pending(self.worker_id))
+
     def recover_expired(self) -> int:
         """Return to the queue the jobs whose lease ran out; how many."""
         return self.backend.recover_expired(by=self.worker_id)

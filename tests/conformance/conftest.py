@@ -97,12 +97,6 @@ def variant(request: pytest.FixtureRequest) -> Variant:
     return current
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """(A stand-in until tests/conftest.py provides it) the test server's base URL."""
-    return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
-
-
 @pytest.fixture
 def backend_url(
     variant: Variant, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest

@@ -74,10 +74,11 @@ def test_sigkilled_workers_lose_no_job_and_repeat_only_killed_runs(
     marks = tmp_path / "marks"
     marks.mkdir()
     q = store.queue()
+    # long enough that the steady worker alone cannot drain the queue while a new victim
+    # starts (Redis runs the 10 ms jobs faster than SQLite)
+    duration = 0.01 if store.url.startswith("sqlite") else 0.05
     ids = [
-        # 25 job-seconds: the steady worker alone (2 slots) cannot drain them while a new
-        # victim starts (on a fast store it would, and no job would be left to kill it over)
-        q.put(crash_jobs.mark, args=(str(marks), f"job{n:03d}", 0.05), id=f"job{n:03d}").id
+        q.put(crash_jobs.mark, args=(str(marks), f"job{n:03d}", duration), id=f"job{n:03d}").id
         for n in range(500)
     ]
     steady = _worker(tmp_path, app)
@@ -86,7 +87,7 @@ def test_sigkilled_workers_lose_no_job_and_repeat_only_killed_runs(
     try:
         for round_ in range(3):
             # kill the victim while it is running jobs, then start a new one in its place
-            _wait_until(lambda r=round_: q.size("finished") >= 50 * (r + 1))
+            _wait_until(lambda r=round_: q.size("finished") >= 100 * (r + 1))
             _wait_until(
                 lambda v=victim: any(
                     pid == v.pid for r in _runs(marks).values() for pid, ended in r if not ended

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
+import conveyor.backends
 from conveyor import rules
 from conveyor.backends.memory.engine import Engine as MemoryEngine
 from conveyor.backends.sqlite.engine import Engine as SQLiteEngine
@@ -83,3 +86,67 @@ def test_the_option_check_sees_a_read() -> None:
             return entry.opts.exclusive  # type: ignore[attr-defined]
 
     assert option_reads(Reads) == ["conflict: exclusive"]
+
+
+# ------------------------------------------------------------------ the Lua engine
+LUA_ENGINE = Path(conveyor.backends.__file__).parent / "redis" / "lua" / "engine.lua"
+#: a Lua function named after a step it implements under another name (a Lua keyword)
+LUA_RENAMED = {"end_": "end"}
+#: the Lua engine's own functions, and why
+LUA_OWN = {
+    "take_back": "leases, as SQLite's",
+    "cancel_quietly": "a dependent cancelled inside the cascade, as SQLite's",
+    "advance_joined": "lanes joined in one step advance once all joined, as SQLite's",
+    "drop": "forgetting a job and its bookkeeping (memory's drop)",
+    "retry_delay": "rules.retry_delay (Lua cannot call Python)",
+    "cascade_reason": "rules.cascade_reason (Lua cannot call Python)",
+    "pyrepr": "Python's repr of a str, for the reasons above",
+    "lane_name": "a lane's name as rules.lane_reason shows it",
+    "lane_top": "the front of a lane's order (SQLite: LANE_TOP)",
+    "set_status": "the per-status sets (SQLite: the status column, indexed)",
+    "unindex": "a job leaves the indexes of its status (SQLite: partial indexes do it)",
+    "event": "events (SQLite: the backend's event helper)",
+    "finish": "a script's reply: versions, the message on the channel, the events",
+    "num": "a number as text without losing digits",
+    "jkey": "the key of a job's hash",
+    "row": "the fields of a job's hash (SQLite: a SELECT)",
+    "append": "list concatenation",
+    "member": "a job's member in the ordered sets",
+    "id_of": "the job id in such a member",
+}
+
+
+def lua_functions(text: str) -> dict[str, str]:
+    """Every function of the Lua engine (``local function name`` or ``name = function``) and
+    its body (the text up to the next function)."""
+    pattern = re.compile(r"^(?:local function (\w+)|(\w+) = function)\(", re.MULTILINE)
+    found = list(pattern.finditer(text))
+    bodies = {}
+    for i, match in enumerate(found):
+        end = found[i + 1].start() if i + 1 < len(found) else len(text)
+        name = match.group(1) or match.group(2)
+        bodies[LUA_RENAMED.get(name, name)] = text[match.end() : end]
+    return bodies
+
+
+def test_the_lua_engine_has_every_step_and_explains_its_own() -> None:
+    functions = set(lua_functions(LUA_ENGINE.read_text(encoding="utf-8")))
+    assert set(rules.ENGINE_STEPS) - functions == set()
+    assert functions - set(rules.ENGINE_STEPS) == set(LUA_OWN)
+
+
+def test_the_lua_engine_reads_no_option_the_compiler_owns() -> None:
+    bodies = lua_functions(LUA_ENGINE.read_text(encoding="utf-8"))
+    found = [
+        f"{name}: {option}"
+        for name, body in bodies.items()
+        if name != "insert"
+        for option in OPTIONS
+        if re.search(rf"\b{option}\b", body)
+    ]
+    assert found == []
+
+
+def test_the_lua_name_check_sees_a_function() -> None:
+    text = "local function conflict(r)\n  return r.exclusive\nend\nafter_end = function(id)\nend\n"
+    assert set(lua_functions(text)) == {"conflict", "after_end"}

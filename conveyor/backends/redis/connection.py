@@ -119,12 +119,14 @@ class Connection:
         #: this backend's id: its own changes, published on the channel, are not relayed back
         self.origin = uuid.uuid4().hex
         self._closed = False
-        self.redis = client(url)
+        probe = client(url, retries=0)  # a server not there at start: say so at once
         try:
-            self.redis.ping()
+            probe.ping()
         except redis.RedisError as exc:
-            self.redis.close()
             raise StorageError(f"cannot connect to Redis at {shown(url)}: {exc}") from None
+        finally:
+            probe.close()
+        self.redis = client(url)
         self.scripts = Scripts(self.redis)
 
     @contextlib.contextmanager

@@ -46,6 +46,7 @@ class Registry(Reading):
             pipe.execute()
 
         self.read(write, "cannot register a worker of")
+        self._local_workers.add(info.id)
 
     def unregister_worker(self, worker_id: str) -> None:
         def write(r: redis.Redis) -> None:
@@ -55,6 +56,7 @@ class Registry(Reading):
             pipe.execute()
 
         self.read(write, "cannot unregister a worker of")
+        self._local_workers.discard(worker_id)
 
     def _registered(self) -> list[tuple[dict[str, Any], float]]:
         """Every worker's record and last heartbeat."""
@@ -91,6 +93,12 @@ class Registry(Reading):
         for job_id in ids:
             stops.pop(job_id, None)  # the beat answered for it
         return lost
+
+    def stops_pending(self, worker: str) -> bool:
+        """Whether a running job of ``worker`` was cancelled by another process since its last
+        heartbeat (heard on the channel): its heartbeat then beats at once and stops it."""
+        prefix = worker + "/"
+        return any(slot.startswith(prefix) for slot in list(self._stops.values()))
 
     def recover_expired(self, *, by: str | None = None) -> int:
         """Return running jobs whose lease ran out (their worker died) to the queue (see

@@ -101,16 +101,16 @@ class Listener:
                 data = json.loads(message["data"])
             except ValueError:
                 continue
+            try:  # first: a wait that returns for this message sees what it did here
+                self._on_message(data)
+            except Exception:
+                log.exception("handling a message of %s failed", self.channel)
             with self.cond:
                 versions = self.versions
                 versions[None] += 1
                 for mode in data.get("m") or ():
                     versions[mode] = versions.get(mode, 0) + 1
                 self.cond.notify_all()
-            try:
-                self._on_message(data)
-            except Exception:
-                log.exception("handling a message of %s failed", self.channel)
         self._close_pubsub(pubsub)
 
     def _bump_all(self) -> None:
@@ -126,18 +126,19 @@ class Listener:
                 pubsub.close()
 
     def version(self, mode: str | None) -> int:
+        """Messages seen (of ``mode``), plus the wakes: a wake between this read and a wait
+        makes the wait return at once."""
         with self.cond:
-            return self.versions.get(mode, 0)
+            return self.versions.get(mode, 0) + self.wakes
 
     def wait(self, since: int, seconds: float | None, mode: str | None) -> int:
         """Block until the version of ``mode`` is past ``since``, a wake, close, or
         ``seconds``; return the version."""
         until = time.monotonic() + (MAX_WAIT if seconds is None else seconds)
         with self.cond:
-            wakes = self.wakes
             while True:
-                version = self.versions.get(mode, 0)
-                if version != since or self.closed or self.wakes != wakes:
+                version = self.versions.get(mode, 0) + self.wakes
+                if version != since or self.closed:
                     return version
                 remaining = until - time.monotonic()
                 if remaining <= 0:
@@ -161,19 +162,25 @@ class Waiting(Connection):
     """``version``/``wait`` over the listener; other processes' events relayed here."""
 
     _listener: Listener
-    #: running jobs cancelled by another process: job id -> the worker slot that ran it
+    #: running jobs of this process's workers cancelled by another process: job id -> the
+    #: worker slot that ran it (until that worker's next heartbeat)
     _stops: dict[str, str]
+    #: the workers registered through this backend (they run in this process)
+    _local_workers: set[str]
 
     def _start_listening(self) -> None:
         self._stops = {}
+        self._local_workers = set()
         self._listener = Listener(self, self._message)
 
     def _message(self, data: dict[str, Any]) -> None:
         """(The listener's thread) a change: note its stops, relay another process's events."""
         stops = data.get("s")
         if stops:
+            local = self._local_workers
             for i in range(0, len(stops), 2):
-                self._stops[stops[i]] = stops[i + 1]
+                if stops[i + 1].rpartition("/")[0] in local:  # a worker registered here
+                    self._stops[stops[i]] = stops[i + 1]
         if data.get("o") == self.origin:
             return  # this process emitted them already
         names = data.get("e") or ()

@@ -422,6 +422,7 @@ local function schedule_retry(r, error, traceback)
     set_status(r.id, r.seq, r.status, 'scheduled')
     redis.call('HSET', key, 'due', num(NOW + delay))
     redis.call('ZADD', P .. 'due', NOW + delay, r.id)
+    WOKEN[r.mode] = true  -- a new timer (see insert)
   else
     set_status(r.id, r.seq, r.status, 'waiting')
     consider(r.id)
@@ -478,7 +479,10 @@ local function insert(s, deps)
     redis.call('HSET', P .. 'unique', s.unique_key, s.id)
     redis.call('HDEL', P .. 'unique_until', s.unique_key)
   end
-  if scheduled then redis.call('ZADD', P .. 'due', tonumber(s.at), s.id) end
+  if scheduled then  -- a new timer: the claimers of its mode look at their next timer again
+    redis.call('ZADD', P .. 'due', tonumber(s.at), s.id)
+    WOKEN[s.mode] = true
+  end
   if s.expires_at ~= '' then redis.call('ZADD', P .. 'expiry', tonumber(s.expires_at), s.id) end
   event('queued', s.id)
   for _, dep in ipairs(awaited) do redis.call('SADD', P .. 'd:' .. dep, s.id) end
