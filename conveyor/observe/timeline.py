@@ -3,8 +3,9 @@
 One row per job, in the order the jobs started: a solid bar from its start to its end, and
 before it, faint, the time it waited since its submit. A job that never started (cancelled
 while waiting) shows only its faint wait, to its end; a running job's bar ends at the latest
-time known. Bars are coloured by one key (``task``, ``lane``, ``priority``, ``status`` or
-``worker``) and may be split by another into one panel each. The figure is built with
+time known; a run too short to see is drawn 0.3% of the time shown wide. Bars are coloured
+by one key (``task``, ``lane``, ``priority``, ``status`` or ``worker``) and may be split by
+another into one panel each. The figure is built with
 matplotlib's object API and drawn with Agg: no display, no pyplot state.
 """
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 KEYS = ("task", "lane", "priority", "status", "worker")
 #: the alpha of the wait before a job's start
 WAIT_ALPHA = 0.25
+#: the narrowest run bar, as a share of the time shown (a 1 ms job still shows)
+MIN_WIDTH = 0.003
 #: at most this many job ids are written beside their rows
 MAX_LABELS = 40
 #: at most this many colours are named in the legend
@@ -151,6 +154,7 @@ def _draw(
     def at(moment: datetime) -> float:
         return (moment - origin).total_seconds()
 
+    shortest = at(latest) * MIN_WIDTH
     for y, record in enumerate(rows):
         colour = colours[key_of(record, color_by)]
         submitted = at(record.submitted) if record.submitted else 0.0
@@ -160,7 +164,7 @@ def _draw(
             axes.barh(y, begin - submitted, left=submitted, height=0.8, color=colour,
                       alpha=WAIT_ALPHA, linewidth=0)  # fmt: skip
         if record.started is not None:
-            axes.barh(y, max(end - begin, 0.0), left=begin, height=0.8, color=colour,
+            axes.barh(y, max(end - begin, shortest), left=begin, height=0.8, color=colour,
                       linewidth=0)  # fmt: skip
     axes.set_ylim(len(rows) - 0.5, -0.5)
     if len(rows) <= MAX_LABELS:

@@ -96,3 +96,19 @@ def test_without_matplotlib_the_error_names_the_extra() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "MissingExtra" in done.stdout and "pip install 'conveyor[plot]'" in done.stdout
+
+
+def test_the_demo_draws_its_timeline_beside_its_queue(tmp_path: Path) -> None:
+    from conveyor import demo, demo_report
+
+    # given a demo run on a small source folder
+    source = Path(demo.__file__).parent / "observe"
+    done = demo.run(2, "thread", tmp_path / "run", source, progress=False, echo=lambda _: None)
+    # when its report's picture is drawn
+    said = demo_report.picture(done)
+    # then timeline.png lies beside queue.db, with a bar per task's colour, and is named
+    target = tmp_path / "run" / "timeline.png"
+    assert said.startswith("timeline: ") and said.endswith("timeline.png")
+    image = imread(target)
+    for n in range(3):  # count, append, summarise
+        assert pixels_of(image, colormaps["tab10"](n)) > 20, n
