@@ -89,6 +89,8 @@ class JobLog:
         self._lock = threading.Lock()
         self._header_seen = False  # the file is known to hold its CSV header
         self._events: EventBus | None = None
+        #: the one bound method registered, so that ``off`` (by identity) finds it
+        self._callback = self.write
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         self._fd: int | None = os.open(self.path, flags, 0o644)
         if self.format == "csv":
@@ -158,7 +160,7 @@ class JobLog:
         self."""
         self._events = events
         for name in END_EVENTS:
-            events.on(name, self.write, relayed=False)
+            events.on(name, self._callback, relayed=False)
         return self
 
     def close(self) -> None:
@@ -166,7 +168,7 @@ class JobLog:
         events, self._events = self._events, None
         if events is not None:
             for name in END_EVENTS:
-                events.off(name, self.write)
+                events.off(name, self._callback)
         with self._lock:
             fd, self._fd = self._fd, None
         if fd is not None:

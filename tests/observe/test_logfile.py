@@ -157,3 +157,21 @@ def test_a_csv_file_of_other_columns_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="other columns"):
         conveyor.Queue(workers=0, log_file=log)
     assert log.read_text() == "a,b\n1,2\n"
+
+
+def test_relayed_events_are_not_logged(tmp_path: Path) -> None:
+    # given a log listening on an event bus
+    from conveyor.events import EventBus
+    from conveyor.observe.logfile import JobLog
+
+    bus = EventBus()
+    log = JobLog(tmp_path / "ends.jsonl").listen(bus)
+    record = conveyor.JobRecord("a", "t", Status.FINISHED)
+    # when one end is emitted here and one relayed from another process (a shared backend)
+    bus.emit("finished", record)
+    bus.emit("finished", conveyor.JobRecord("b", "t", Status.FINISHED), relayed=True)
+    log.close()
+    bus.emit("finished", conveyor.JobRecord("c", "t", Status.FINISHED))
+    # then only the one caused here is written, and nothing after close
+    assert [row["id"] for row in read_log(tmp_path / "ends.jsonl")] == ["a"]
+    assert not bus.wants("finished")
