@@ -1,6 +1,6 @@
 """The Redis backend's connection: a client with retries, errors that name the server, and
-:meth:`Connection.run`, which calls one entry script (one atomic step) and emits the events it
-reports in this process.
+:meth:`Connection.run`, which calls one function of the library (:mod:`.scripts`: one atomic
+step) and emits the events it reports in this process.
 
 While the server cannot be reached a call retries with exponential backoff for about
 :data:`RETRY_WAIT` seconds, then raises :class:`~conveyor.errors.StorageError` naming the URL
@@ -21,7 +21,7 @@ from redis.retry import Retry
 
 from conveyor.backends.redis import keys
 from conveyor.backends.redis.decode import record, snapshot
-from conveyor.backends.redis.scripts import Scripts
+from conveyor.backends.redis.scripts import Library
 from conveyor.clock import Clock
 from conveyor.errors import ConveyorError, QueueClosed, StorageError
 from conveyor.events import EVENTS, EventBus
@@ -99,7 +99,18 @@ class Connection:
         finally:
             probe.close()
         self.redis = client(url)
-        self.scripts = Scripts(self.redis)
+        db = self.redis.connection_pool.connection_kwargs.get("db", 0)
+        #: where every change is published: one channel per queue and database (pub/sub
+        #: channels are shared by every database of a server)
+        self.channel = self.key(f"channel:{db}")
+        try:
+            self.scripts = Library(self.redis)
+        except redis.RedisError as exc:
+            self.redis.close()
+            raise ConveyorError(
+                f"cannot load conveyor's functions into Redis at {shown(url)} (Redis >= 7.0 or"
+                f" Valkey is needed): {exc}"
+            ) from None
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -130,12 +141,19 @@ class Connection:
             repr(-1.0 if self._result_ttl is None else self._result_ttl),
             wanted,
             self.origin,
+            self.channel,
         )
         with self._errors(f"cannot change the queue {self.name!r}"):
-            answer, events = self.scripts[entry](keys=[self.key("v")], args=[*header, *args])
+            answer, events, changed = self.scripts.call(entry, self.key("v"), [*header, *args])
         if events:
             self._emit(events)
+        if changed:
+            self._changed([mode.decode() for mode in changed[1:]])
         return answer
+
+    def _changed(self, modes: list[str]) -> None:
+        """This process changed the queue (and may have let jobs of ``modes`` start); its
+        events were emitted: wake its waits (see :mod:`.waiting`)."""
 
     def _emit(self, events: Sequence[Any]) -> None:
         """Emit ``(name, id, snapshot)`` triples the engine reported (a snapshot of 0: no one
