@@ -18,6 +18,7 @@ from conveyor.errors import InvalidJob, JobCancelled, JobFailed, QueueClosed, Un
 from conveyor.events import EventBus
 from conveyor.handle import Job
 from conveyor.job import ACTIVE, MODES, TERMINAL, JobRecord, Status, check_name
+from conveyor.observe.logfile import JobLog, log_format
 from conveyor.observe.progress import progress_bar
 from conveyor.payload import Prepared, SpecBuilder, TaskRegistry, batches
 from conveyor.records import JobSpec
@@ -66,6 +67,8 @@ class Queue:
             jobs read what it returned with ``conveyor.context()``.
         clock: the time source for delays, retries and expiry (``conveyor.testing.ManualClock``
             in tests).
+        log_file: append a line per job end to this ``.csv`` or ``.jsonl`` file (see
+            :meth:`log`).
         **settings: see :class:`conveyor.settings.Settings` (``max_size``,
             ``max_jobs_per_process``, ``graceful_timeout`` ...).
     """
@@ -79,6 +82,7 @@ class Queue:
         mode: str = "thread",
         context: Callable[[], Any] | None = None,
         clock: Clock | None = None,
+        log_file: str | os.PathLike[str] | None = None,
         **settings: Any,
     ) -> None:
         if mode not in MODES:
@@ -87,6 +91,8 @@ class Queue:
             isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
         ):
             raise ValueError(f"workers must be an int >= 0 or None, got {workers!r}")
+        if log_file is not None:
+            log_format(log_file)  # a bad extension is refused before anything is opened
         self.url = url
         self.name = name
         self.mode = mode
@@ -121,6 +127,13 @@ class Queue:
             slots=self.slots, mode=mode, context=context, durable=self.durable,
         )  # fmt: skip
         self._closed = False
+        self.logs: list[JobLog] = []
+        if log_file is not None:
+            try:
+                self.log(log_file)
+            except BaseException:
+                self.backend.close()
+                raise
 
     @property
     def runs_workers(self) -> bool:
@@ -426,6 +439,26 @@ class Queue:
         """Records of every job the queue holds (or of one status), in submission order."""
         return self.backend.query(None if status is None else Status(status))
 
+    def dataframe(self, status: Status | str | None = None) -> Any:
+        """:meth:`jobs` as a pandas DataFrame (``pip install 'conveyor[pandas]'``): a column per
+        record field, plus ``wait`` (see :mod:`conveyor.observe.table`)."""
+        from conveyor.observe.table import dataframe
+
+        return dataframe(self.jobs(status))
+
+    def plot(self, path: str | os.PathLike[str] | None = None, **options: Any) -> Any:
+        """A Gantt timeline of :meth:`jobs`: saved as PNG at ``path`` (returned), else a
+        matplotlib Figure (``pip install 'conveyor[plot]'``); options of :func:`conveyor.plot`."""
+        from conveyor.observe.timeline import plot
+
+        return plot(self.jobs(), path, **options)
+
+    def log(self, path: str | os.PathLike[str]) -> None:
+        """Append a line per job end (finished, failed, cancelled) to ``path``: CSV or JSONL by
+        its extension (else ValueError), written by the process that ended the job (see
+        :mod:`conveyor.observe.logfile`): give every process of the queue the same log."""
+        self.logs.append(JobLog(path).listen(self.events))
+
     # ------------------------------------------------------------ decorators
     @overload
     def task(self, fn: F, /) -> Task[Any, Any]: ...
@@ -462,6 +495,8 @@ class Queue:
         self._closed = True
         self.embedded.stop(wait)
         self.backend.close()
+        for log in self.logs:
+            log.close()
 
     def __enter__(self) -> Queue:
         return self

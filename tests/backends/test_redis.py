@@ -17,7 +17,7 @@ redis = pytest.importorskip("redis")
 
 import conveyor  # noqa: E402
 from conveyor.backends.redis import keys  # noqa: E402
-from conveyor.backends.redis.scripts import ENTRIES, text  # noqa: E402
+from conveyor.backends.redis.scripts import ENTRIES, library, source  # noqa: E402
 from tests.backends import sqlite_jobs  # noqa: E402
 
 ALLOW = [sqlite_jobs.__name__]
@@ -75,25 +75,36 @@ def test_a_refused_connection_names_the_url() -> None:
     assert "secret" not in str(caught.value)
 
 
-def test_scripts_run_by_sha_and_come_back_after_script_flush(url: str, client: redis.Redis) -> None:
+def test_the_engine_is_loaded_once_and_comes_back_after_function_flush(
+    url: str, client: redis.Redis
+) -> None:
+    """The library is loaded once per server and its functions called by name; a server that
+    lost it (FUNCTION FLUSH, a restart without persistence) gets it again at the next call."""
+    version, _ = library()
     with conveyor.Queue(url, allow_modules=ALLOW, workers=1) as q:
         assert q.put(sqlite_jobs.identity, args=(1,)).result(timeout=10) == 1
-        shas = {name: q.backend.scripts[name].sha for name in ENTRIES}
-        used = [shas["submit"], shas["claim"], shas["read"]]
-        assert client.script_exists(*used) == [True] * 3  # loaded once, then run by SHA
-        client.script_flush()
-        assert client.script_exists(*used) == [False] * 3
-        # NOSCRIPT: the client loads the script again and carries on
+        assert f"conveyor_{version}" in _libraries(client)
+        with conveyor.Queue(url, allow_modules=ALLOW, workers=0) as other:  # loads nothing new
+            assert other.backend.scripts.version == version
+        assert _libraries(client).count(f"conveyor_{version}") == 1
+        client.function_flush()
+        assert f"conveyor_{version}" not in _libraries(client)
         assert q.put(sqlite_jobs.identity, args=(2,)).result(timeout=10) == 2
-        assert client.script_exists(shas["submit"], shas["claim"]) == [True, True]
-        assert {name: q.backend.scripts[name].sha for name in ENTRIES} == shas
+        assert f"conveyor_{version}" in _libraries(client)
 
 
-def test_each_entry_script_is_the_engine_then_the_entry() -> None:
+def _libraries(client: redis.Redis) -> list[str]:
+    """The names of the server's function libraries (FUNCTION LIST: a flat list per one)."""
+    return [dict(zip(e[::2], e[1::2], strict=True))[b"library_name"].decode()
+            for e in client.function_list()]  # fmt: skip
+
+
+def test_the_library_registers_every_entry_after_the_engine() -> None:
+    version, body = library()
+    assert body.startswith(f"#!lua name=conveyor_{version}\n-- The Redis engine")
     for name in ENTRIES:
-        body = text(name)
-        assert body.startswith("-- The Redis engine")
-        assert "return finish(" in body
+        assert f"redis.register_function('conveyor_{version}_{name}'," in body
+        assert "return finish(" in source(name)
 
 
 def test_memory_per_waiting_job_without_arguments(url: str, client: redis.Redis) -> None:
@@ -189,3 +200,17 @@ def test_a_server_restart_loses_nothing_and_a_put_meanwhile_fails_clearly(redis_
         assert [job.result(timeout=20) for job in after] == list(range(20, 40))
         assert waiting.result(timeout=20) == "kept"
         assert all(job.status == "finished" for job in before)
+
+
+def test_queues_of_one_name_in_two_databases_do_not_hear_each_other(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """Pub/sub channels are shared by every database of a server: each database's queue has
+    its own channel."""
+    with (
+        conveyor.Queue(f"{redis_url}/{DB}", workers=0) as one,
+        conveyor.Queue(f"{redis_url}/{DB + 1}", workers=0) as other,
+    ):
+        channels = [one.backend.channel, other.backend.channel]
+        assert channels[0] != channels[1]
+        assert dict(client.pubsub_numsub(*channels)) == {c.encode(): 1 for c in channels}

@@ -245,9 +245,8 @@ class RedisBackend(Registry):
     def close(self) -> None:
         """Release the connections; every blocked wait returns, later calls raise
         QueueClosed."""
-        if self._closed:
+        if not self._shut():
             return
-        self._closed = True
         self._clock.unsubscribe(self.wake)
         self._stop_listening()
         self.redis.close()

@@ -1,6 +1,6 @@
 """The Redis backend's connection: a client with retries, errors that name the server, and
-:meth:`Connection.run`, which calls one entry script (one atomic step) and emits the events it
-reports in this process.
+:meth:`Connection.run`, which calls one function of the library (:mod:`.scripts`: one atomic
+step) and emits the events it reports in this process.
 
 While the server cannot be reached a call retries with exponential backoff for about
 :data:`RETRY_WAIT` seconds, then raises :class:`~conveyor.errors.StorageError` naming the URL
@@ -10,6 +10,8 @@ While the server cannot be reached a call retries with exponential backoff for a
 from __future__ import annotations
 
 import contextlib
+import itertools
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
@@ -21,7 +23,7 @@ from redis.retry import Retry
 
 from conveyor.backends.redis import keys
 from conveyor.backends.redis.decode import record, snapshot
-from conveyor.backends.redis.scripts import Scripts
+from conveyor.backends.redis.scripts import Library
 from conveyor.clock import Clock
 from conveyor.errors import ConveyorError, QueueClosed, StorageError
 from conveyor.events import EVENTS, EventBus
@@ -32,6 +34,8 @@ from conveyor.serializer import Serializer
 RETRIES = 9
 BACKOFF_BASE, BACKOFF_CAP = 0.05, 1.0
 RETRY_WAIT = 7.0
+#: the longest a read waits for other threads of this process to emit the events of their steps
+EMIT_WAIT = 1.0
 #: seconds to connect, and to wait for an answer
 CONNECT_TIMEOUT, SOCKET_TIMEOUT = 2.0, 30.0
 
@@ -119,6 +123,11 @@ class Connection:
         #: this backend's id: its own changes, published on the channel, are not relayed back
         self.origin = uuid.uuid4().hex
         self._closed = False
+        self._calls = threading.Condition()  # guards _closed and _under_way
+        self._under_way = 0  # calls sent or about to be
+        self._emit_cond = threading.Condition()
+        self._emitting: dict[int, int] = {}  # steps whose events may be emitted: ticket -> thread
+        self._tickets = itertools.count()
         probe = client(url, retries=0)  # a server not there at start: say so at once
         try:
             probe.ping()
@@ -127,17 +136,51 @@ class Connection:
         finally:
             probe.close()
         self.redis = client(url)
-        self.scripts = Scripts(self.redis)
+        db = self.redis.connection_pool.connection_kwargs.get("db", 0)
+        #: where every change is published: one channel per queue and database (pub/sub
+        #: channels are shared by every database of a server)
+        self.channel = self.key(f"channel:{db}")
+        try:
+            self.scripts = Library(self.redis)
+        except redis.RedisError as exc:
+            self.redis.close()
+            raise ConveyorError(
+                f"cannot load conveyor's functions into Redis at {shown(url)} (Redis >= 7.0 or"
+                f" Valkey is needed): {exc}"
+            ) from None
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
-        """Turn a Redis error into a StorageError naming the server."""
+        """One call to the server: refused once the backend is closed (:meth:`_shut` waits for
+        the calls under way, so none reaches the server after it), a Redis error turned into a
+        StorageError naming the server."""
+        with self._calls:
+            if self._closed:
+                raise QueueClosed("the queue is closed")
+            self._under_way += 1
         try:
             yield
         except redis.RedisError as exc:
             if self._closed:
                 raise QueueClosed("the queue is closed") from None
             raise StorageError(f"{what} at {shown(self.url)}: {exc}") from exc
+        finally:
+            with self._calls:
+                self._under_way -= 1
+                if not self._under_way:
+                    self._calls.notify_all()
+
+    def _shut(self) -> bool:
+        """Refuse every later call, and wait (up to RETRY_WAIT + CONNECT_TIMEOUT seconds) for
+        the calls under way: a call that was about to be sent when the queue closed must not
+        reach the server afterwards (a closed queue's worker would claim a job). False if it
+        was closed already."""
+        with self._calls:
+            if self._closed:
+                return False
+            self._closed = True
+            self._calls.wait_for(lambda: not self._under_way, RETRY_WAIT + CONNECT_TIMEOUT)
+        return True
 
     def key(self, suffix: str) -> str:
         """The queue's key ``suffix`` (see :mod:`.keys`)."""
@@ -147,10 +190,16 @@ class Connection:
         """Call the entry script ``entry`` (one atomic step) with the engine's arguments and
         ``args``; emit the events it reports here (those this process listens to); return its
         answer."""
-        if self._closed:
-            raise QueueClosed("the queue is closed")
         bus = self._bus
         wanted = ",".join(name for name in EVENTS if bus.wants(name))
+        ticket = self._emitting_start() if wanted else None
+        try:
+            return self._call(entry, args, now, wanted)
+        finally:
+            if ticket is not None:
+                self._emitting_end(ticket)
+
+    def _call(self, entry: str, args: Sequence[Any], now: float | None, wanted: str) -> Reply:
         header = (
             self.prefix,
             repr(self._clock.now() if now is None else now),
@@ -158,12 +207,48 @@ class Connection:
             repr(-1.0 if self._result_ttl is None else self._result_ttl),
             wanted,
             self.origin,
+            self.channel,
         )
         with self._errors(f"cannot change the queue {self.name!r}"):
-            answer, events = self.scripts[entry](keys=[self.key("v")], args=[*header, *args])
+            answer, events, changed = self.scripts.call(entry, self.key("v"), [*header, *args])
         if events:
             self._emit(events)
+        if changed:
+            self._changed([mode.decode() for mode in changed[1:]])
         return answer
+
+    # A job's end read here must have had its events emitted here (as on SQLite): a read waits
+    # for the steps of this process's other threads that may be in what it read to have
+    # emitted their events (only while someone listens to events: the steps that have events
+    # to emit are counted).
+    def _emitting_start(self) -> int:
+        ticket = next(self._tickets)
+        with self._emit_cond:
+            self._emitting[ticket] = threading.get_ident()
+        return ticket
+
+    def _emitting_end(self, ticket: int) -> None:
+        with self._emit_cond:
+            del self._emitting[ticket]
+            self._emit_cond.notify_all()
+
+    def _settle(self) -> None:
+        """(After a read) wait until the steps of this process's other threads that were under
+        way have emitted their events (at most EMIT_WAIT seconds: a callback of theirs that
+        waits for this thread cannot stall it)."""
+        if not self._emitting:
+            return
+        me = threading.get_ident()
+        with self._emit_cond:
+            pending = {ticket for ticket, ident in self._emitting.items() if ident != me}
+            if pending:
+                self._emit_cond.wait_for(
+                    lambda: not pending.intersection(self._emitting), EMIT_WAIT
+                )
+
+    def _changed(self, modes: list[str]) -> None:
+        """This process changed the queue (and may have let jobs of ``modes`` start); its
+        events were emitted: wake its waits (see :mod:`.waiting`)."""
 
     def _emit(self, events: Sequence[Any]) -> None:
         """Emit ``(name, id, snapshot)`` triples the engine reported (a snapshot of 0: no one
@@ -176,7 +261,5 @@ class Connection:
 
     def read(self, call: Callable[[redis.Redis], Any], what: str = "cannot read") -> Any:
         """``call(client)``, a Redis error turned into a StorageError."""
-        if self._closed:
-            raise QueueClosed("the queue is closed")
         with self._errors(f"{what} the queue {self.name!r}"):
             return call(self.redis)

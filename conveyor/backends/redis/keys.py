@@ -33,7 +33,7 @@ key                        type    what
 ``unique``, ``unique_until`` hash  unique key -> the job holding it; -> until when after its end
 ``workers``, ``seen``      hash    worker id -> its record (JSON); -> its last heartbeat
 ``v``                      hash    ``*``: how many changes were published
-``channel``                pubsub  every change: origin, modes woken, events, stops (JSON)
+``channel:<db>``           pubsub  every change: origin, modes woken, events, stops (JSON)
 =========================  ======  =============================================================
 """
 

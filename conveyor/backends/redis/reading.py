@@ -27,6 +27,7 @@ class Reading(Waiting):
         for start in range(0, len(ids), READ_BATCH):
             answer = self.run("read", "ids", *ids[start : start + READ_BATCH])
             found += [snapshot(flat) if flat else None for flat in answer]
+        self._settle()
         return found
 
     def get(self, job_id: str) -> JobRecord:
@@ -43,6 +44,7 @@ class Reading(Waiting):
         if ids is None:
             args = ("all",) if status is None else ("status", status.value)
             answer = self.run("read", *args)
+            self._settle()
             return [record(snapshot(flat), self.serializer) for flat in answer]
         unique = list(dict.fromkeys(ids))
         hashes = [h for h in self._hashes(unique) if h is not None]
@@ -58,6 +60,7 @@ class Reading(Waiting):
         for start in range(0, len(ids), READ_BATCH):
             chunk = ids[start : start + READ_BATCH]
             answer = self.run("read", "outcomes", *chunk)
+            self._settle()
             for i, job_id in enumerate(chunk):
                 status, result, error = answer[3 * i : 3 * i + 3]
                 if status is None:
@@ -76,6 +79,7 @@ class Reading(Waiting):
 
     def counts(self) -> dict[Status, int]:
         answer = self.run("read", "counts")
+        self._settle()
         return {Status(answer[i].decode()): int(answer[i + 1]) for i in range(0, len(answer), 2)}
 
     def pop_ended(self, limit: int | None = None) -> list[JobRecord]:
@@ -83,6 +87,7 @@ class Reading(Waiting):
         if limit is not None and limit <= 0:
             return []
         answer = self.run("pop", -1 if limit is None else limit)
+        self._settle()
         return [record(snapshot(flat), self.serializer, results=True) for flat in answer]
 
     def forget(self, job_ids: Collection[str], *, strict: bool = False) -> int:

@@ -9,10 +9,12 @@ wakes the waits; relays the events made by other processes to this process's ``E
 (the process that made a change emitted its events already); and remembers the running jobs
 cancelled elsewhere, so that a worker of this process learns it at its next heartbeat.
 
-No wait polls: a wait blocks on a condition, bounded by the queue's next timer (read from
-Redis when the wait starts) so that a delayed job starts on time. After the subscription was
-lost and made again (messages may have been missed meanwhile), every version moves on: every
-wait looks at the state again.
+A change made by this process wakes its waits when the step's answer is in and its events
+were emitted (:meth:`Waiting._changed`), not when its own message comes back: a waiter that sees
+a job end here sees its events delivered, as on SQLite. No wait polls: a wait blocks on a
+condition, bounded by the queue's next timer (read from Redis when the wait starts) so that a
+delayed job starts on time. After the subscription was lost and made again (messages may have
+been missed meanwhile), every version moves on: every wait looks at the state again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -46,7 +48,7 @@ class Listener:
     def __init__(self, conn: Connection, on_message: Callable[[dict[str, Any]], None]) -> None:
         self._conn = conn
         self._on_message = on_message
-        self.channel = conn.key("channel")
+        self.channel = conn.channel
         self.cond = threading.Condition()
         #: messages seen: None counts all, a mode those that may let a job of it start
         self.versions: dict[str | None, int] = {None: 0}
@@ -105,13 +107,18 @@ class Listener:
                 self._on_message(data)
             except Exception:
                 log.exception("handling a message of %s failed", self.channel)
-            with self.cond:
-                versions = self.versions
-                versions[None] += 1
-                for mode in data.get("m") or ():
-                    versions[mode] = versions.get(mode, 0) + 1
-                self.cond.notify_all()
+            if data.get("o") != self._conn.origin:  # this process counted its own already
+                self.bump(data.get("m") or ())
         self._close_pubsub(pubsub)
+
+    def bump(self, modes: Iterable[str]) -> None:
+        """A change (that may let jobs of ``modes`` start): wake the waits."""
+        with self.cond:
+            versions = self.versions
+            versions[None] += 1
+            for mode in modes:
+                versions[mode] = versions.get(mode, 0) + 1
+            self.cond.notify_all()
 
     def _bump_all(self) -> None:
         with self.cond:
@@ -173,6 +180,9 @@ class Waiting(Connection):
         self._local_workers = set()
         self._listener = Listener(self, self._message)
 
+    def _changed(self, modes: list[str]) -> None:
+        self._listener.bump(modes)
+
     def _message(self, data: dict[str, Any]) -> None:
         """(The listener's thread) a change: note its stops, relay another process's events."""
         stops = data.get("s")
@@ -194,7 +204,7 @@ class Waiting(Connection):
         for (name, _), found in zip(wanted, pipe.execute(), strict=True):
             if found:
                 h = {field.decode(): value for field, value in found.items()}
-                bus.emit(name, record(h, self.serializer, results=True))
+                bus.emit(name, record(h, self.serializer, results=True), relayed=True)
 
     def version(self, mode: str | None = None) -> int:
         """See :meth:`conveyor.backends.base.Backend.version`."""

@@ -12,5 +12,5 @@ if r.status == 'running' then
   STOPS[#STOPS + 1] = id
   STOPS[#STOPS + 1] = slot
 end
-end_(id, 'cancelled', {error = reason})
+end_(id, 'cancelled', {error = reason, row = r})
 return finish({'cancelled', slot})

@@ -36,14 +36,15 @@ for _ = 1, reports do
     recorded[#recorded + 1] = '0'  -- cancelled, recovered or timed out meanwhile: dropped
   else
     release(r)
-    if began ~= '' then redis.call('HSET', jkey(id), 'started', began) end
+    if began == '' then began = nil end
     if kind == 'F' then
-      end_(id, 'finished', {result = result, at = at})
+      end_(id, 'finished', {result = result, at = at, started = began, row = r})
       recorded[#recorded + 1] = '1'
     elseif not final and tonumber(r.attempts) <= tonumber(r.retries or '0') then
+      if began then redis.call('HSET', jkey(id), 'started', began) end
       recorded[#recorded + 1] = num(schedule_retry(r, error, traceback))
     else
-      end_(id, 'failed', {error = error, traceback = traceback, at = at})
+      end_(id, 'failed', {error = error, traceback = traceback, at = at, started = began, row = r})
       recorded[#recorded + 1] = '1'
     end
   end

@@ -1,24 +1,26 @@
 -- The Redis engine: the rules of conveyor.rules on the keys of conveyor/backends/redis/keys.py.
 --
--- The prelude of every entry script (scripts.py concatenates it in front of each one, so every
--- state change is one script call, atomic across every client). It mirrors the SQLite and memory
--- engines step by step, under the names of rules.ENGINE_STEPS ("end" is a Lua keyword: end_).
--- It knows keys, not exclusive groups, incompatible names or limits: a job's plan (needs, holds,
+-- The head of conveyor's function library: scripts.py registers each entry script
+-- (lua/<entry>.lua) as a function of it that first calls begin(), so every state change is one
+-- function call, atomic across every client. It mirrors the SQLite and memory engines step by
+-- step, under the names of rules.ENGINE_STEPS ("end" is a Lua keyword: end_). The library is
+-- loaded once per server: its functions are built once, not at every call. It knows keys, not exclusive groups, incompatible names or limits: a job's plan (needs, holds,
 -- frees) was compiled by conveyor/rules/plan.py at submit and stored in the job's hash.
 --
--- ARGV of every script: prefix, now, lease, result ttl (-1: none), wanted events (a comma list:
--- the events the caller emits locally, whose job snapshots the reply carries), origin (the
--- calling backend's id, so its own events published on the channel are not relayed back to it);
--- the entry script's own arguments start at ARGV[A].
+-- The arguments of every call (begin): prefix, now, lease, result ttl (-1: none), wanted events
+-- (a comma list: the events the caller emits locally, whose job snapshots the reply carries),
+-- origin (the calling backend's id, so its own events published on the channel are not relayed
+-- back to it), the queue's channel (its name holds the database number: pub/sub channels are
+-- shared by every database of a server); the entry's own arguments start at ARGV[A].
 
-local P = ARGV[1]
-local NOW = tonumber(ARGV[2])
-local LEASE = tonumber(ARGV[3])
-local TTL = tonumber(ARGV[4])
-local WANT = {}
-for name in string.gmatch(ARGV[5], '[^,]+') do WANT[name] = true end
-local ORIGIN = ARGV[6]
-local A = 7
+-- the step's arguments and what it collects, set by begin() at the start of every call
+local P, NOW, LEASE, TTL, WANT, ORIGIN, CHANNEL
+local A = 8
+local EVENTS    -- name, id, snapshot (a flat HGETALL, or 0), ...
+local WOKEN     -- modes whose claimers a change may let start a job
+local CHANGED   -- whether anything changed (a message is published)
+local JOINED    -- lanes joined in this step, advanced once all have joined
+local STOPS     -- job, worker slot: running jobs cancelled (their workers stop them)
 
 --: 100 years, the longest delay (conveyor.job.MAX_SECONDS)
 local MAX_SECONDS = 100 * 365.25 * 86400
@@ -29,11 +31,13 @@ local TICK_BATCH = 1000
 local MODES_ALL = {'thread', 'process', 'async', 'inline'}
 local TERMINAL = {finished = true, failed = true, cancelled = true}
 
-local EVENTS = {}   -- name, id, snapshot (a flat HGETALL, or 0), ...
-local WOKEN = {}    -- modes whose claimers a change may let start a job
-local CHANGED = false
-local JOINED = {}   -- lanes joined in this step, advanced once all have joined
-local STOPS = {}    -- job, worker slot: running jobs cancelled (their workers stop them)
+local function begin(args)
+  P, NOW, LEASE, TTL = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
+  WANT = {}
+  for name in string.gmatch(args[5], '[^,]+') do WANT[name] = true end
+  ORIGIN, CHANNEL = args[6], args[7]
+  EVENTS, WOKEN, CHANGED, JOINED, STOPS = {}, {}, false, {}, {}
+end
 
 local function num(x) return string.format('%.17g', x) end
 local function jkey(id) return P .. 'j:' .. id end
@@ -86,28 +90,40 @@ end
 local function member(r) return (r.o or '') .. r.id end
 local function id_of(m) return string.sub(m, 29) end
 
-local function set_status(id, seq, old, new)
+-- a job's status changes: its status sets, and its hash in one HSET (the status and the flat
+-- list `fields`) and one HDEL (the fields of `drop`)
+local function set_status(id, seq, old, new, fields, drop)
   if old then redis.call('ZREM', P .. 's:' .. old, id) end
   redis.call('ZADD', P .. 's:' .. new, seq, id)
-  redis.call('HSET', jkey(id), 'status', new)
+  local key = jkey(id)
+  if fields then
+    redis.call('HSET', key, 'status', new, unpack(fields))
+  else
+    redis.call('HSET', key, 'status', new)
+  end
+  if drop and #drop > 0 then redis.call('HDEL', key, unpack(drop)) end
 end
 
--- take a job out of every index its status put it in (before it changes status)
+-- take a job out of every index its status put it in (before it changes status); return the
+-- fields of its hash that go with them (for set_status to drop)
 local function unindex(r)
+  local drop = {}
   if r.status == 'waiting' then
     redis.call('ZREM', P .. 'r:' .. r.mode, member(r))
     if r.parked then
       redis.call('ZREM', P .. 'p:' .. r.mode .. ':' .. r.parked, member(r))
       redis.call('DECR', P .. 'parked')
-      redis.call('HDEL', jkey(r.id), 'parked')
+      drop[1] = 'parked'
     end
   elseif r.status == 'scheduled' then
     redis.call('ZREM', P .. 'due', r.id)
+    drop[1] = 'due'
   elseif r.status == 'running' then
     redis.call('ZREM', P .. 'leases', r.id)
-    redis.call('HDEL', jkey(r.id), 'lease_until')
+    drop[1] = 'lease_until'
   end
   if r.expires_at then redis.call('ZREM', P .. 'expiry', r.id) end
+  return drop
 end
 
 local INDEXED = {'status', 'mode', 'o', 'seq', 'parked', 'expires_at'}
@@ -153,10 +169,10 @@ end
 
 local function cancel_quietly(id, reason)
   local r = row(id, unpack(INDEXED))
-  unindex(r)
-  set_status(id, r.seq, r.status, 'cancelled')
-  redis.call('HSET', jkey(id), 'ended', num(NOW), 'error', reason)
-  redis.call('HDEL', jkey(id), 'traceback', 'result')
+  local drop = unindex(r)
+  drop[#drop + 1] = 'traceback'
+  drop[#drop + 1] = 'result'
+  set_status(id, r.seq, r.status, 'cancelled', {'ended', num(NOW), 'error', reason}, drop)
   redis.call('ZADD', P .. 'ended', NOW, string.sub(r.o, 17) .. id)
 end
 
@@ -216,12 +232,23 @@ local function is_free(park)
 end
 
 local function conflict(r)
-  for _, need in ipairs(cjson.decode(r.needs)) do
+  local needs, counted, at = cjson.decode(r.needs), {}, {}
+  for i, need in ipairs(needs) do
+    local key = need
+    if type(need) == 'table' then key = need[1] end
+    if string.sub(key, 1, 4) ~= 'job:' then
+      counted[#counted + 1] = key
+      at[i] = #counted
+    end
+  end
+  local counts = {}
+  if #counted > 0 then counts = redis.call('HMGET', P .. 'held', unpack(counted)) end
+  for i, need in ipairs(needs) do
     local key, capacity, park = need, 1, need
     if type(need) == 'table' then key, capacity, park = need[1], need[2], need[3] end
-    if string.sub(key, 1, 4) == 'job:' then
+    if not at[i] then
       if redis.call('HGET', jkey(string.sub(key, 5)), 'status') == 'running' then return park end
-    elseif held(key) >= capacity then
+    elseif tonumber(counts[at[i]] or '0') >= capacity then
       return park
     end
   end
@@ -279,12 +306,10 @@ end
 
 local function start(r, worker, ahead)
   local id = r.id
-  unindex(r)
-  local attempts = redis.call('HINCRBY', jkey(id), 'attempts', 1)
-  set_status(id, r.seq, r.status, 'running')
-  redis.call('HSET', jkey(id), 'ahead', ahead and '1' or '0', 'started', num(NOW),
-    'worker', worker, 'lease_until', num(NOW + LEASE))
-  redis.call('HDEL', jkey(id), 'ended')
+  local drop = unindex(r)
+  local attempts = tonumber(r.attempts or '0') + 1
+  set_status(id, r.seq, r.status, 'running', {'attempts', attempts, 'ahead', ahead and '1' or '0',
+    'started', num(NOW), 'worker', worker, 'lease_until', num(NOW + LEASE)}, drop)
   redis.call('ZADD', P .. 'leases', NOW + LEASE, id)
   hold(cjson.decode(r.holds), 1)
   if r.lane then
@@ -312,7 +337,8 @@ local function release(r)
 end
 
 local HELD = {'status', 'mode', 'o', 'seq', 'parked', 'expires_at', 'attempts', 'holds', 'frees',
-  'retries', 'retry_delay', 'backoff', 'worker', 'ahead', 'lost', 'task', 'lease_until'}
+  'retries', 'retry_delay', 'backoff', 'worker', 'ahead', 'lost', 'task', 'lease_until',
+  'unique_key', 'unique_for', 'lane'}
 
 local function holding(id, attempt)
   local r = row(id, unpack(HELD))
@@ -323,33 +349,51 @@ end
 -- ---------------------------------------------------------------- end and cascade
 local after_end  -- (defined below; cascade calls it)
 
-local function cascade(ended)
+-- known: the first ended job's status, unique_key, unique_for and lane, if the caller has them
+local function cascade(ended, known)
   local work = {}
   append(work, ended)
   while #work > 0 do
-    append(work, after_end(table.remove(work)))
+    local id = table.remove(work)
+    if known and known.id ~= id then known = nil end
+    append(work, after_end(id, known))
+    known = nil
   end
 end
 
 local function end_(id, status, how)
-  -- how: result, error, traceback, at
-  local r = row(id, unpack(INDEXED))
-  unindex(r)
-  set_status(id, r.seq, r.status, status)
+  -- how: result, error, traceback, at (default now), started; row: the job's HELD fields
+  local r = how.row or row(id, 'status', 'mode', 'o', 'seq', 'parked', 'expires_at',
+    'unique_key', 'unique_for', 'lane')
+  local drop = unindex(r)
   local at = how.at or NOW
-  local key = jkey(id)
-  redis.call('HSET', key, 'ended', num(at))
-  if status == 'finished' then
-    if how.result then redis.call('HSET', key, 'result', how.result) end
-    redis.call('HDEL', key, 'error', 'traceback')
-  else
-    redis.call('HSET', key, 'error', how.error or '')
-    if how.traceback then redis.call('HSET', key, 'traceback', how.traceback)
-    else redis.call('HDEL', key, 'traceback') end
-    redis.call('HDEL', key, 'result')
+  local fields = {'ended', num(at)}
+  if how.started then
+    fields[#fields + 1] = 'started'
+    fields[#fields + 1] = how.started
   end
+  if status == 'finished' then
+    if how.result then
+      fields[#fields + 1] = 'result'
+      fields[#fields + 1] = how.result
+    end
+    drop[#drop + 1] = 'error'
+    drop[#drop + 1] = 'traceback'
+  else
+    fields[#fields + 1] = 'error'
+    fields[#fields + 1] = how.error or ''
+    if how.traceback then
+      fields[#fields + 1] = 'traceback'
+      fields[#fields + 1] = how.traceback
+    else
+      drop[#drop + 1] = 'traceback'
+    end
+    drop[#drop + 1] = 'result'
+  end
+  set_status(id, r.seq, r.status, status, fields, drop)
   redis.call('ZADD', P .. 'ended', at, string.sub(r.o, 17) .. id)
-  cascade({id})
+  cascade({id}, {id = id, status = status, unique_key = r.unique_key,
+    unique_for = r.unique_for, lane = r.lane})
 end
 
 local function settle_dependents(id, state)
@@ -374,8 +418,8 @@ local function settle_dependents(id, state)
   return doomed
 end
 
-after_end = function(id)
-  local r = row(id, 'status', 'unique_key', 'unique_for', 'lane')
+after_end = function(id, known)
+  local r = known or row(id, 'status', 'unique_key', 'unique_for', 'lane')
   if r.unique_key and redis.call('HGET', P .. 'unique', r.unique_key) == id then
     if r.unique_for then
       redis.call('HSET', P .. 'unique_until', r.unique_key, num(NOW + tonumber(r.unique_for)))
@@ -413,18 +457,21 @@ end
 local function schedule_retry(r, error, traceback)
   local delay = retry_delay(tonumber(r.retry_delay or '0'), tonumber(r.backoff or '1'),
     tonumber(r.attempts))
-  local key = jkey(r.id)
-  unindex(r)
-  redis.call('HSET', key, 'error', error)
-  if traceback then redis.call('HSET', key, 'traceback', traceback)
-  else redis.call('HDEL', key, 'traceback') end
+  local drop = unindex(r)
+  local fields = {'error', error}
+  if traceback then
+    fields[3], fields[4] = 'traceback', traceback
+  else
+    drop[#drop + 1] = 'traceback'
+  end
   if delay > 0 then
-    set_status(r.id, r.seq, r.status, 'scheduled')
-    redis.call('HSET', key, 'due', num(NOW + delay))
+    fields[#fields + 1] = 'due'
+    fields[#fields + 1] = num(NOW + delay)
+    set_status(r.id, r.seq, r.status, 'scheduled', fields, drop)
     redis.call('ZADD', P .. 'due', NOW + delay, r.id)
     WOKEN[r.mode] = true  -- a new timer (see insert)
   else
-    set_status(r.id, r.seq, r.status, 'waiting')
+    set_status(r.id, r.seq, r.status, 'waiting', fields, drop)
     consider(r.id)
   end
   event('retrying', r.id)
@@ -433,9 +480,8 @@ end
 
 -- --------------------------------------------------------------------- insert
 -- s: the spec's fields (see submit.lua); deps: its dependencies (aliases applied, each once)
-local function insert(s, deps)
+local function insert(s, deps, seq)
   local scheduled = s.at ~= '' and tonumber(s.at) > NOW
-  local seq = redis.call('INCR', P .. 'seq')
   local o = s.rank .. string.format('%012x', seq)
   local failed, failed_status = nil, nil
   local awaited = {}
@@ -451,7 +497,7 @@ local function insert(s, deps)
   end
   local status = scheduled and 'scheduled' or 'waiting'
   local key = jkey(s.id)
-  local values = {'id', s.id, 'seq', seq, 'o', o, 'task', s.task, 'mode', s.mode, 'ref', s.ref,
+  local values = {'status', status, 'id', s.id, 'seq', seq, 'o', o, 'task', s.task, 'mode', s.mode, 'ref', s.ref,
     'payload', s.payload, 'priority', s.priority, 'submitted', num(NOW),
     'needs', s.needs, 'holds', s.holds, 'frees', s.frees}
   local optional = {'lane', 'stop', 'after', 'exclusive', 'incompatible', 'timeout', 'retries',
@@ -471,7 +517,7 @@ local function insert(s, deps)
     values[#values + 1] = #awaited
   end
   redis.call('HSET', key, unpack(values))
-  set_status(s.id, seq, nil, status)
+  redis.call('ZADD', P .. 's:' .. status, seq, s.id)
   for _, capacity in ipairs(cjson.decode(s.caps)) do
     redis.call('HSET', P .. 'caps', capacity[1], capacity[3] .. '|' .. capacity[2])
   end
@@ -488,6 +534,10 @@ local function insert(s, deps)
   for _, dep in ipairs(awaited) do redis.call('SADD', P .. 'd:' .. dep, s.id) end
   if failed then
     end_(s.id, 'cancelled', {error = cascade_reason(failed, failed_status)})
+  elseif #awaited == 0 and not scheduled and s.lane == '' then
+    -- the common job (no lane, no dependency left, not delayed) is ready at once
+    redis.call('ZADD', P .. 'r:' .. s.mode, 0, o .. s.id)
+    WOKEN[s.mode] = true
   elseif #awaited == 0 then
     local lane = nil
     if s.lane ~= '' then lane = s.lane end
@@ -510,8 +560,7 @@ local function tick(now)
     local r = row(id, unpack(INDEXED))
     redis.call('ZREM', P .. 'due', id)
     if r.status == 'scheduled' then
-      set_status(id, r.seq, r.status, 'waiting')
-      redis.call('HDEL', jkey(id), 'due')
+      set_status(id, r.seq, r.status, 'waiting', nil, {'due'})
       consider(id)
     end
   end
@@ -549,11 +598,9 @@ local function take_back(r)
   local bound = tonumber(r.retries or '0') + LOST_LEASE_ALLOWANCE
   local final = attempts > bound or lost > bound
   if final then
-    end_(r.id, 'failed', {error = 'WorkerLost: ' .. message})
+    end_(r.id, 'failed', {error = 'WorkerLost: ' .. message, row = r})
   else
-    unindex(r)
-    set_status(r.id, r.seq, r.status, 'waiting')
-    redis.call('HSET', key, 'error', 'WorkerLost: ' .. message)
+    set_status(r.id, r.seq, r.status, 'waiting', {'error', 'WorkerLost: ' .. message}, unindex(r))
     if attempts == 0 and r.expires_at then
       redis.call('ZADD', P .. 'expiry', tonumber(r.expires_at), r.id)
     end
@@ -564,9 +611,14 @@ end
 
 -- ------------------------------------------------------------------ the reply
 -- every entry script ends with finish(answer): versions bumped, the change published on the
--- queue's channel (origin, versions, events), the events and their snapshots returned
+-- queue's channel (origin, versions, events), the events and their snapshots returned, and
+-- whether anything changed (0, or the modes woken after a '*'): the caller's own process counts
+-- its changes itself, once it emitted their events, not from the channel
 local function finish(answer)
+  local changed = 0
   if CHANGED or next(WOKEN) then
+    changed = {'*'}
+    for mode in pairs(WOKEN) do changed[#changed + 1] = mode end
     local version = redis.call('HINCRBY', P .. 'v', '*', 1)
     local modes = {}
     for mode in pairs(WOKEN) do modes[mode] = redis.call('HINCRBY', P .. 'v', mode, 1) end
@@ -578,7 +630,7 @@ local function finish(answer)
     local message = {o = ORIGIN, v = version, e = names}
     if next(modes) then message.m = modes end
     if #STOPS > 0 then message.s = STOPS end
-    redis.call('PUBLISH', P .. 'channel', cjson.encode(message))
+    redis.call('PUBLISH', CHANNEL, cjson.encode(message))
   end
-  return {answer, EVENTS}
+  return {answer, EVENTS, changed}
 end

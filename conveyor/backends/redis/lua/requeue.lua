@@ -4,10 +4,10 @@ local id = ARGV[A]
 local r = holding(id, tonumber(ARGV[A + 1]))
 if not r then return finish(0) end
 release(r)
-unindex(r)
-local attempts = redis.call('HINCRBY', jkey(id), 'attempts', -1)
-redis.call('HDEL', jkey(id), 'worker')
-set_status(id, r.seq, r.status, 'waiting')
+local drop = unindex(r)
+drop[#drop + 1] = 'worker'
+local attempts = tonumber(r.attempts) - 1
+set_status(id, r.seq, r.status, 'waiting', {'attempts', attempts}, drop)
 if attempts == 0 and r.expires_at then
   redis.call('ZADD', P .. 'expiry', tonumber(r.expires_at), id)
 end

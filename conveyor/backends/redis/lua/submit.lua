@@ -56,7 +56,9 @@ if max_size >= 0 and #fresh > 0 then
   local pending = redis.call('ZCARD', P .. 's:waiting') + redis.call('ZCARD', P .. 's:scheduled')
   if pending > 0 and pending + #fresh > max_size then return finish({'full', pending}) end
 end
+local seq = redis.call('INCRBY', P .. 'seq', #fresh) - #fresh
 for _, s in ipairs(fresh) do
+  seq = seq + 1
   local deps, once = {}, {}
   for _, dep in ipairs(cjson.decode(s.after)) do
     dep = aliases[dep] or dep
@@ -66,7 +68,7 @@ for _, s in ipairs(fresh) do
     end
   end
   if s.after == '[]' then s.after = '' end
-  insert(s, deps)
+  insert(s, deps, seq)
 end
 cascade(advance_joined())
 local answer = {'ok'}
