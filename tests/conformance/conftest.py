@@ -2,13 +2,15 @@
 
 A variant is a backend URL plus where the jobs run:
 
-- ``memory``, ``sqlite``: the test's queue starts its embedded worker threads as soon as it
+- ``memory``, ``sqlite``, ``redis``, ``redis-cluster`` (a 3-master Redis Cluster, emptied
+  before each test): the test's queue starts its embedded worker threads as soon as it
   is built (a queue starts them lazily otherwise), so jobs run in the test process and report
   to the test's :class:`~tests.conformance.jobs.Board` directly;
-- ``sqlite-process``: the test holds a producer queue ``Queue(url, workers=0)`` and the jobs
-  run in ``python -m conveyor worker APP --workers N --mode M`` processes, one per queue the
-  test builds with workers (``N`` is the ``workers=`` it asked for). ``APP`` is a module
-  written for the test, building the same queue (URL, name, mode, settings) with
+- ``sqlite-process``, ``redis-process``: the test holds a producer queue
+  ``Queue(url, workers=0)`` and the jobs run in ``python -m conveyor worker APP --workers N
+  --mode M`` processes, one per queue the test builds with workers (``N`` is the
+  ``workers=`` it asked for). ``APP`` is a module written for the test, building the same
+  queue (URL, name, mode, settings) with
   ``workers=0``; ``CONVEYOR_*`` variables reach the workers too. Their jobs reach the board
   through a proxy (:func:`tests.conformance.jobs.serve_boards`). The processes start with
   the queue, as embedded workers would, and get SIGTERM at teardown (SIGKILL if they do not
@@ -64,6 +66,7 @@ VARIANTS = [
     Variant("sqlite-process", "sqlite:///{tmp}/queue.db", worker_processes=True),
     Variant("redis", "{redis}"),
     Variant("redis-process", "{redis}", worker_processes=True),
+    Variant("redis-cluster", "{cluster}"),
 ]
 
 #: the databases of the test server that the redis variants use in turn, each emptied before
@@ -115,6 +118,12 @@ def backend_url(
         url = url.replace("{redis}", f"{request.getfixturevalue('redis_url')}/{next(REDIS_DBS)}")
         with redis.Redis.from_url(url) as client:
             client.flushdb()
+    if "{cluster}" in url:
+        import redis
+
+        url = request.getfixturevalue("redis_cluster_url")
+        with redis.RedisCluster.from_url(url.replace("redis+cluster:", "redis:", 1)) as client:
+            client.flushdb(target_nodes=redis.RedisCluster.PRIMARIES)
     return url
 
 
