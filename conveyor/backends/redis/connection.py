@@ -56,6 +56,7 @@ def client(url: str, *, retries: int = RETRIES) -> redis.Redis:
     """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``) that retries calls
     that fail on the connection ``retries`` times with exponential backoff."""
     retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), retries)
+    tcp: dict[str, Any] = {} if url.startswith("unix:") else {"socket_keepalive": True}
     try:
         return redis.Redis.from_url(
             url,
@@ -63,8 +64,8 @@ def client(url: str, *, retries: int = RETRIES) -> redis.Redis:
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_timeout=SOCKET_TIMEOUT,
-            socket_keepalive=True,
             health_check_interval=30,
+            **tcp,
         )
     except ValueError as exc:
         raise ConveyorError(f"invalid Redis URL {shown(url)!r}: {exc}") from None
