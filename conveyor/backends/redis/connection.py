@@ -137,7 +137,8 @@ class Connection:
         finally:
             probe.close()
         self.redis = client(url)
-        db = self.redis.connection_pool.connection_kwargs.get("db", 0)
+        pool = getattr(self.redis, "connection_pool", None)  # a cluster has db 0 only
+        db = 0 if pool is None else pool.connection_kwargs.get("db", 0)
         #: where every change is published: one channel per queue and database (pub/sub
         #: channels are shared by every database of a server)
         self.channel = self.key(f"channel:{db}")
