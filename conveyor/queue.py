@@ -14,12 +14,20 @@ from conveyor.backends.base import Backend
 from conveyor.backends.waiting import Waiter
 from conveyor.clock import Clock
 from conveyor.embedded import EmbeddedWorkers
-from conveyor.errors import InvalidJob, JobCancelled, JobFailed, QueueClosed, UnknownJob
+from conveyor.errors import JobCancelled, JobFailed, QueueClosed, UnknownJob
 from conveyor.events import EventBus
 from conveyor.handle import Job
-from conveyor.job import ACTIVE, MODES, TERMINAL, JobRecord, Status, check_name
+from conveyor.job import (
+    MODES,
+    TERMINAL,
+    JobRecord,
+    Status,
+    age,
+    check_name,
+    purge_statuses,
+)
 from conveyor.observe.logfile import JobLog, log_format
-from conveyor.observe.progress import progress_bar
+from conveyor.observe.progress import QueueBar, progress_bar
 from conveyor.payload import Prepared, SpecBuilder, TaskRegistry, batches
 from conveyor.records import JobSpec
 from conveyor.references import Allowed
@@ -43,21 +51,13 @@ def _load_settings(name: str, given: dict[str, Any]) -> Settings:
 _CLOSED = "the queue is closed; it takes no more jobs"
 
 
-def _status(value: Status | str) -> Status:
-    try:
-        return Status(value)
-    except ValueError:
-        known = ", ".join(s.value for s in Status)
-        raise InvalidJob(f"unknown status {value!r} (one of {known})") from None
-
-
 class Queue:
     """A job queue: submit work, watch it, collect results.
 
     Args:
         url: ``memory://`` keeps jobs in this process; ``sqlite:///jobs.db`` (relative to the
-            working directory) or ``sqlite:////abs/path/jobs.db`` keeps them in a SQLite file
-            that worker processes share (``sqlite:jobs.db`` is refused).
+            working directory) or ``sqlite:////abs/path/jobs.db`` in a SQLite file that worker
+            processes share; ``redis://host:port/db`` on a Redis server for many hosts.
         name: the queue's name (also the prefix of its own environment variables).
         workers: slots of the queue's own workers (None: CPU count; 0: producer only), each
             started in this process at the first call that needs it: a put, or a wait for
@@ -299,19 +299,8 @@ class Queue:
             watchers.append(lambda _counts: inline.drain())
         bar = None
         if progress:
-            # jobs that had ended before this queue object was built (earlier runs on a
-            # durable file) are not this run's progress
-            start = self.backend.counts()
-            ended_before = min(self._ended_at_open, sum(start[status] for status in TERMINAL))
-            bar = progress_bar(sum(start.values()) - ended_before, f"queue {self.name}")
-
-            def show(counts: dict[Status, int]) -> None:
-                ended = max(0, sum(counts[status] for status in TERMINAL) - ended_before)
-                bar.total = ended + sum(counts[status] for status in ACTIVE)
-                bar.n = ended
-                bar.refresh()
-
-            watchers.append(show)
+            bar = QueueBar(self.backend.counts(), self._ended_at_open, self.name)
+            watchers.append(bar.show)
 
         def on_change(counts: dict[Status, int]) -> None:
             for watcher in watchers:
@@ -418,21 +407,10 @@ class Queue:
         this task. ``older_than``: only jobs that ended (or, not started, were submitted) more
         than this many seconds ago.
         """
-        if status is None:
-            statuses = set(TERMINAL)
-        elif isinstance(status, str):
-            statuses = {_status(status)}
-        else:
-            statuses = {_status(s) for s in status}
+        statuses = set(TERMINAL) if status is None else purge_statuses(status)
         if task is not None:
             check_name(task, "task")
-        before = None
-        if older_than is not None:
-            if isinstance(older_than, bool) or not isinstance(older_than, int | float):
-                raise InvalidJob(f"older_than must be a number of seconds, got {older_than!r}")
-            if not older_than >= 0:
-                raise InvalidJob(f"older_than must be >= 0 seconds, got {older_than!r}")
-            before = self.clock.now() - older_than
+        before = None if older_than is None else self.clock.now() - age(older_than)
         return self.backend.purge(statuses, task, before)
 
     def jobs(self, status: Status | str | None = None) -> list[JobRecord]:

@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -214,3 +215,16 @@ def test_queues_of_one_name_in_two_databases_do_not_hear_each_other(
         channels = [one.backend.channel, other.backend.channel]
         assert channels[0] != channels[1]
         assert dict(client.pubsub_numsub(*channels)) == {c.encode(): 1 for c in channels}
+
+
+def test_a_queue_on_a_unix_socket(tmp_path: Path) -> None:
+    from tests.servers import RedisServer
+
+    socket_path = tmp_path / "redis.sock"
+    url = f"unix://{socket_path}?db=3"
+    with (
+        RedisServer(extra=["--unixsocket", str(socket_path)]),
+        conveyor.Queue(url, allow_modules=ALLOW, workers=1) as q,
+    ):
+        assert q.put(sqlite_jobs.identity, args=(7,)).result(timeout=10) == 7
+        assert q.backend.channel.endswith(":channel:3")

@@ -64,6 +64,7 @@ def client(url: str, *, retries: int = RETRIES) -> redis.Redis:
     scheme, _, rest = url.partition("://")
     if scheme in CLUSTER_SCHEMES:
         return _cluster(f"{CLUSTER_SCHEMES[scheme]}://{rest}", url, retry)
+    tcp: dict[str, Any] = {} if url.startswith("unix:") else {"socket_keepalive": True}
     try:
         return redis.Redis.from_url(
             url,
@@ -71,8 +72,8 @@ def client(url: str, *, retries: int = RETRIES) -> redis.Redis:
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_timeout=SOCKET_TIMEOUT,
-            socket_keepalive=True,
             health_check_interval=30,
+            **tcp,
         )
     except ValueError as exc:
         raise ConveyorError(f"invalid Redis URL {shown(url)!r}: {exc}") from None
@@ -136,8 +137,8 @@ class Connection:
         finally:
             probe.close()
         self.redis = client(url)
-        pool = getattr(self.redis, "connection_pool", None)  # a cluster client has none: db 0
-        db = pool.connection_kwargs.get("db", 0) if pool is not None else 0
+        pool = getattr(self.redis, "connection_pool", None)  # a cluster has db 0 only
+        db = 0 if pool is None else pool.connection_kwargs.get("db", 0)
         #: where every change is published: one channel per queue and database (pub/sub
         #: channels are shared by every database of a server)
         self.channel = self.key(f"channel:{db}")

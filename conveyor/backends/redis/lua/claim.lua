@@ -31,7 +31,7 @@ for _ = 1, reports do
   local at = nil
   if ended ~= '' then at = tonumber(ended) end
   if traceback == '' then traceback = nil end
-  local r = holding(id, attempt)
+  local r = holding(id, attempt, kind == 'F' and FINISHING or HELD)
   if not r then
     recorded[#recorded + 1] = '0'  -- cancelled, recovered or timed out meanwhile: dropped
   else

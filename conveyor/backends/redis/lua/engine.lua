@@ -340,8 +340,12 @@ local HELD = {'status', 'mode', 'o', 'seq', 'parked', 'expires_at', 'attempts', 
   'retries', 'retry_delay', 'backoff', 'worker', 'ahead', 'lost', 'task', 'lease_until',
   'unique_key', 'unique_for', 'lane'}
 
-local function holding(id, attempt)
-  local r = row(id, unpack(HELD))
+-- what ending a finished attempt reads (HELD: any attempt)
+local FINISHING = {'status', 'attempts', 'holds', 'frees', 'o', 'seq', 'unique_key', 'unique_for',
+  'lane'}
+
+local function holding(id, attempt, fields)
+  local r = row(id, unpack(fields or HELD))
   if r.status ~= 'running' or tonumber(r.attempts) ~= attempt then return nil end
   return r
 end
