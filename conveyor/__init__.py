@@ -24,6 +24,7 @@ from conveyor.errors import (
 )
 from conveyor.handle import Job
 from conveyor.job import JobRecord, Status
+from conveyor.observe import plot
 from conveyor.queue import Queue
 from conveyor.task import Task
 
@@ -52,4 +53,5 @@ __all__ = [
     "UntrustedFunction",
     "__version__",
     "context",
+    "plot",
 ]

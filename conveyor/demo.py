@@ -197,6 +197,7 @@ class Run:
     records: list[conveyor.JobRecord]  # this run's jobs
     earlier: list[conveyor.JobRecord]  # the jobs earlier runs left in the file
     summary: dict[str, Any] | None  # None if the summary did not finish
+    workdir: Path | None = None  # where queue.db is (and the timeline goes)
 
 
 def run(
@@ -236,7 +237,7 @@ def run(
         records = this_run(q, number)
         total = next((r for r in records if r.task == "summarise"), None)
     summary = total.result if total is not None and isinstance(total.result, dict) else None
-    return Run(number, url, work, records, earlier, summary)
+    return Run(number, url, work, records, earlier, summary, workdir)
 
 
 def this_run(

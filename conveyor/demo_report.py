@@ -36,6 +36,21 @@ def show(result: Run, root: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def picture(result: Run) -> str:
+    """Draw the run's jobs as a Gantt timeline, ``timeline.png`` beside the queue file, and
+    say where it is; without matplotlib, say how to get it."""
+    target = (result.workdir or Path(".")) / "timeline.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return f"timeline: pip install 'conveyor[plot]' to draw it as {target}"
+    title = f"demo run {result.number}: {len(result.records)} jobs, coloured by task"
+    conveyor.plot(result.records, target, color_by="task", title=title)
+    here = Path.cwd()
+    shown = target.relative_to(here) if target.is_relative_to(here) else target
+    return f"timeline: {shown}"
+
+
 def timeline(records: list[conveyor.JobRecord]) -> str:
     """One row per batch, in the order the batches were put: the batch's size and
     priority, its count (which one it was to start, its times, where it ran), its append (its

@@ -1,7 +1,10 @@
 """Event names and the small dispatcher behind ``Queue.on``.
 
 Callbacks run in the thread that caused the change, after the backend released its lock. A
-callback that raises is logged and never stops or loses a job.
+callback that raises is logged and never stops or loses a job. A backend shared across hosts
+may relay the events other processes caused (``emit(..., relayed=True)``); a callback
+registered with ``relayed=False`` sees only the changes made in this process, so each change
+reaches it in exactly one process (the job log, :mod:`conveyor.observe.logfile`).
 """
 
 from __future__ import annotations
@@ -33,30 +36,34 @@ class EventBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._callbacks: dict[str, tuple[Callback, ...]] = {}
+        self._local: dict[str, tuple[Callback, ...]] = {}  # not called for relayed events
 
-    def on(self, event: str, callback: Callback) -> None:
-        """Call ``callback(record)`` each time ``event`` happens."""
+    def on(self, event: str, callback: Callback, *, relayed: bool = True) -> None:
+        """Call ``callback(record)`` each time ``event`` happens (with ``relayed`` False: only
+        when this process caused it)."""
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}; one of {sorted(EVENTS)}")
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
         with self._lock:
-            self._callbacks[event] = (*self._callbacks.get(event, ()), callback)
+            table = self._callbacks if relayed else self._local
+            table[event] = (*table.get(event, ()), callback)
 
     def off(self, event: str, callback: Callback) -> None:
         """Stop calling ``callback`` for ``event``."""
         with self._lock:
-            self._callbacks[event] = tuple(
-                cb for cb in self._callbacks.get(event, ()) if cb is not callback
-            )
+            for table in (self._callbacks, self._local):
+                table[event] = tuple(cb for cb in table.get(event, ()) if cb is not callback)
 
     def wants(self, event: str) -> bool:
         """True if anyone listens to ``event`` (lets backends skip building records)."""
-        return bool(self._callbacks.get(event))
+        return bool(self._callbacks.get(event) or self._local.get(event))
 
-    def emit(self, event: str, record: JobRecord) -> None:
-        """Call every callback of ``event``; log and swallow their errors."""
-        for callback in self._callbacks.get(event, ()):
+    def emit(self, event: str, record: JobRecord, *, relayed: bool = False) -> None:
+        """Call every callback of ``event`` (``relayed``: another process caused it, so not
+        those registered with ``relayed=False``); log and swallow their errors."""
+        local = () if relayed else self._local.get(event, ())
+        for callback in (*self._callbacks.get(event, ()), *local):
             try:
                 callback(record)
             except Exception:

@@ -87,6 +87,31 @@ def check_name(value: Any, what: str) -> str:
     return value
 
 
+def status_of(value: Status | str) -> Status:
+    """``value`` as a Status; InvalidJob naming the statuses if it is none."""
+    try:
+        return Status(value)
+    except ValueError:
+        known = ", ".join(s.value for s in Status)
+        raise InvalidJob(f"unknown status {value!r} (one of {known})") from None
+
+
+def purge_statuses(value: Status | str | Iterable[Status | str]) -> set[Status]:
+    """The statuses a purge names: one, or several."""
+    if isinstance(value, str):
+        return {status_of(value)}
+    return {status_of(s) for s in value}
+
+
+def age(value: Any) -> float:
+    """An ``older_than``: a number of seconds, at least 0; InvalidJob otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidJob(f"older_than must be a number of seconds, got {value!r}")
+    if not value >= 0:
+        raise InvalidJob(f"older_than must be >= 0 seconds, got {value!r}")
+    return float(value)
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -14,11 +14,20 @@ from conveyor.backends.base import Backend
 from conveyor.backends.waiting import Waiter
 from conveyor.clock import Clock
 from conveyor.embedded import EmbeddedWorkers
-from conveyor.errors import InvalidJob, JobCancelled, JobFailed, QueueClosed, UnknownJob
+from conveyor.errors import JobCancelled, JobFailed, QueueClosed, UnknownJob
 from conveyor.events import EventBus
 from conveyor.handle import Job
-from conveyor.job import ACTIVE, MODES, TERMINAL, JobRecord, Status, check_name
-from conveyor.observe.progress import progress_bar
+from conveyor.job import (
+    MODES,
+    TERMINAL,
+    JobRecord,
+    Status,
+    age,
+    check_name,
+    purge_statuses,
+)
+from conveyor.observe.logfile import JobLog, log_format
+from conveyor.observe.progress import QueueBar, progress_bar
 from conveyor.payload import Prepared, SpecBuilder, TaskRegistry, batches
 from conveyor.records import JobSpec
 from conveyor.references import Allowed
@@ -42,21 +51,13 @@ def _load_settings(name: str, given: dict[str, Any]) -> Settings:
 _CLOSED = "the queue is closed; it takes no more jobs"
 
 
-def _status(value: Status | str) -> Status:
-    try:
-        return Status(value)
-    except ValueError:
-        known = ", ".join(s.value for s in Status)
-        raise InvalidJob(f"unknown status {value!r} (one of {known})") from None
-
-
 class Queue:
     """A job queue: submit work, watch it, collect results.
 
     Args:
         url: ``memory://`` keeps jobs in this process; ``sqlite:///jobs.db`` (relative to the
-            working directory) or ``sqlite:////abs/path/jobs.db`` keeps them in a SQLite file
-            that worker processes share (``sqlite:jobs.db`` is refused).
+            working directory) or ``sqlite:////abs/path/jobs.db`` in a SQLite file that worker
+            processes share; ``redis://host:port/db`` on a Redis server for many hosts.
         name: the queue's name (also the prefix of its own environment variables).
         workers: slots of the queue's own workers (None: CPU count; 0: producer only), each
             started in this process at the first call that needs it: a put, or a wait for
@@ -66,6 +67,8 @@ class Queue:
             jobs read what it returned with ``conveyor.context()``.
         clock: the time source for delays, retries and expiry (``conveyor.testing.ManualClock``
             in tests).
+        log_file: append a line per job end to this ``.csv`` or ``.jsonl`` file (see
+            :meth:`log`).
         **settings: see :class:`conveyor.settings.Settings` (``max_size``,
             ``max_jobs_per_process``, ``graceful_timeout`` ...).
     """
@@ -79,6 +82,7 @@ class Queue:
         mode: str = "thread",
         context: Callable[[], Any] | None = None,
         clock: Clock | None = None,
+        log_file: str | os.PathLike[str] | None = None,
         **settings: Any,
     ) -> None:
         if mode not in MODES:
@@ -87,6 +91,8 @@ class Queue:
             isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
         ):
             raise ValueError(f"workers must be an int >= 0 or None, got {workers!r}")
+        if log_file is not None:
+            log_format(log_file)  # a bad extension is refused before anything is opened
         self.url = url
         self.name = name
         self.mode = mode
@@ -121,6 +127,13 @@ class Queue:
             slots=self.slots, mode=mode, context=context, durable=self.durable,
         )  # fmt: skip
         self._closed = False
+        self.logs: list[JobLog] = []
+        if log_file is not None:
+            try:
+                self.log(log_file)
+            except BaseException:
+                self.backend.close()
+                raise
 
     @property
     def runs_workers(self) -> bool:
@@ -286,19 +299,8 @@ class Queue:
             watchers.append(lambda _counts: inline.drain())
         bar = None
         if progress:
-            # jobs that had ended before this queue object was built (earlier runs on a
-            # durable file) are not this run's progress
-            start = self.backend.counts()
-            ended_before = min(self._ended_at_open, sum(start[status] for status in TERMINAL))
-            bar = progress_bar(sum(start.values()) - ended_before, f"queue {self.name}")
-
-            def show(counts: dict[Status, int]) -> None:
-                ended = max(0, sum(counts[status] for status in TERMINAL) - ended_before)
-                bar.total = ended + sum(counts[status] for status in ACTIVE)
-                bar.n = ended
-                bar.refresh()
-
-            watchers.append(show)
+            bar = QueueBar(self.backend.counts(), self._ended_at_open, self.name)
+            watchers.append(bar.show)
 
         def on_change(counts: dict[Status, int]) -> None:
             for watcher in watchers:
@@ -405,26 +407,35 @@ class Queue:
         this task. ``older_than``: only jobs that ended (or, not started, were submitted) more
         than this many seconds ago.
         """
-        if status is None:
-            statuses = set(TERMINAL)
-        elif isinstance(status, str):
-            statuses = {_status(status)}
-        else:
-            statuses = {_status(s) for s in status}
+        statuses = set(TERMINAL) if status is None else purge_statuses(status)
         if task is not None:
             check_name(task, "task")
-        before = None
-        if older_than is not None:
-            if isinstance(older_than, bool) or not isinstance(older_than, int | float):
-                raise InvalidJob(f"older_than must be a number of seconds, got {older_than!r}")
-            if not older_than >= 0:
-                raise InvalidJob(f"older_than must be >= 0 seconds, got {older_than!r}")
-            before = self.clock.now() - older_than
+        before = None if older_than is None else self.clock.now() - age(older_than)
         return self.backend.purge(statuses, task, before)
 
     def jobs(self, status: Status | str | None = None) -> list[JobRecord]:
         """Records of every job the queue holds (or of one status), in submission order."""
         return self.backend.query(None if status is None else Status(status))
+
+    def dataframe(self, status: Status | str | None = None) -> Any:
+        """:meth:`jobs` as a pandas DataFrame (``pip install 'conveyor[pandas]'``): a column per
+        record field, plus ``wait`` (see :mod:`conveyor.observe.table`)."""
+        from conveyor.observe.table import dataframe
+
+        return dataframe(self.jobs(status))
+
+    def plot(self, path: str | os.PathLike[str] | None = None, **options: Any) -> Any:
+        """A Gantt timeline of :meth:`jobs`: saved as PNG at ``path`` (returned), else a
+        matplotlib Figure (``pip install 'conveyor[plot]'``); options of :func:`conveyor.plot`."""
+        from conveyor.observe.timeline import plot
+
+        return plot(self.jobs(), path, **options)
+
+    def log(self, path: str | os.PathLike[str]) -> None:
+        """Append a line per job end (finished, failed, cancelled) to ``path``: CSV or JSONL by
+        its extension (else ValueError), written by the process that ended the job (see
+        :mod:`conveyor.observe.logfile`): give every process of the queue the same log."""
+        self.logs.append(JobLog(path).listen(self.events))
 
     # ------------------------------------------------------------ decorators
     @overload
@@ -462,6 +473,8 @@ class Queue:
         self._closed = True
         self.embedded.stop(wait)
         self.backend.close()
+        for log in self.logs:
+            log.close()
 
     def __enter__(self) -> Queue:
         return self

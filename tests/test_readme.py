@@ -58,16 +58,19 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
 
 
-def run_script(path: Path, timeout: float = SCRIPT_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    """``python path`` in its folder; a script still running after ``timeout`` is killed with
-    everything it started (its process group) and the test fails saying it hung."""
+def run_script(
+    path: Path, timeout: float = SCRIPT_TIMEOUT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python path`` in its folder (``env`` added to its environment); a script still running
+    after ``timeout`` is killed with everything it started (its process group) and the test
+    fails saying it hung."""
     process = subprocess.Popen(
         [sys.executable, path.name],
         cwd=path.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=clean_env(),
+        env={**clean_env(), **(env or {})},
         start_new_session=True,
     )
     try:
@@ -80,6 +83,20 @@ def run_script(path: Path, timeout: float = SCRIPT_TIMEOUT) -> subprocess.Comple
 
 
 # ------------------------------------------------------------------------ python blocks
+#: the database of the Redis test server the README's Redis examples use
+README_REDIS_DB = 4
+
+
+def redis_database(request: pytest.FixtureRequest, db: int) -> str:
+    """The URL of database ``db`` of the Redis test server, emptied."""
+    import redis
+
+    url = f"{request.getfixturevalue('redis_url')}/{db}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
+
+
 def test_readme_has_its_examples() -> None:
     assert blocks("python"), "the README lost its python examples"
     assert any(file_name(b, i) == "myapp.py" for i, b in enumerate(blocks("python")))
@@ -87,13 +104,15 @@ def test_readme_has_its_examples() -> None:
 
 @pytest.mark.parametrize("index", range(len(blocks("python"))))
 def test_readme_python_block_runs_as_a_script_and_prints_what_it_says(
-    index: int, tmp_path: Path
+    index: int, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     # given a README example saved as a file / when run as `python file.py`
     source = blocks("python")[index]
     script = tmp_path / file_name(source, index)
     script.write_text(source, encoding="utf-8")
-    done = run_script(script)
+    # (an example on Redis reads REDIS_URL: the test's own server, an emptied database)
+    env = {"REDIS_URL": redis_database(request, README_REDIS_DB)} if "REDIS_URL" in source else {}
+    done = run_script(script, env=env)
     # then it exits 0 and prints what its comments promise
     assert done.returncode == 0, done.stderr[-3000:]
     for expected in re.findall(r"print\(.*?\)\s+# (.+)$", source, re.M):

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from conveyor.events import EventBus
     from conveyor.settings import Settings
 
-SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 log = logging.getLogger("conveyor")
 
@@ -29,8 +29,9 @@ def from_url(
     name: str = "default",
 ) -> Backend:
     """Build the backend that ``url`` names: ``memory://``, ``sqlite:///path/to.db``, or
-    ``redis://host:port/db`` (also ``rediss://``, ``unix:///path/to.sock?db=0``), where the
-    queue ``name`` keeps its jobs under its own keys."""
+    ``redis://host:port/db`` (also ``rediss://``, ``unix:///path/to.sock?db=0``, and
+    ``redis+cluster://host:port`` for a Redis Cluster), where the queue ``name`` keeps its
+    jobs under its own keys."""
     parts = urlsplit(url)
     scheme = parts.scheme
     if scheme == "memory":

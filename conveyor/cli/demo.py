@@ -55,3 +55,4 @@ def demo(workers: int | None, mode: str, workdir: Path, source: Path | None) -> 
     except ConveyorError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(demo_report.show(done, source))
+    click.echo(demo_report.picture(done))

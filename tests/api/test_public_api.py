@@ -32,6 +32,7 @@ PUBLIC = [
     "UntrustedFunction",
     "__version__",
     "context",
+    "plot",
 ]
 
 

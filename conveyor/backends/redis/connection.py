@@ -14,7 +14,7 @@ import itertools
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -52,10 +52,18 @@ def shown(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+#: cluster URL scheme -> the scheme of its nodes (redis-py's cluster client)
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
 def client(url: str, *, retries: int = RETRIES) -> redis.Redis:
-    """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``) that retries calls
-    that fail on the connection ``retries`` times with exponential backoff."""
+    """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``; ``redis+cluster://``
+    and ``rediss+cluster://`` name one node of a Redis Cluster) that retries calls that fail on
+    the connection ``retries`` times with exponential backoff."""
     retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), retries)
+    scheme, _, rest = url.partition("://")
+    if scheme in CLUSTER_SCHEMES:
+        return _cluster(f"{CLUSTER_SCHEMES[scheme]}://{rest}", url, retry)
     tcp: dict[str, Any] = {} if url.startswith("unix:") else {"socket_keepalive": True}
     try:
         return redis.Redis.from_url(
@@ -69,6 +77,26 @@ def client(url: str, *, retries: int = RETRIES) -> redis.Redis:
         )
     except ValueError as exc:
         raise ConveyorError(f"invalid Redis URL {shown(url)!r}: {exc}") from None
+
+
+def _cluster(node_url: str, url: str, retry: Retry) -> redis.Redis:
+    """redis-py's cluster client, which finds the other nodes from the one ``node_url``
+    names. All keys of a queue share one hash tag, so each script, pipeline and blocking call
+    goes to the one node that holds the queue's slot; pub/sub messages reach every node."""
+    try:
+        cluster = redis.RedisCluster.from_url(
+            node_url,
+            retry=retry,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_keepalive=True,
+        )
+    except ValueError as exc:
+        raise ConveyorError(f"invalid Redis URL {shown(url)!r}: {exc}") from None
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+        raise StorageError(f"cannot connect to Redis Cluster at {shown(url)}: {exc}") from None
+    # the cluster client offers the commands this backend uses, routed by key
+    return cast(redis.Redis, cluster)
 
 
 class Connection:
@@ -105,11 +133,12 @@ class Connection:
         try:
             probe.ping()
         except redis.RedisError as exc:
-            raise ConveyorError(f"cannot connect to Redis at {shown(url)}: {exc}") from None
+            raise StorageError(f"cannot connect to Redis at {shown(url)}: {exc}") from None
         finally:
             probe.close()
         self.redis = client(url)
-        db = self.redis.connection_pool.connection_kwargs.get("db", 0)
+        pool = getattr(self.redis, "connection_pool", None)  # a cluster has db 0 only
+        db = 0 if pool is None else pool.connection_kwargs.get("db", 0)
         #: where every change is published: one channel per queue and database (pub/sub
         #: channels are shared by every database of a server)
         self.channel = self.key(f"channel:{db}")

@@ -204,7 +204,7 @@ class Waiting(Connection):
         for (name, _), found in zip(wanted, pipe.execute(), strict=True):
             if found:
                 h = {field.decode(): value for field, value in found.items()}
-                bus.emit(name, record(h, self.serializer, results=True))
+                bus.emit(name, record(h, self.serializer, results=True), relayed=True)
 
     def version(self, mode: str | None = None) -> int:
         """See :meth:`conveyor.backends.base.Backend.version`."""
