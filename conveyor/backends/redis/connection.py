@@ -196,12 +196,14 @@ class Connection:
         wanted = ",".join(name for name in EVENTS if bus.wants(name))
         ticket = self._emitting_start() if wanted else None
         try:
-            return self._call(entry, args, now, wanted)
+            return self._call(entry, args, now, wanted, ticket)
         finally:
             if ticket is not None:
                 self._emitting_end(ticket)
 
-    def _call(self, entry: str, args: Sequence[Any], now: float | None, wanted: str) -> Reply:
+    def _call(
+        self, entry: str, args: Sequence[Any], now: float | None, wanted: str, ticket: int | None
+    ) -> Reply:
         header = (
             self.prefix,
             repr(self._clock.now() if now is None else now),
@@ -214,6 +216,8 @@ class Connection:
         with self._errors(f"cannot change the queue {self.name!r}"):
             answer, events, changed = self.scripts.call(entry, self.key("v"), [*header, *args])
         if events:
+            if ticket is not None:
+                self._settle(before=ticket)  # this process's events in the order of its steps
             self._emit(events)
         if changed:
             self._changed([mode.decode() for mode in changed[1:]])
@@ -234,15 +238,20 @@ class Connection:
             del self._emitting[ticket]
             self._emit_cond.notify_all()
 
-    def _settle(self) -> None:
-        """(After a read) wait until the steps of this process's other threads that were under
-        way have emitted their events (at most EMIT_WAIT seconds: a callback of theirs that
-        waits for this thread cannot stall it)."""
+    def _settle(self, before: int | None = None) -> None:
+        """(After a read, or before a step emits its events) wait until the steps of this
+        process's other threads that were under way (that began ``before`` the step) have
+        emitted their events; at most EMIT_WAIT seconds: a callback of theirs that waits for
+        this thread cannot stall it."""
         if not self._emitting:
             return
         me = threading.get_ident()
         with self._emit_cond:
-            pending = {ticket for ticket, ident in self._emitting.items() if ident != me}
+            pending = {
+                ticket
+                for ticket, ident in self._emitting.items()
+                if ident != me and (before is None or ticket < before)
+            }
             if pending:
                 self._emit_cond.wait_for(
                     lambda: not pending.intersection(self._emitting), EMIT_WAIT
