@@ -67,3 +67,21 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """``redis+cluster://127.0.0.1:PORT`` of a Redis Cluster of 3 masters for the whole
+    session: ``REDIS_CLUSTER_URL`` if set (nothing is started then), else one started at first
+    use."""
+    url = os.environ.get("REDIS_CLUSTER_URL")
+    if url:
+        yield url
+        return
+    from tests.servers import start_cluster
+
+    cluster = start_cluster(3)
+    try:
+        yield cluster.url
+    finally:
+        cluster.close()

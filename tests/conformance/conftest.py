@@ -2,13 +2,15 @@
 
 A variant is a backend URL plus where the jobs run:
 
-- ``memory``, ``sqlite``: the test's queue starts its embedded worker threads as soon as it
+- ``memory``, ``sqlite``, ``redis``, ``redis-cluster`` (a 3-master Redis Cluster, emptied
+  before each test): the test's queue starts its embedded worker threads as soon as it
   is built (a queue starts them lazily otherwise), so jobs run in the test process and report
   to the test's :class:`~tests.conformance.jobs.Board` directly;
-- ``sqlite-process``: the test holds a producer queue ``Queue(url, workers=0)`` and the jobs
-  run in ``python -m conveyor worker APP --workers N --mode M`` processes, one per queue the
-  test builds with workers (``N`` is the ``workers=`` it asked for). ``APP`` is a module
-  written for the test, building the same queue (URL, name, mode, settings) with
+- ``sqlite-process``, ``redis-process``: the test holds a producer queue
+  ``Queue(url, workers=0)`` and the jobs run in ``python -m conveyor worker APP --workers N
+  --mode M`` processes, one per queue the test builds with workers (``N`` is the
+  ``workers=`` it asked for). ``APP`` is a module written for the test, building the same
+  queue (URL, name, mode, settings) with
   ``workers=0``; ``CONVEYOR_*`` variables reach the workers too. Their jobs reach the board
   through a proxy (:func:`tests.conformance.jobs.serve_boards`). The processes start with
   the queue, as embedded workers would, and get SIGTERM at teardown (SIGKILL if they do not
@@ -26,6 +28,7 @@ Add a variant by adding it to ``VARIANTS``.
 from __future__ import annotations
 
 import ast
+import itertools
 import os
 import signal
 import subprocess
@@ -63,10 +66,13 @@ VARIANTS = [
     Variant("sqlite-process", "sqlite:///{tmp}/queue.db", worker_processes=True),
     Variant("redis", "{redis}"),
     Variant("redis-process", "{redis}", worker_processes=True),
+    Variant("redis-cluster", "{cluster}"),
 ]
 
-#: the database of the test server that the redis variants use, emptied before each test
-REDIS_DB = 1
+#: the databases of the test server that the redis variants use in turn, each emptied before
+#: a test (2 and 4 are other tests'): a queue closed without waiting may keep a worker thread
+#: for a moment, which must not claim the next test's jobs of a queue of the same name
+REDIS_DBS = itertools.cycle([1, *range(5, 16)])
 
 #: markers of what a test needs of the test process -> why it cannot run with worker processes
 LOCAL_ONLY = {
@@ -109,9 +115,15 @@ def backend_url(
     if "{redis}" in url:
         import redis
 
-        url = url.replace("{redis}", f"{request.getfixturevalue('redis_url')}/{REDIS_DB}")
+        url = url.replace("{redis}", f"{request.getfixturevalue('redis_url')}/{next(REDIS_DBS)}")
         with redis.Redis.from_url(url) as client:
             client.flushdb()
+    if "{cluster}" in url:
+        import redis
+
+        url = request.getfixturevalue("redis_cluster_url")
+        with redis.RedisCluster.from_url(url.replace("redis+cluster:", "redis:", 1)) as client:
+            client.flushdb(target_nodes=redis.RedisCluster.PRIMARIES)
     return url
 
 
