@@ -237,14 +237,13 @@ q.backend._db.set_trace_callback(trace)
     # the submit is one script call: half of its command reaches the server, then the
     # producer stops (the server never gets the rest; it drops the command with the connection)
     "redis": """
-import hashlib
 import redis.connection
-from conveyor.backends.redis.scripts import text
-submit_sha = hashlib.sha1(text("submit").encode()).hexdigest().encode()
+from conveyor.backends.redis.scripts import function_name, library
+submit = function_name(library()[0], "submit").encode()  # FCALL <it> 1 <key> ...
 send = redis.connection.AbstractConnection.send_packed_command
 def half_then_stop(self, command, check_health=True):
     data = command.encode() if isinstance(command, str) else b"".join(command)
-    if submit_sha in data[:200]:
+    if submit in data[:200]:
         self._sock.sendall(data[: len(data) // 2])
         print("inside", flush=True)
         threading.Event().wait()

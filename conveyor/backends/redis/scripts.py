@@ -79,7 +79,8 @@ class Library:
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-        self._retry = client.get_retry() or Retry(NoBackoff(), 0)
+        get_retry = getattr(client, "get_retry", None)  # (a cluster client has none)
+        self._retry = (get_retry() if get_retry else None) or Retry(NoBackoff(), 0)
         self._held = threading.local()
         self.version, self.text = library()
         self.names = {entry: function_name(self.version, entry) for entry in ENTRIES}
@@ -87,9 +88,12 @@ class Library:
         self.load()
 
     def _fcall(self, name: str, key: str, args: list[Any]) -> Any:
+        pool = getattr(self._client, "connection_pool", None)
+        if pool is None:  # a cluster client: it routes the call to the key's node itself
+            return self._client.fcall(name, 1, key, *args)
         held: _Held | None = getattr(self._held, "value", None)
         if held is None:
-            held = self._held.value = _Held(self._client.connection_pool)
+            held = self._held.value = _Held(pool)
         connection = held.connection
 
         def call() -> Any:
