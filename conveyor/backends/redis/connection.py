@@ -196,12 +196,14 @@ class Connection:
         wanted = ",".join(name for name in EVENTS if bus.wants(name))
         ticket = self._emitting_start() if wanted else None
         try:
-            return self._call(entry, args, now, wanted)
+            return self._call(entry, args, now, wanted, ticket)
         finally:
             if ticket is not None:
                 self._emitting_end(ticket)
 
-    def _call(self, entry: str, args: Sequence[Any], now: float | None, wanted: str) -> Reply:
+    def _call(
+        self, entry: str, args: Sequence[Any], now: float | None, wanted: str, ticket: int | None
+    ) -> Reply:
         header = (
             self.prefix,
             repr(self._clock.now() if now is None else now),
@@ -214,6 +216,8 @@ class Connection:
         with self._errors(f"cannot change the queue {self.name!r}"):
             answer, events, changed = self.scripts.call(entry, self.key("v"), [*header, *args])
         if events:
+            if ticket is not None:
+                self._settle(before=ticket)  # this process's events in the order of its steps
             self._emit(events)
         if changed:
             self._changed([mode.decode() for mode in changed[1:]])
@@ -234,15 +238,20 @@ class Connection:
             del self._emitting[ticket]
             self._emit_cond.notify_all()
 
-    def _settle(self) -> None:
-        """(After a read) wait until the steps of this process's other threads that were under
-        way have emitted their events (at most EMIT_WAIT seconds: a callback of theirs that
-        waits for this thread cannot stall it)."""
+    def _settle(self, before: int | None = None) -> None:
+        """(After a read, or before a step emits its events) wait until the steps of this
+        process's other threads that were under way (that began ``before`` the step) have
+        emitted their events; at most EMIT_WAIT seconds: a callback of theirs that waits for
+        this thread cannot stall it."""
         if not self._emitting:
             return
         me = threading.get_ident()
         with self._emit_cond:
-            pending = {ticket for ticket, ident in self._emitting.items() if ident != me}
+            pending = {
+                ticket
+                for ticket, ident in self._emitting.items()
+                if ident != me and (before is None or ticket < before)
+            }
             if pending:
                 self._emit_cond.wait_for(
                     lambda: not pending.intersection(self._emitting), EMIT_WAIT
@@ -258,8 +267,24 @@ class Connection:
         bus = self._bus
         for i in range(0, len(events), 3):
             name, data = events[i].decode(), events[i + 2]
-            if data and bus.wants(name):
-                bus.emit(name, record(snapshot(data), self.serializer, results=True))
+            if not bus.wants(name):
+                continue
+            if data:
+                h = snapshot(data)
+            else:  # a listener came after the step began: the job as it is now
+                found = self._job_now(events[i + 1].decode())
+                if found is None:
+                    continue
+                h = found
+            bus.emit(name, record(h, self.serializer, results=True))
+
+    def _job_now(self, job_id: str) -> dict[str, bytes] | None:
+        """The job's hash as it is now (None if it is gone or cannot be read)."""
+        try:
+            found: dict[bytes, bytes] = self.redis.hgetall(self.key("j:" + job_id))  # type: ignore[assignment]
+        except redis.RedisError:
+            return None
+        return {field.decode(): value for field, value in found.items()} or None
 
     def read(self, call: Callable[[redis.Redis], Any], what: str = "cannot read") -> Any:
         """``call(client)``, a Redis error turned into a StorageError."""

@@ -13,6 +13,7 @@ made again (:meth:`Library.call`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import threading
@@ -20,6 +21,8 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 #: the entry scripts, one per state change (``lua/<name>.lua``)
 ENTRIES = (
@@ -54,15 +57,53 @@ def function_name(version: str, entry: str) -> str:
     return f"conveyor_{version}_{entry}"
 
 
+class _Held:
+    """A connection a thread keeps for its calls, given back to the pool when the thread
+    ends (its thread-local storage goes, and this with it)."""
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self.pool = pool
+        self.connection = pool.get_connection()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # the pool was closed meanwhile
+            self.pool.release(self.connection)
+
+
 class Library:
-    """The library on one client: loaded if the server lacks it, each entry called by name."""
+    """The library on one client: loaded if the server lacks it, each entry called by name.
+
+    A call goes straight to a connection its thread keeps (the client's own retry policy:
+    reconnect with backoff), not through the client's command layer: this runs for every
+    step, and that layer costs as much as the round trip (measured here: 40 us of 70)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
+        #: a single server's pool; None for a cluster client, whose calls are routed by key
+        self._pool: redis.ConnectionPool | None = getattr(client, "connection_pool", None)
+        self._retry = (self._pool and client.get_retry()) or Retry(NoBackoff(), 0)
+        self._held = threading.local()
         self.version, self.text = library()
         self.names = {entry: function_name(self.version, entry) for entry in ENTRIES}
         self._lock = threading.Lock()
         self.load()
+
+    def _fcall(self, name: str, key: str, args: list[Any]) -> Any:
+        if self._pool is None:
+            return self._client.fcall(name, 1, key, *args)
+        held: _Held | None = getattr(self._held, "value", None)
+        if held is None:
+            held = self._held.value = _Held(self._pool)
+        connection = held.connection
+
+        def call() -> Any:
+            connection.send_command("FCALL", name, 1, key, *args)  # type: ignore[no-untyped-call]
+            return connection.read_response()
+
+        def failed(_error: Exception) -> None:
+            connection.disconnect()  # type: ignore[no-untyped-call]
+
+        return self._retry.call_with_retry(call, failed)
 
     def load(self) -> None:
         """Load the library unless the server has it already."""
@@ -78,9 +119,9 @@ class Library:
         to the queue's slot) and ``args``; the library is loaded again if the server lost it."""
         name = self.names[entry]
         try:
-            return self._client.fcall(name, 1, key, *args)
+            return self._fcall(name, key, args)
         except redis.ResponseError as exc:
             if "Function not found" not in str(exc):
                 raise
         self.load()
-        return self._client.fcall(name, 1, key, *args)
+        return self._fcall(name, key, args)
