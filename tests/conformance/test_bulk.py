@@ -251,6 +251,7 @@ def half_then_stop(self, command, check_health=True):
 redis.connection.AbstractConnection.send_packed_command = half_then_stop
 """,
 }
+PAUSE_INSIDE_SUBMIT["redis+cluster"] = PAUSE_INSIDE_SUBMIT["redis"]  # the same connections
 
 
 @pytest.mark.timeout(60)

@@ -73,7 +73,15 @@ def test_a_server_restarted_mid_run_loses_nothing_and_workers_carry_on(
     logs = [tmp_path / f"worker{n}.log" for n in range(2)]
     workers = [_worker(tmp_path, log) for log in logs]
     try:
-        _wait_until(lambda: q.size("finished") >= 60)
+        # both workers are running jobs (a worker still starting when the server dies would
+        # rightly refuse to start), and some jobs ended
+        _wait_until(
+            lambda: (
+                {pid for runs in _runs(marks).values() for pid, _ in runs}
+                >= {w.pid for w in workers}
+                and q.size("finished") >= 60
+            )
+        )
         before = [log.stat().st_size for log in logs]
         redis_server.stop(kill=True)  # a crash: what was acknowledged is in the append-only file
 
