@@ -6,6 +6,7 @@ and ``redis-process``)."""
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -228,3 +229,22 @@ def test_a_queue_on_a_unix_socket(tmp_path: Path) -> None:
     ):
         assert q.put(sqlite_jobs.identity, args=(7,)).result(timeout=10) == 7
         assert q.backend.channel.endswith(":channel:3")
+
+
+def test_a_big_bulk_submit_goes_in_bounded_engine_calls_in_order(
+    url: str, client: redis.Redis
+) -> None:
+    """A bulk submit without max_size is cut into engine calls of SUBMIT_BATCH jobs, so no one
+    Lua call holds the server for long; the ids come back in input order, every job stored."""
+    from conveyor.backends.redis.backend import SUBMIT_BATCH
+
+    n = 2 * SUBMIT_BATCH + 7
+    with conveyor.Queue(url, allow_modules=["math"], workers=0) as q:
+        q.put(math.sqrt, args=(1,))  # the library is loaded and the queue's keys exist
+        client.config_resetstat()
+        jobs = q.put_many(math.sqrt, range(n))
+        calls = client.info("commandstats")["cmdstat_fcall"]["calls"]
+        assert calls == 3, f"{calls} engine calls for {n} jobs"
+        assert q.backend.counts()[conveyor.Status.WAITING] == n + 1
+        listed = [record.id for record in q.jobs("waiting")][1:]
+        assert listed == [job.id for job in jobs]

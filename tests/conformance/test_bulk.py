@@ -234,12 +234,12 @@ def trace(statement):
             threading.Event().wait()
 q.backend._db.set_trace_callback(trace)
 """,
-    # the submit is one function call (FCALL): half of its command reaches the server, then the
+    # the submit is one script call: half of its command reaches the server, then the
     # producer stops (the server never gets the rest; it drops the command with the connection)
     "redis": """
 import redis.connection
 from conveyor.backends.redis.scripts import function_name, library
-submit = function_name(library()[0], "submit").encode()
+submit = function_name(library()[0], "submit").encode()  # FCALL <it> 1 <key> ...
 send = redis.connection.AbstractConnection.send_packed_command
 def half_then_stop(self, command, check_health=True):
     data = command.encode() if isinstance(command, str) else b"".join(command)
@@ -251,7 +251,6 @@ def half_then_stop(self, command, check_health=True):
 redis.connection.AbstractConnection.send_packed_command = half_then_stop
 """,
 }
-PAUSE_INSIDE_SUBMIT["redis+cluster"] = PAUSE_INSIDE_SUBMIT["redis"]
 
 
 @pytest.mark.timeout(60)

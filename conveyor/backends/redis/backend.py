@@ -46,6 +46,9 @@ from conveyor.records import (
 from conveyor.rules.plan import compile_plan
 from conveyor.serializer import Serializer
 
+#: the most jobs one engine call submits: a bigger batch without max_size goes in several
+#: calls (a Lua call holds the whole server while it runs: 1,000 jobs take about 50 ms)
+SUBMIT_BATCH = 1000
 #: a report recorded; one dropped (its attempt no longer held the job); a cancel too late
 HELD, DROPPED, NOT_ACTIVE = Recorded(True), Recorded(False), Cancelled(False)
 #: claimed job fields in a claim's answer
@@ -88,6 +91,17 @@ class RedisBackend(Registry):
         if not specs:
             return []
         self._validate(specs)
+        if self._max_size is None and len(specs) > SUBMIT_BATCH:
+            # one engine call holds the server: a big batch goes in calls of SUBMIT_BATCH jobs
+            # (each all or nothing; dependencies on earlier ones are known by then)
+            ids: list[str] = []
+            for start in range(0, len(specs), SUBMIT_BATCH):
+                ids += self._submit(specs[start : start + SUBMIT_BATCH], block, timeout)
+            return ids
+        return self._submit(specs, block, timeout)
+
+    def _submit(self, specs: Sequence[JobSpec], block: bool, timeout: float | None) -> list[str]:
+        """One engine call for ``specs`` (waiting for room under max_size if ``block``)."""
         args: list[Any] = [-1 if self._max_size is None else self._max_size, len(specs)]
         for spec in specs:
             args += self._fields(spec)

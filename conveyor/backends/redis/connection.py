@@ -293,8 +293,24 @@ class Connection:
         bus = self._bus
         for i in range(0, len(events), 3):
             name, data = events[i].decode(), events[i + 2]
-            if data and bus.wants(name):
-                bus.emit(name, record(snapshot(data), self.serializer, results=True))
+            if not bus.wants(name):
+                continue
+            if data:
+                h = snapshot(data)
+            else:  # a listener came after the step began: the job as it is now
+                found = self._job_now(events[i + 1].decode())
+                if found is None:
+                    continue
+                h = found
+            bus.emit(name, record(h, self.serializer, results=True))
+
+    def _job_now(self, job_id: str) -> dict[str, bytes] | None:
+        """The job's hash as it is now (None if it is gone or cannot be read)."""
+        try:
+            found: dict[bytes, bytes] = self.redis.hgetall(self.key("j:" + job_id))  # type: ignore[assignment]
+        except redis.RedisError:
+            return None
+        return {field.decode(): value for field, value in found.items()} or None
 
     def read(self, call: Callable[[redis.Redis], Any], what: str = "cannot read") -> Any:
         """``call(client)``, a Redis error turned into a StorageError."""

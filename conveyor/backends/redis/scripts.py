@@ -79,7 +79,9 @@ class Library:
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-        self._retry = client.get_retry() or Retry(NoBackoff(), 0)
+        #: a single server's pool; None for a cluster client, whose calls are routed by key
+        self._pool: redis.ConnectionPool | None = getattr(client, "connection_pool", None)
+        self._retry = (self._pool and client.get_retry()) or Retry(NoBackoff(), 0)
         self._held = threading.local()
         #: whether :meth:`call_then_first` can be used (a client with one connection pool)
         self.pipelines = hasattr(client, "connection_pool")
@@ -89,9 +91,11 @@ class Library:
         self.load()
 
     def _fcall(self, name: str, key: str, args: list[Any]) -> Any:
+        if self._pool is None:
+            return self._client.fcall(name, 1, key, *args)
         held: _Held | None = getattr(self._held, "value", None)
         if held is None:
-            held = self._held.value = _Held(self._client.connection_pool)
+            held = self._held.value = _Held(self._pool)
         connection = held.connection
 
         def call() -> Any:
