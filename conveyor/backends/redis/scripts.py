@@ -83,8 +83,8 @@ class Library:
         self._pool: redis.ConnectionPool | None = getattr(client, "connection_pool", None)
         self._retry = (self._pool and client.get_retry()) or Retry(NoBackoff(), 0)
         self._held = threading.local()
-        #: whether :meth:`call_then_first` can be used (a client with one connection pool)
-        self.pipelines = hasattr(client, "connection_pool")
+        #: whether :meth:`call_then_first` can be used (a single server's client)
+        self.pipelines = self._pool is not None
         self.version, self.text = library()
         self.names = {entry: function_name(self.version, entry) for entry in ENTRIES}
         self._lock = threading.Lock()
@@ -145,9 +145,10 @@ class Library:
     def _fcall_then_first(
         self, name: str, key: str, args: list[Any], zsets: tuple[str, ...]
     ) -> tuple[Any, list[float | None]]:
+        assert self._pool is not None  # see `pipelines`
         held: _Held | None = getattr(self._held, "value", None)
         if held is None:
-            held = self._held.value = _Held(self._client.connection_pool)
+            held = self._held.value = _Held(self._pool)
         connection: Any = held.connection
         commands = [("FCALL", name, 1, key, *args)]
         commands += [("ZRANGE", zset, 0, 0, "WITHSCORES") for zset in zsets]
