@@ -78,6 +78,7 @@ class Batched(Claiming):
                 if claim:
                     self.claiming += 1
             state.local.sifted = False
+            since = self.seam.version() if claim else None  # before the claim: none missed
             try:
                 self._hold(self.reports.write(claim, extra))
             finally:
@@ -100,9 +101,10 @@ class Batched(Claiming):
             if self.burst:
                 self._end_burst_if_over()
                 continue
-            # nothing may start now: wait for a job for this slot (none claimed ahead)
+            # nothing may start now: wait for a job for this slot (none claimed ahead), for a
+            # change after the claim that just found none before claiming again
             state.local.sifted = False
-            claimed = self.seam.claim(limit, timeout, self._claim_stop)
+            claimed = self.seam.claim(limit, timeout, self._claim_stop, since=since)
             jobs = state.sift(claimed)
             if not claimed and not self.at_hand:
                 return []  # stopping, closed, or the timeout passed

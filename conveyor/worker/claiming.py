@@ -161,12 +161,15 @@ class Direct(Claiming):
             report = Finished(job.id, job.attempt, result)
         else:
             report = codec.finished(job, result)
+        writing = reports.writing  # a heartbeat meanwhile must not stop the job (it ended)
+        writing.add(job.id)
         try:
             # no waiting inside: the finished job must leave `running` before this slot idles
             claim = 0 if state.draining else claim_next
             reported = self.seam.report([report], claim)
         except Exception as exc:
             self._keep(report, exc)
+            writing.discard(job.id)
             return self.claim(claim_next) if claim_next else []
         if report.__class__ is Finished:
             state.outcomes.finished(job)
@@ -176,6 +179,7 @@ class Direct(Claiming):
         running = state.running
         if running.get(job.id) is job:
             del running[job.id]
+        writing.discard(job.id)  # after: a heartbeat looks at `writing` before `running`
         if state.draining:
             state.ended(None)
         runnable = state.sift(jobs) if jobs else []

@@ -116,7 +116,14 @@ class Heartbeat:
         lost = self.seam.heartbeat(list(running))
         for job_id in lost:
             job = running.get(job_id)
-            if job is not None and state.running.get(job_id) is job:
+            if job is None:
+                continue
+            with state.cond:
+                # a job whose report is pending or being written has ended: the beat may have
+                # crossed its report (read before `running`, which the job leaves first)
+                ended = job_id in self.reports.unwritten_ids()
+                ended = ended or state.running.get(job_id) is not job
+            if not ended:
                 self._stop_job(
                     job_id, "it is no longer this worker's (cancelled, or taken back elsewhere)"
                 )

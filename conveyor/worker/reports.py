@@ -123,7 +123,7 @@ class Reports:
         #: ``(job id, attempt)`` of jobs claimed ahead that a slot has started since
         self.started: list[tuple[str, int]] = []
         #: jobs whose report a backend call is writing right now (not pending, not yet
-        #: written: a stop must not put them back)
+        #: written: a stop must not put them back, a heartbeat must not stop them)
         self.writing: set[str] = set()
         #: when (monotonic) the oldest pending item came; None: nothing is pending
         self.since: float | None = None
@@ -154,9 +154,11 @@ class Reports:
         if exception is not None:
             state.keep_exception(job.id, exception)
         report = Failure(job.id, job.attempt, failure.error, failure.started)
+        self.writing.add(job.id)  # a heartbeat meanwhile must not stop the job (it ended)
         try:
             (outcome,) = self.seam.report([report]).recorded
         except BaseException:
+            self.writing.discard(job.id)
             if exception is not None:
                 state.exceptions.pop(job.id, None)
             raise
@@ -168,6 +170,7 @@ class Reports:
             # said first: a worker that stops once its jobs ended reports the outcome counted
             # under the lock: a retry of the job may already run in another slot, under its id
             self.state.ended(job)
+            self.writing.discard(job.id)  # after: a heartbeat looks at it before `running`
 
     def write(self, claim: int = 0, extra: int = 0) -> list[RunnableJob]:
         """Write what is pending and claim up to ``claim`` jobs, plus ``extra`` ahead, in one

@@ -43,14 +43,21 @@ class Seam:
 
     # ------------------------------------------------------------------- claims
     def claim(
-        self, limit: int, timeout: float | None, stop: Callable[[], bool] | None = None
+        self,
+        limit: int,
+        timeout: float | None,
+        stop: Callable[[], bool] | None = None,
+        *,
+        since: int | None = None,
     ) -> list[ClaimedJob]:
         """Claim up to ``limit`` jobs for the calling slot, waiting up to ``timeout`` for one
         (None: until one may start, ``stop()`` is true or the backend closes).
 
         The backend's claim never blocks: when nothing may start, the slot waits for a change
         that may let a job of its mode start (the version read before the claim, so none is
-        missed), looking at ``stop()`` before each claim; a worker that stops wakes it."""
+        missed), looking at ``stop()`` before each claim; a worker that stops wakes it. With
+        ``since`` (the :meth:`version` read before a claim of the caller's that found nothing),
+        the first claim waits for a change after it."""
         backend, mode, slot = self.backend, self.mode, self.slot_name()
         try:
             if timeout is not None and timeout <= 0:
@@ -59,16 +66,22 @@ class Seam:
             while True:
                 if stop is not None and stop():
                     return []
-                since = backend.version(mode)
-                jobs = backend.claim(slot, mode, limit)
-                if jobs:
-                    return jobs
+                if since is None:
+                    since = backend.version(mode)
+                    jobs = backend.claim(slot, mode, limit)
+                    if jobs:
+                        return jobs
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return []
                 backend.wait(since, remaining, mode=mode)
+                since = None
         except QueueClosed:
             return []
+
+    def version(self) -> int:
+        """The backend's version of this worker's mode (see ``Backend.version``)."""
+        return self.backend.version(self.mode)
 
     # ------------------------------------------------------------------ reports
     def report(

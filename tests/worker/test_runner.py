@@ -273,6 +273,38 @@ def test_heartbeat_stops_a_job_cancelled_elsewhere(make_queue, gate):
     assert job.status is Status.CANCELLED
 
 
+@pytest.mark.parametrize("prefetch", [0, 8])
+def test_a_heartbeat_crossing_a_report_does_not_stop_the_job_that_ended(
+    make_queue, caplog, prefetch
+):
+    # given a worker whose heartbeat beats while a job's report is being written: the
+    # backend answers that the job is no longer the worker's (it has ended)
+    q = make_queue(workers=0)
+    worker = conveyor.worker.Worker(
+        q.backend, conveyor.runner.build_executor(q, "thread", 1), prefetch=prefetch
+    )
+    beaten: list[str] = []
+
+    def beat_now(record: conveyor.JobRecord) -> None:  # in the report's step
+        beaten.append(record.id)
+        worker.beat()
+
+    q.on("finished", beat_now)
+    caplog.set_level(logging.INFO, logger="conveyor.worker")
+    worker.start()
+    try:
+        # when a job runs and its report is written
+        job = q.put(jobs.double, args=(2,))
+        assert job.result(timeout=WAIT) == 4
+    finally:
+        worker.stop()
+    # then the beat crossed the report, and the job was not said to be stopped nor counted
+    # cancelled: it finished
+    assert beaten == [job.id]
+    assert "stopped:" not in caplog.text
+    assert worker.ran == 1
+
+
 def test_heartbeat_keeps_a_job_longer_than_its_lease_claimed_on_sqlite(make_queue, tmp_path):
     # given a durable queue whose lease is a fraction of a job's run time
     q = make_queue(

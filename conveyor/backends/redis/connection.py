@@ -40,6 +40,9 @@ EMIT_WAIT = 1.0
 CONNECT_TIMEOUT, SOCKET_TIMEOUT = 2.0, 30.0
 
 Reply = Any
+#: the steps that read the queue's next timer in the same round trip: those a wait often
+#: follows (a claim that found nothing, a look at a job not ended yet)
+TIMERS_READ_WITH = frozenset({"claim", "read"})
 
 
 def shown(url: str) -> str:
@@ -213,15 +216,38 @@ class Connection:
             self.origin,
             self.channel,
         )
+        token = None
+        if entry in TIMERS_READ_WITH and self.scripts.pipelines:
+            token = self._timers_token()
         with self._errors(f"cannot change the queue {self.name!r}"):
-            answer, events, changed = self.scripts.call(entry, self.key("v"), [*header, *args])
+            if token is None:
+                reply = self.scripts.call(entry, self.key("v"), [*header, *args])
+            else:
+                reply, timers = self.scripts.call_then_first(
+                    entry, self.key("v"), [*header, *args], (self.key("due"), self.key("expiry"))
+                )
+        answer, events, changed = reply
         if events:
             if ticket is not None:
                 self._settle(before=ticket)  # this process's events in the order of its steps
             self._emit(events)
-        if changed:
-            self._changed([mode.decode() for mode in changed[1:]])
+        modes = [mode.decode() for mode in changed[1:]] if changed else None
+        if modes is not None:
+            self._changed(modes)
+        if token is not None:
+            times = [time for time in timers if time is not None]
+            self._timers_read(token, modes, min(times) if times else None)
         return answer
+
+    def _timers_token(self) -> Any:
+        """The changes seen, before a step that reads the queue's next timer with it (None: it
+        reads none, see :mod:`.waiting`)."""
+        return None
+
+    def _timers_read(self, token: Any, modes: list[str] | None, timer: float | None) -> None:
+        """The queue's next timer was ``timer`` after the changes ``token`` and this step's,
+        which may have let jobs of ``modes`` start (None: it changed nothing; see
+        :mod:`.waiting`)."""
 
     # A job's end read here must have had its events emitted here (as on SQLite): a read waits
     # for the steps of this process's other threads that may be in what it read to have

@@ -83,6 +83,8 @@ class Library:
         self._pool: redis.ConnectionPool | None = getattr(client, "connection_pool", None)
         self._retry = (self._pool and client.get_retry()) or Retry(NoBackoff(), 0)
         self._held = threading.local()
+        #: whether :meth:`call_then_first` can be used (a single server's client)
+        self.pipelines = self._pool is not None
         self.version, self.text = library()
         self.names = {entry: function_name(self.version, entry) for entry in ENTRIES}
         self._lock = threading.Lock()
@@ -125,3 +127,57 @@ class Library:
                 raise
         self.load()
         return self._fcall(name, key, args)
+
+    def call_then_first(
+        self, entry: str, key: str, args: list[Any], zsets: tuple[str, ...]
+    ) -> tuple[Any, list[float | None]]:
+        """As :meth:`call`, and in the same round trip (pipelined, not atomic with it) the
+        lowest score in each sorted set of ``zsets`` (None: empty)."""
+        name = self.names[entry]
+        try:
+            return self._fcall_then_first(name, key, args, zsets)
+        except redis.ResponseError as exc:
+            if "Function not found" not in str(exc):
+                raise
+        self.load()
+        return self._fcall_then_first(name, key, args, zsets)
+
+    def _fcall_then_first(
+        self, name: str, key: str, args: list[Any], zsets: tuple[str, ...]
+    ) -> tuple[Any, list[float | None]]:
+        assert self._pool is not None  # see `pipelines`
+        held: _Held | None = getattr(self._held, "value", None)
+        if held is None:
+            held = self._held.value = _Held(self._pool)
+        connection: Any = held.connection
+        commands = [("FCALL", name, 1, key, *args)]
+        commands += [("ZRANGE", zset, 0, 0, "WITHSCORES") for zset in zsets]
+
+        def call() -> tuple[Any, list[float | None]]:
+            connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[Any] = []
+            error: redis.ResponseError | None = None
+            for _ in commands:  # every reply is read: the connection stays in step
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:
+                    error = error or exc
+                    replies.append(None)
+            if error is not None:
+                raise error
+            return replies[0], [_lowest(reply) for reply in replies[1:]]
+
+        def failed(_error: Exception) -> None:
+            connection.disconnect()
+
+        result: tuple[Any, list[float | None]] = self._retry.call_with_retry(call, failed)
+        return result
+
+
+def _lowest(reply: Any) -> float | None:
+    """The score of a ``ZRANGE key 0 0 WITHSCORES`` reply (RESP3: ``[[member, score]]``,
+    RESP2: ``[member, score]``); None if the set is empty."""
+    if not reply:
+        return None
+    first = reply[0]
+    return float(first[1] if isinstance(first, list) else reply[1])

@@ -12,9 +12,15 @@ cancelled elsewhere, so that a worker of this process learns it at its next hear
 A change made by this process wakes its waits when the step's answer is in and its events
 were emitted (:meth:`Waiting._changed`), not when its own message comes back: a waiter that sees
 a job end here sees its events delivered, as on SQLite. No wait polls: a wait blocks on a
-condition, bounded by the queue's next timer (read from Redis when the wait starts) so that a
-delayed job starts on time. After the subscription was lost and made again (messages may have
-been missed meanwhile), every version moves on: every wait looks at the state again.
+condition, bounded by the queue's next timer so that a delayed job starts on time. The next
+timer is read from Redis in the round trip of the claims and reads (a wait often follows one),
+or when a wait starts, and kept with what the listener had seen before it was read: it holds
+for a wait until a message that may have set a timer that matters to it comes (for a
+claimer, one that may let a job of its mode start: a step that sets such a timer names the
+job's mode; for other waits, any message but that of a claim alone). A change made elsewhere
+meanwhile wakes the wait when its message comes, and the next wait reads the timer again.
+After the subscription was lost and made again (messages may have been missed meanwhile),
+every version moves on: every wait looks at the state again.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ from conveyor.errors import QueueClosed
 
 log = logging.getLogger("conveyor.backends.redis")
 
+#: what a listener has seen: versions, wakes, and messages that may have set a timer
+Seen = tuple[dict[str | None, int], int, int]
+
 #: seconds the listener blocks for a message before it looks whether it should stop
 LISTEN_TICK = 1.0
 #: seconds between tries to subscribe again after the subscription was lost, doubling up to 2
@@ -53,6 +62,8 @@ class Listener:
         #: messages seen: None counts all, a mode those that may let a job of it start
         self.versions: dict[str | None, int] = {None: 0}
         self.wakes = 0
+        #: the messages seen that may have set a timer (all but those of claims alone)
+        self.timer_moves = 0
         self.closed = False
         # its own client, which never retries by itself: a lost subscription is noticed here
         self._client = client(conn.url, retries=0)
@@ -108,12 +119,15 @@ class Listener:
             except Exception:
                 log.exception("handling a message of %s failed", self.channel)
             if data.get("o") != self._conn.origin:  # this process counted its own already
-                self.bump(data.get("m") or ())
+                self.bump(data.get("m") or (), timers=_may_set_timers(data))
         self._close_pubsub(pubsub)
 
-    def bump(self, modes: Iterable[str]) -> None:
-        """A change (that may let jobs of ``modes`` start): wake the waits."""
+    def bump(self, modes: Iterable[str], *, timers: bool = True) -> None:
+        """A change (that may let jobs of ``modes`` start, and may have set a timer unless
+        not ``timers``): wake the waits."""
         with self.cond:
+            if timers:
+                self.timer_moves += 1
             versions = self.versions
             versions[None] += 1
             for mode in modes:
@@ -122,6 +136,7 @@ class Listener:
 
     def _bump_all(self) -> None:
         with self.cond:
+            self.timer_moves += 1
             for mode in self.versions:
                 self.versions[mode] += 1
             self.cond.notify_all()
@@ -131,6 +146,23 @@ class Listener:
         if pubsub is not None:
             with contextlib.suppress(Exception):  # closing a broken connection
                 pubsub.close()
+
+    def seen(self) -> Seen:
+        """A copy of the versions, the wakes, and the messages that may have set a timer."""
+        with self.cond:
+            return dict(self.versions), self.wakes, self.timer_moves
+
+    def timers_moved(self, seen: Seen, mode: str | None) -> bool:
+        """Whether a change that may have set a timer that matters to a wait of ``mode`` came
+        after ``seen``: for a claimer's wait, one that may let a job of its mode start (a step
+        that sets a timer after which a job may start names its mode); else any but a claim."""
+        versions, wakes, moves = seen
+        with self.cond:
+            if self.wakes != wakes:
+                return True
+            if mode is None:
+                return self.timer_moves != moves
+            return self.versions.get(mode, 0) != versions.get(mode, 0)
 
     def version(self, mode: str | None) -> int:
         """Messages seen (of ``mode``), plus the wakes: a wake between this read and a wait
@@ -178,7 +210,21 @@ class Waiting(Connection):
     def _start_listening(self) -> None:
         self._stops = {}
         self._local_workers = set()
+        #: the queue's next timer, and what was seen before it was read
+        self._timer: tuple[Seen, float | None] | None = None
         self._listener = Listener(self, self._message)
+
+    def _timers_token(self) -> Seen:
+        return self._listener.seen()
+
+    def _timers_read(self, token: Seen, modes: list[str] | None, timer: float | None) -> None:
+        versions, wakes, moves = token
+        if modes is not None:  # the step's own change, counted since (as `bump` does)
+            versions[None] += 1
+            for mode in modes:
+                versions[mode] = versions.get(mode, 0) + 1
+            moves += 1
+        self._timer = ((versions, wakes, moves), timer)
 
     def _changed(self, modes: list[str]) -> None:
         self._listener.bump(modes)
@@ -214,7 +260,7 @@ class Waiting(Connection):
         """See :meth:`conveyor.backends.base.Backend.wait`; raises QueueClosed once closed."""
         if self._closed:
             raise QueueClosed("the queue is closed")
-        timer = self._next_timer()
+        timer = self._next_timer(mode)
         limit = None if timer is None else self._clock.wait_time(timer)
         if limit is not None and timeout is not None:
             limit = min(limit, timeout)
@@ -222,8 +268,15 @@ class Waiting(Connection):
             limit = timeout
         return self._listener.wait(since, limit, mode)
 
-    def _next_timer(self) -> float | None:
-        """When the queue's next timer falls due (a delay, a retry, an expiry), if any."""
+    def _next_timer(self, mode: str | None) -> float | None:
+        """When the queue's next timer falls due (a delay, a retry, an expiry), if any: as
+        last read, unless a change (that may let a job of ``mode`` start) was seen since: a
+        step that sets a timer after which a job may start says so for the job's mode."""
+        listener = self._listener
+        kept = self._timer
+        if kept is not None and not listener.timers_moved(kept[0], mode):
+            return kept[1]
+        token = listener.seen()
 
         def read(r: redis.Redis) -> Any:
             pipe = r.pipeline(transaction=False)
@@ -232,7 +285,9 @@ class Waiting(Connection):
             return pipe.execute()
 
         times = [found[0][1] for found in self.read(read) if found]
-        return min(times) if times else None
+        timer = min(times) if times else None
+        self._timer = (token, timer)
+        return timer
 
     def wake(self) -> None:
         """Make every blocked wait return now."""
@@ -240,3 +295,12 @@ class Waiting(Connection):
 
     def _stop_listening(self) -> None:
         self._listener.close()
+
+
+def _may_set_timers(data: dict[str, Any]) -> bool:
+    """Whether the step of a message may have set a timer: any step but one that only claimed
+    jobs (its only events ``started``, waking no mode, stopping nothing)."""
+    names = data.get("e")
+    if not names or data.get("m") or data.get("s"):
+        return True
+    return any(names[i] != "started" for i in range(0, len(names), 2))
