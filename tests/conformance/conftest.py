@@ -23,6 +23,10 @@ What cannot cross processes is marked on the test and skipped on ``sqlite-proces
 process that made the change). A test that fails there because of a conveyor bug is marked
 ``xfail_with_worker_processes(reason="BUG: ...")``: a strict xfail on ``sqlite-process`` only.
 Add a variant by adding it to ``VARIANTS``.
+
+``redis-cluster`` runs the modules of ``CLUSTER_MODULES`` only (the others are deselected, not
+skipped): a cluster changes where a queue's keys live, not its rules, and the whole suite on
+it cost a minute of every run; ``tests/backends/test_redis_cluster.py`` covers the rest.
 """
 
 from __future__ import annotations
@@ -73,6 +77,25 @@ VARIANTS = [
 #: a test (2 and 4 are other tests'): a queue closed without waiting may keep a worker thread
 #: for a moment, which must not claim the next test's jobs of a queue of the same name
 REDIS_DBS = itertools.cycle([1, *range(5, 16)])
+
+#: the modules the redis-cluster variant runs (every kind of rule, timers, results, bulk)
+CLUSTER_MODULES = {
+    "test_priority", "test_dependencies", "test_lanes", "test_exclusive", "test_incompatible",
+    "test_max_concurrency", "test_unique", "test_results", "test_real_clock", "test_bulk",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the redis-cluster runs of modules outside CLUSTER_MODULES."""
+    keep, drop = [], []
+    for item in items:
+        cluster = "[redis-cluster" in item.nodeid
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        (drop if cluster and module not in CLUSTER_MODULES else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
 
 #: markers of what a test needs of the test process -> why it cannot run with worker processes
 LOCAL_ONLY = {
