@@ -50,8 +50,8 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from conveyor.errors import DependencyCycle, DuplicateJob, UnknownDependency
-from conveyor.job import MAX_SECONDS
+from conveyor.errors import DependencyCycle, DuplicateJob, InvalidJob, UnknownDependency
+from conveyor.job import MAX_SECONDS, Status
 
 
 class _OptionsLike(Protocol):
@@ -212,3 +212,9 @@ def check_batch(
         cycle = find_cycle({spec.id: spec.options.after for spec in fresh})
         if cycle:
             raise DependencyCycle("dependency cycle: " + " -> ".join(cycle))
+
+
+def check_purge(statuses: Iterable[Status]) -> None:
+    """Refuse a purge that names running jobs: they are cancelled first, never dropped."""
+    if Status.RUNNING in statuses:
+        raise InvalidJob("running jobs are never purged; cancel them first")

@@ -17,7 +17,7 @@ from conveyor.backends.memory.admin import purge_jobs, retry_ended
 from conveyor.backends.memory.engine import Engine
 from conveyor.backends.memory.reads import Reads
 from conveyor.clock import Clock
-from conveyor.errors import InvalidJob, QueueClosed, QueueFull
+from conveyor.errors import QueueClosed, QueueFull
 from conveyor.events import EventBus
 from conveyor.job import TERMINAL, Status
 from conveyor.records import (
@@ -252,8 +252,7 @@ class MemoryBackend(Reads):
         before: float | None = None,
     ) -> int:
         """Drop matching jobs; return how many (see :meth:`Backend.purge`)."""
-        if Status.RUNNING in statuses:
-            raise InvalidJob("running jobs are never purged; cancel them first")
+        rules.check_purge(statuses)
         with self._lock:
             self._engine.tick(self._clock.now())
             purged = purge_jobs(self._engine, statuses, task, before)

@@ -8,6 +8,7 @@ import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from conveyor import rules
 from conveyor.backends.redis.decode import Hash, record, result_of, snapshot
 from conveyor.backends.redis.waiting import Waiting
 from conveyor.errors import InvalidJob, UnknownJob
@@ -157,8 +158,7 @@ class Reading(Waiting):
         before: float | None = None,
     ) -> int:
         """Drop matching jobs; return how many (see :meth:`Backend.purge`)."""
-        if Status.RUNNING in statuses:
-            raise InvalidJob("running jobs are never purged; cancel them first")
+        rules.check_purge(statuses)
         if not statuses:
             return 0
         wanted = sorted(status.value for status in statuses)

@@ -114,8 +114,7 @@ class Admin(Reading):
         before: float | None = None,
     ) -> int:
         """Drop matching jobs; return how many (see :meth:`Backend.purge`)."""
-        if Status.RUNNING in statuses:
-            raise InvalidJob("running jobs are never purged; cancel them first")
+        rules.check_purge(statuses)
         if not statuses:
             return 0
         with self._tx() as db:
