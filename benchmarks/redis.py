@@ -50,6 +50,7 @@ import traceback  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
+from typing import Any  # noqa: E402
 
 import redis  # noqa: E402
 from bench_common import SECTION_VAR, URL_VAR, Peer  # noqa: E402
@@ -175,6 +176,8 @@ class Figures:
     values: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    #: commands per round trip of the last latency run, by command
+    breakdown: dict[str, float] = field(default_factory=dict)
 
     def add(self, metric: str, value: float) -> None:
         self.values.setdefault(metric, []).append(value)
@@ -232,12 +235,25 @@ def latency_run(
             peer.round_trips(1, timeout=args.timeout)  # waits for a worker to be up
             peer.round_trips(WARM_UP)
             check_alive(procs, log)
+            peer.redis.config_resetstat()
             times = sorted(peer.round_trips(args.round_trips))
+            calls = command_calls(peer.redis)
             check_alive(procs, log)
         fig.add("p50", percentile(times, 50) * 1000)
         fig.add("p99", percentile(times, 99) * 1000)
+        fig.add("commands", sum(calls.values()) / args.round_trips)
+        fig.breakdown = {name: n / args.round_trips for name, n in calls.items()}
     finally:
         peer.close()
+
+
+def command_calls(client: redis.Redis) -> dict[str, int]:
+    """Calls of each command the server counted since CONFIG RESETSTAT (by every client:
+    the workers' blocking reads and subscriptions too), without the INFO that reads them."""
+    stats: dict[str, dict[str, Any]] = client.info("commandstats")  # type: ignore[assignment]
+    calls = {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()}
+    calls["info"] = calls.get("info", 1) - 1
+    return {name: n for name, n in sorted(calls.items()) if n}
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -290,7 +306,11 @@ def measure(name: str, url: str, args: argparse.Namespace, logs: Path) -> Figure
 def run_summary(fig: Figures, section: str) -> str:
     last = {metric: runs[-1] for metric, runs in fig.values.items()}
     if section == "latency":
-        return f"p50 {last['p50']:.2f} ms, p99 {last['p99']:.2f} ms"
+        calls = ", ".join(f"{name} {n:.2f}" for name, n in fig.breakdown.items())
+        return (
+            f"p50 {last['p50']:.2f} ms, p99 {last['p99']:.2f} ms,"
+            f" {last['commands']:.2f} commands per round trip ({calls})"
+        )
     parts = [f"enqueue {last['one']:,.0f}/s"]
     if "bulk" in last:
         parts.append(f"bulk {last['bulk']:,.0f}/s")
@@ -312,6 +332,7 @@ METRICS = [
     ("drain", "end-to-end jobs/s", "{:,.0f}"),
     ("p50", "p50 ms", "{:.2f}"),
     ("p99", "p99 ms", "{:.2f}"),
+    ("commands", "commands/round trip", "{:.1f}"),
 ]
 
 
