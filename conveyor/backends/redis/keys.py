@@ -32,8 +32,11 @@ key                        type    what
 ``ended``                  zset    ended jobs by end time (members ``<seq><id>``)
 ``unique``, ``unique_until`` hash  unique key -> the job holding it; -> until when after its end
 ``workers``, ``seen``      hash    worker id -> its record (JSON); -> its last heartbeat
-``v``                      hash    ``*``: how many changes were published
-``channel:<db>``           pubsub  every change: origin, modes woken, events, stops (JSON)
+``k:<mode>``               zset    wake-up markers: a job of the mode made ready (its id); an
+                                   idle claimer blocks on it (BZPOPMIN, see ``markers.py``)
+``x:<origin>:<mode>``      zset    wakes for the claimers blocked in one backend (process)
+``channel:<db>``           pubsub  every change: origin, modes whose claimers all look again,
+                                   events, stops, ended jobs a read waited for (JSON)
 =========================  ======  =============================================================
 """
 

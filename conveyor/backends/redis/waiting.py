@@ -9,6 +9,11 @@ wakes the waits; relays the events made by other processes to this process's ``E
 (the process that made a change emitted its events already); and remembers the running jobs
 cancelled elsewhere, so that a worker of this process learns it at its next heartbeat.
 
+A claimer with nothing to do blocks on the wake-up markers instead (:mod:`.markers`): a job
+made ready wakes one claimer, not all; the changes above that concern its mode wake it through
+its backend's wake key. A message that carries ended jobs (those a read here waited for) lets
+the next read of them be answered from it, as long as no other change came since.
+
 A change made by this process wakes its waits when the step's answer is in and its events
 were emitted (:meth:`Waiting._changed`), not when its own message comes back: a waiter that sees
 a job end here sees its events delivered, as on SQLite. No wait polls: a wait blocks on a
@@ -30,13 +35,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis
 
 from conveyor.backends.redis.connection import CONNECT_TIMEOUT, Connection, client
-from conveyor.backends.redis.decode import record
+from conveyor.backends.redis.decode import Hash, record
+from conveyor.backends.redis.markers import Markers
 from conveyor.clock import MAX_WAIT
 from conveyor.errors import QueueClosed
 
@@ -54,9 +60,17 @@ RESUBSCRIBE_FIRST, RESUBSCRIBE_MAX = 0.05, 2.0
 class Listener:
     """The subscriber of one backend: versions, relayed events, stops (see the module)."""
 
-    def __init__(self, conn: Connection, on_message: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        on_message: Callable[[dict[str, Any]], None],
+        unblock: Callable[[dict[str, int]], None],
+    ) -> None:
         self._conn = conn
         self._on_message = on_message
+        self._unblock = unblock
+        #: claimers of this process blocked on the markers (:mod:`.markers`), by mode
+        self.blocked: dict[str, int] = {}
         self.channel = conn.channel
         self.cond = threading.Condition()
         #: messages seen: None counts all, a mode those that may let a job of it start
@@ -110,8 +124,8 @@ class Listener:
                 continue
             if message is None or message.get("type") != "message":
                 continue
-            try:
-                data = json.loads(message["data"])
+            try:  # bytes that are not UTF-8 (a job's payload or result) come back as they were
+                data = json.loads(message["data"].decode("utf-8", "surrogateescape"))
             except ValueError:
                 continue
             try:  # first: a wait that returns for this message sees what it did here
@@ -133,6 +147,10 @@ class Listener:
             for mode in modes:
                 versions[mode] = versions.get(mode, 0) + 1
             self.cond.notify_all()
+            blocked = self.blocked
+            woken = {mode: blocked[mode] for mode in modes if blocked.get(mode)}
+        if woken:
+            self._unblock(woken)
 
     def _bump_all(self) -> None:
         with self.cond:
@@ -140,6 +158,9 @@ class Listener:
             for mode in self.versions:
                 self.versions[mode] += 1
             self.cond.notify_all()
+            woken = {mode: count for mode, count in self.blocked.items() if count}
+        if woken:
+            self._unblock(woken)
 
     @staticmethod
     def _close_pubsub(pubsub: Any) -> None:
@@ -184,15 +205,35 @@ class Listener:
                     return version
                 self.cond.wait(remaining)
 
+    def enter(self, since: int, mode: str) -> int | None:
+        """A claimer of ``mode`` blocks on the markers unless the version moved past
+        ``since`` (or the listener closed): the wakes seen, else None."""
+        with self.cond:
+            if self.versions.get(mode, 0) + self.wakes != since or self.closed:
+                return None
+            self.blocked[mode] = self.blocked.get(mode, 0) + 1
+            return self.wakes
+
+    def leave(self, mode: str) -> None:
+        """The claimer of :meth:`enter` no longer blocks."""
+        with self.cond:
+            self.blocked[mode] -= 1
+
     def wake(self) -> None:
         with self.cond:
             self.wakes += 1
             self.cond.notify_all()
+            woken = {mode: count for mode, count in self.blocked.items() if count}
+        if woken:
+            self._unblock(woken)
 
     def close(self) -> None:
         with self.cond:
             self.closed = True
             self.cond.notify_all()
+            woken = {mode: count for mode, count in self.blocked.items() if count}
+        if woken:
+            self._unblock(woken)
         self._close_pubsub(self._pubsub)
         self._client.close()
 
@@ -212,7 +253,11 @@ class Waiting(Connection):
         self._local_workers = set()
         #: the queue's next timer, and what was seen before it was read
         self._timer: tuple[Seen, float | None] | None = None
-        self._listener = Listener(self, self._message)
+        #: the ended jobs of the last message from elsewhere that carried some (the jobs a
+        #: read here waited for), and the version they hold at
+        self._ends: tuple[int, dict[str, Hash]] | None = None
+        self._markers = Markers(self)
+        self._listener = Listener(self, self._message, self._markers.unblock)
 
     def _timers_token(self) -> Seen:
         return self._listener.seen()
@@ -239,6 +284,13 @@ class Waiting(Connection):
                     self._stops[stops[i]] = stops[i + 1]
         if data.get("o") == self.origin:
             return  # this process emitted them already
+        ends = data.get("r")
+        listener: Listener | None = getattr(self, "_listener", None)  # None: starting
+        if ends and listener is not None:  # good until another change: the version after it
+            self._ends = (
+                listener.version(None) + 1,
+                {ends[i]: _hash(ends[i + 1]) for i in range(0, len(ends), 2)},
+            )
         names = data.get("e") or ()
         bus = self._bus
         wanted = [(names[i], names[i + 1]) for i in range(0, len(names), 2) if bus.wants(names[i])]
@@ -251,6 +303,17 @@ class Waiting(Connection):
             if found:
                 h = {field.decode(): value for field, value in found.items()}
                 bus.emit(name, record(h, self.serializer, results=True), relayed=True)
+
+    def _ended(self, ids: Sequence[str]) -> list[Hash] | None:
+        """The hashes of ``ids`` as the last message from elsewhere carried them, if it
+        carried them all and nothing changed since; else None."""
+        ends = self._ends
+        if ends is None or ends[0] != self._listener.version(None):
+            return None
+        found = ends[1]
+        if not all(job_id in found for job_id in ids):
+            return None
+        return [found[job_id] for job_id in ids]
 
     def version(self, mode: str | None = None) -> int:
         """See :meth:`conveyor.backends.base.Backend.version`."""
@@ -266,7 +329,30 @@ class Waiting(Connection):
             limit = min(limit, timeout)
         elif limit is None:
             limit = timeout
-        return self._listener.wait(since, limit, mode)
+        if mode is None:
+            return self._listener.wait(since, limit, mode)
+        return self._wait_claim(since, limit, mode)
+
+    def _wait_claim(self, since: int, seconds: float | None, mode: str) -> int:
+        """A claimer's wait: block on the markers of ``mode`` (see :mod:`.markers`)."""
+        listener = self._listener
+        wakes = listener.enter(since, mode)
+        if wakes is None:
+            return listener.version(mode)
+        try:
+            popped = self._markers.block(
+                mode, seconds, lambda: listener.version(mode) != since or listener.closed
+            )
+        finally:
+            listener.leave(mode)
+        # a marker taken by a claimer that will not claim now (it stops): passed on
+        if (
+            popped is not None
+            and popped[0] == "marker"
+            and (listener.wakes != wakes or listener.closed)
+        ):
+            self._markers.give_back(mode, popped[1])
+        return listener.version(mode)
 
     def _next_timer(self, mode: str | None) -> float | None:
         """When the queue's next timer falls due (a delay, a retry, an expiry), if any: as
@@ -295,6 +381,11 @@ class Waiting(Connection):
 
     def _stop_listening(self) -> None:
         self._listener.close()
+
+
+def _hash(flat: list[str]) -> Hash:
+    """A job's flat HGETALL as a message carried it (JSON text): its bytes again."""
+    return {flat[i]: flat[i + 1].encode("utf-8", "surrogateescape") for i in range(0, len(flat), 2)}
 
 
 def _may_set_timers(data: dict[str, Any]) -> bool:

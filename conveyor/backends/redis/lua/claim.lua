@@ -67,5 +67,10 @@ if limit > 0 then
     claimed[#claimed + 1] = r.timeout
     claimed[#claimed + 1] = r.mac
   end
+  -- nothing more may start: the markers left would wake claimers for nothing
+  if count < limit then
+    redis.call('DEL', P .. 'k:' .. mode)
+    READY[mode] = nil
+  end
 end
 return finish({recorded, claimed})

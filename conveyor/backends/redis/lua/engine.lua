@@ -17,10 +17,12 @@
 local P, NOW, LEASE, TTL, WANT, ORIGIN, CHANNEL
 local A = 8
 local EVENTS    -- name, id, snapshot (a flat HGETALL, or 0), ...
-local WOKEN     -- modes whose claimers a change may let start a job
+local WOKEN     -- modes whose claimers a change may let start a job (all of them look again)
+local READY     -- mode -> the jobs of it this step made ready (each wakes one claimer)
 local CHANGED   -- whether anything changed (a message is published)
 local JOINED    -- lanes joined in this step, advanced once all have joined
 local STOPS     -- job, worker slot: running jobs cancelled (their workers stop them)
+local ENDS      -- job, snapshot: the ended jobs someone waits for (field w), in the message
 
 --: 100 years, the longest delay (conveyor.job.MAX_SECONDS)
 local MAX_SECONDS = 100 * 365.25 * 86400
@@ -28,6 +30,8 @@ local MAX_SECONDS = 100 * 365.25 * 86400
 local LOST_LEASE_ALLOWANCE = 5
 --: the most timers of each kind one script applies (the rest: the next call)
 local TICK_BATCH = 1000
+--: the most wake-up markers of a mode at a time (its marker key's members: job ids)
+local MARKERS = 64
 local MODES_ALL = {'thread', 'process', 'async', 'inline'}
 local TERMINAL = {finished = true, failed = true, cancelled = true}
 
@@ -36,7 +40,7 @@ local function begin(args)
   WANT = {}
   for name in string.gmatch(args[5], '[^,]+') do WANT[name] = true end
   ORIGIN, CHANNEL = args[6], args[7]
-  EVENTS, WOKEN, CHANGED, JOINED, STOPS = {}, {}, false, {}, {}
+  EVENTS, WOKEN, READY, CHANGED, JOINED, STOPS, ENDS = {}, {}, {}, false, {}, {}, {}
 end
 
 local function num(x) return string.format('%.17g', x) end
@@ -55,6 +59,11 @@ local function event(name, id)
   CHANGED = true
   local snapshot = 0
   if WANT[name] then snapshot = redis.call('HGETALL', jkey(id)) end
+  if TERMINAL[name] and redis.call('HGET', jkey(id), 'w') then
+    if snapshot == 0 then snapshot = redis.call('HGETALL', jkey(id)) end
+    ENDS[#ENDS + 1] = id
+    ENDS[#ENDS + 1] = snapshot
+  end
   EVENTS[#EVENTS + 1] = name
   EVENTS[#EVENTS + 1] = id
   EVENTS[#EVENTS + 1] = snapshot
@@ -129,6 +138,18 @@ end
 local INDEXED = {'status', 'mode', 'o', 'seq', 'parked', 'expires_at'}
 
 -- ------------------------------------------------------------------ lanes, ready
+local function made_ready(mode, id)  -- a marker of the job (see finish), up to MARKERS
+  local ready = READY[mode]
+  if not ready then
+    ready = {}
+    READY[mode] = ready
+  end
+  if #ready < 2 * MARKERS then
+    ready[#ready + 1] = 0
+    ready[#ready + 1] = id
+  end
+end
+
 local function lane_top(lane)
   local m = redis.call('ZRANGE', P .. 'lm:' .. lane, 0, 0)[1]
   if m then return m, id_of(m) end
@@ -148,7 +169,7 @@ local function consider(id)
   if r.status ~= 'waiting' or (r.pending and tonumber(r.pending) > 0) or r.parked then return end
   if r.lane and not lane_allows(r.lane, id) then return end
   redis.call('ZADD', P .. 'r:' .. r.mode, 0, member(r))
-  WOKEN[r.mode] = true
+  made_ready(r.mode, id)
 end
 
 local function join_lane(r)
@@ -533,7 +554,10 @@ local function insert(s, deps, seq)
     redis.call('ZADD', P .. 'due', tonumber(s.at), s.id)
     WOKEN[s.mode] = true
   end
-  if s.expires_at ~= '' then redis.call('ZADD', P .. 'expiry', tonumber(s.expires_at), s.id) end
+  if s.expires_at ~= '' then  -- a new timer too
+    redis.call('ZADD', P .. 'expiry', tonumber(s.expires_at), s.id)
+    WOKEN[s.mode] = true
+  end
   event('queued', s.id)
   for _, dep in ipairs(awaited) do redis.call('SADD', P .. 'd:' .. dep, s.id) end
   if failed then
@@ -541,7 +565,7 @@ local function insert(s, deps, seq)
   elseif #awaited == 0 and not scheduled and s.lane == '' then
     -- the common job (no lane, no dependency left, not delayed) is ready at once
     redis.call('ZADD', P .. 'r:' .. s.mode, 0, o .. s.id)
-    WOKEN[s.mode] = true
+    made_ready(s.mode, s.id)
   elseif #awaited == 0 then
     local lane = nil
     if s.lane ~= '' then lane = s.lane end
@@ -614,26 +638,31 @@ local function take_back(r)
 end
 
 -- ------------------------------------------------------------------ the reply
--- every entry script ends with finish(answer): versions bumped, the change published on the
--- queue's channel (origin, versions, events), the events and their snapshots returned, and
--- whether anything changed (0, or the modes woken after a '*'): the caller's own process counts
--- its changes itself, once it emitted their events, not from the channel
+-- every entry script ends with finish(answer): one wake-up marker per job made ready (up to
+-- MARKERS) in its mode's marker key, where idle claimers block (BZPOPMIN: each marker wakes
+-- one of them); the change published on the queue's channel (origin, the modes whose claimers
+-- must all look again, events, stops, the ended jobs someone waits for); the events and their snapshots returned, and whether
+-- anything changed (0, or the modes woken after a '*'): the caller's own process counts its
+-- changes itself, once it emitted their events, not from the channel
 local function finish(answer)
   local changed = 0
-  if CHANGED or next(WOKEN) then
+  for mode, markers in pairs(READY) do
+    local key = P .. 'k:' .. mode
+    redis.call('ZADD', key, unpack(markers))
+    redis.call('ZREMRANGEBYRANK', key, MARKERS, -1)
+  end
+  if CHANGED or next(WOKEN) or next(READY) then
     changed = {'*'}
     for mode in pairs(WOKEN) do changed[#changed + 1] = mode end
-    local version = redis.call('HINCRBY', P .. 'v', '*', 1)
-    local modes = {}
-    for mode in pairs(WOKEN) do modes[mode] = redis.call('HINCRBY', P .. 'v', mode, 1) end
     local names = {}
     for i = 1, #EVENTS, 3 do
       names[#names + 1] = EVENTS[i]
       names[#names + 1] = EVENTS[i + 1]
     end
-    local message = {o = ORIGIN, v = version, e = names}
-    if next(modes) then message.m = modes end
+    local message = {o = ORIGIN, e = names}
+    if #changed > 1 then message.m = {unpack(changed, 2)} end
     if #STOPS > 0 then message.s = STOPS end
+    if #ENDS > 0 then message.r = ENDS end
     redis.call('PUBLISH', CHANNEL, cjson.encode(message))
   end
   return {answer, EVENTS, changed}

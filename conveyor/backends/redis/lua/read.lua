@@ -1,5 +1,6 @@
 -- read: apply the timers due, then read (ARGV from A: what, then its arguments):
--- 'ids' id... -> snapshots (a flat HGETALL, or 0 for a job that does not exist);
+-- 'ids' id... -> snapshots (a flat HGETALL, or 0 for a job that does not exist; a job not
+-- ended is marked as waited for, field w: the message of its end carries its snapshot);
 -- 'status' s -> snapshots of its jobs in submission order; 'all' -> every job's, in
 -- submission order; 'counts' -> the count of each status; 'outcomes' id... -> per job
 -- status, result, error (false for a job that does not exist); 'timer' -> the next timer.
@@ -10,7 +11,16 @@ local answer = {}
 if what == 'ids' then
   for i = A + 1, #ARGV do
     local snapshot = redis.call('HGETALL', jkey(ARGV[i]))
-    if #snapshot == 0 then snapshot = 0 end
+    if #snapshot == 0 then
+      snapshot = 0
+    else
+      local status, waited = nil, false
+      for j = 1, #snapshot, 2 do
+        if snapshot[j] == 'status' then status = snapshot[j + 1] end
+        if snapshot[j] == 'w' then waited = true end
+      end
+      if not waited and not TERMINAL[status] then redis.call('HSET', jkey(ARGV[i]), 'w', '1') end
+    end
     answer[#answer + 1] = snapshot
   end
 elseif what == 'outcomes' then

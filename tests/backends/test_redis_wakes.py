@@ -1,0 +1,119 @@
+"""How the Redis backend wakes its waiters: a job made ready wakes one idle claimer (a marker
+popped with BZPOPMIN), and the message of a job's end carries the job to a process that waits
+for it. Against a real ``redis-server`` (the ``redis_url`` fixture)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+redis = pytest.importorskip("redis")
+
+import conveyor  # noqa: E402
+from conveyor.backends.redis import keys  # noqa: E402
+from conveyor.records import Finished  # noqa: E402
+from tests.backends import sqlite_jobs  # noqa: E402
+
+ALLOW = [sqlite_jobs.__name__]
+#: the database of the test server these tests use, emptied before each
+DB = 3
+WAIT = 10.0
+MARKERS = keys.prefix("default") + "k:thread"
+
+
+@pytest.fixture
+def url(redis_url: str) -> Iterator[str]:
+    url = f"{redis_url}/{DB}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    yield url
+
+
+@pytest.fixture
+def client(url: str) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(url) as c:
+        yield c
+
+
+def blocked(client: redis.Redis, count: int) -> None:
+    """Wait until ``count`` clients of the server are blocked (in BZPOPMIN)."""
+    deadline = time.monotonic() + WAIT
+    while client.info("clients")["blocked_clients"] != count:
+        assert time.monotonic() < deadline, f"not {count} blocked clients"
+        time.sleep(0.005)
+
+
+def test_a_job_made_ready_wakes_one_idle_claimer(url: str, client: redis.Redis) -> None:
+    """Two claimers wait for a job of their mode; one job put wakes one of them (the marker
+    goes to one client), and a claim that finds nothing more leaves no marker behind."""
+    with conveyor.Queue(url, allow_modules=ALLOW, workers=0) as q:
+        backend = q.backend
+        assert backend.claim("w/1", "thread", 1) == []
+        since = backend.version("thread")
+        returned: list[str] = []
+
+        def claimer(name: str) -> None:
+            backend.wait(since, WAIT, mode="thread")
+            returned.append(name)
+
+        threads = [threading.Thread(target=claimer, args=(f"c{i}",)) for i in range(2)]
+        for t in threads:
+            t.start()
+        blocked(client, 2)
+        job = q.put(sqlite_jobs.identity, args=(1,))
+        deadline = time.monotonic() + WAIT
+        while not returned and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(returned) == 1
+        blocked(client, 1)  # the other claimer still waits: nothing woke it
+        assert client.zcard(MARKERS) == 0  # the one marker was taken
+        (claimed,) = backend.claim("w/1", "thread", 1)
+        assert claimed.id == job.id
+        backend.wake()  # a wake reaches every claimer blocked in this backend
+        for t in threads:
+            t.join(WAIT)
+        assert sorted(returned) == ["c0", "c1"]
+        q.put(sqlite_jobs.identity, args=(2,))
+        q.put(sqlite_jobs.identity, args=(3,))
+        assert client.zcard(MARKERS) == 2  # a marker per job made ready
+        assert len(backend.claim("w/1", "thread", 5)) == 2
+        assert client.zcard(MARKERS) == 0  # nothing more may start: no marker left
+
+
+def test_a_wake_before_the_claimer_blocks_is_not_lost(url: str, client: redis.Redis) -> None:
+    """A claimer woken between reading the version and blocking returns at once."""
+    with conveyor.Queue(url, allow_modules=ALLOW, workers=0) as q:
+        backend = q.backend
+        since = backend.version("thread")
+        backend.wake()
+        started = time.monotonic()
+        assert backend.wait(since, WAIT, mode="thread") != since
+        assert time.monotonic() - started < WAIT
+
+
+def test_the_end_message_carries_a_waited_job_with_its_bytes(url: str) -> None:
+    """A process that read a job not ended (a ``result()`` waiting) gets the job's hash in the
+    message of its end, every byte as stored, and reads it from there."""
+    raw = bytes(range(256)) + 'é\n"\\/'.encode()
+    with (
+        conveyor.Queue(url, allow_modules=ALLOW, workers=0) as here,
+        conveyor.Queue(url, allow_modules=ALLOW, workers=0) as there,
+    ):
+        job = here.put(sqlite_jobs.identity, args=(1,))
+        (record,) = here.backend.query(ids=[job.id])  # a waiter's look: marks the job
+        assert record.status is conveyor.Status.WAITING
+        since = here.backend.version()
+        (claimed,) = there.backend.claim("w/1", "thread", 1)
+        there.backend.report([Finished(job.id, claimed.attempt, raw)], worker="w/1", mode="thread")
+        deadline = time.monotonic() + WAIT
+        while here.backend._ended([job.id]) is None:
+            assert time.monotonic() < deadline, "the end message did not come"
+            since = here.backend.wait(since, WAIT)
+        (h,) = here.backend._ended([job.id])
+        assert h["result"] == raw
+        assert h["status"] == b"finished"
+        here.backend.forget([job.id])  # a change since: the message no longer stands for it
+        assert here.backend._ended([job.id]) is None
