@@ -22,6 +22,7 @@ from conveyor import rules
 from conveyor.backends.redis import keys
 from conveyor.backends.redis.connection import shown
 from conveyor.backends.redis.registry import Registry
+from conveyor.backends.redis.waiting import EVERY
 from conveyor.clock import Clock
 from conveyor.errors import (
     DependencyCycle,
@@ -130,9 +131,10 @@ class RedisBackend(Registry):
             if deadline is not None and time.monotonic() >= deadline:
                 raise QueueFull(f"no room under max_size={self._max_size} before the timeout")
             if since is None:
-                since = self.version()
+                since = self.version(EVERY)  # room is made by claims too
                 continue
-            self.wait(since, None if deadline is None else max(0.0, deadline - time.monotonic()))
+            limit = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self.wait(since, limit, mode=EVERY)
             since = None
 
     def _validate(self, specs: Sequence[JobSpec]) -> None:

@@ -51,6 +51,11 @@ log = logging.getLogger("conveyor.backends.redis")
 #: what a listener has seen: versions, wakes, and messages that may have set a timer
 Seen = tuple[dict[str | None, int], int, int]
 
+#: the "mode" whose version counts every change; version(None) leaves out the claims made by
+#: other processes: no wait but that for room under max_size waits for a job to start (a
+#: result, an end, idle...), and a claim elsewhere then wakes none of them
+EVERY = "*"
+
 #: seconds the listener blocks for a message before it looks whether it should stop
 LISTEN_TICK = 1.0
 #: seconds between tries to subscribe again after the subscription was lost, doubling up to 2
@@ -74,7 +79,7 @@ class Listener:
         self.channel = conn.channel
         self.cond = threading.Condition()
         #: messages seen: None counts all, a mode those that may let a job of it start
-        self.versions: dict[str | None, int] = {None: 0}
+        self.versions: dict[str | None, int] = {None: 0, EVERY: 0}
         self.wakes = 0
         #: the messages seen that may have set a timer (all but those of claims alone)
         self.timer_moves = 0
@@ -133,17 +138,19 @@ class Listener:
             except Exception:
                 log.exception("handling a message of %s failed", self.channel)
             if data.get("o") != self._conn.origin:  # this process counted its own already
-                self.bump(data.get("m") or (), timers=_may_set_timers(data))
+                self.bump(data.get("m") or (), claims_only=_claims_only(data))
         self._close_pubsub(pubsub)
 
-    def bump(self, modes: Iterable[str], *, timers: bool = True) -> None:
-        """A change (that may let jobs of ``modes`` start, and may have set a timer unless
-        not ``timers``): wake the waits."""
+    def bump(self, modes: Iterable[str], *, claims_only: bool = False) -> None:
+        """A change (that may let jobs of ``modes`` start; made of claims alone, which set
+        no timer and which only the waits of :data:`EVERY` change wait for): wake the
+        waits."""
         with self.cond:
-            if timers:
-                self.timer_moves += 1
             versions = self.versions
-            versions[None] += 1
+            versions[EVERY] += 1
+            if not claims_only:
+                self.timer_moves += 1
+                versions[None] += 1
             for mode in modes:
                 versions[mode] = versions.get(mode, 0) + 1
             self.cond.notify_all()
@@ -266,6 +273,7 @@ class Waiting(Connection):
         versions, wakes, moves = token
         if modes is not None:  # the step's own change, counted since (as `bump` does)
             versions[None] += 1
+            versions[EVERY] += 1
             for mode in modes:
                 versions[mode] = versions.get(mode, 0) + 1
             moves += 1
@@ -329,7 +337,7 @@ class Waiting(Connection):
             limit = min(limit, timeout)
         elif limit is None:
             limit = timeout
-        if mode is None:
+        if mode is None or mode == EVERY:
             return self._listener.wait(since, limit, mode)
         return self._wait_claim(since, limit, mode)
 
@@ -388,10 +396,10 @@ def _hash(flat: list[str]) -> Hash:
     return {flat[i]: flat[i + 1].encode("utf-8", "surrogateescape") for i in range(0, len(flat), 2)}
 
 
-def _may_set_timers(data: dict[str, Any]) -> bool:
-    """Whether the step of a message may have set a timer: any step but one that only claimed
-    jobs (its only events ``started``, waking no mode, stopping nothing)."""
+def _claims_only(data: dict[str, Any]) -> bool:
+    """Whether the step of a message only claimed jobs (its only events ``started``, waking
+    no mode, stopping nothing): it set no timer, and ended nothing."""
     names = data.get("e")
     if not names or data.get("m") or data.get("s"):
-        return True
-    return any(names[i] != "started" for i in range(0, len(names), 2))
+        return False
+    return all(names[i] == "started" for i in range(0, len(names), 2))
