@@ -41,9 +41,11 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[App]:
 
 @pytest.fixture
 def client(app: App) -> Iterator[httpx.Client]:
-    with served(app.queue, token=TOKEN) as server:
-        with httpx.Client(base_url=server.base, timeout=30) as c:
-            yield c
+    with (
+        served(app.queue, token=TOKEN) as server,
+        httpx.Client(base_url=server.base, timeout=30) as c,
+    ):
+        yield c
 
 
 def submit(client: httpx.Client, task: str, *args: object, **options: object) -> str:
