@@ -92,6 +92,8 @@ def create_app(queue: Queue, *, token: str | None = None, heartbeat: float = HEA
         version=conveyor.__version__,
         description="The HTTP API of a conveyor queue. POST requests need a bearer token.",
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN: not served
+        redoc_url=None,
     )
     app.state.queue = queue
     app.state.feed = feed
