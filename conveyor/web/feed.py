@@ -66,8 +66,7 @@ def changes(before: Seen | None, record: JobRecord) -> list[str]:
     if now == before:
         return []
     status = record.status
-    # an attempt began since the last look (it may have ended too)
-    began = record.started is not None and (before is None or now.started != before.started)
+    began = _began(before, record)
     # put, or put back by a retry (which may have run and ended since)
     fresh = before is None or (before.status in TERMINAL and (status not in TERMINAL or began))
     found = [ev.QUEUED] if fresh else []
@@ -85,6 +84,18 @@ def changes(before: Seen | None, record: JobRecord) -> list[str]:
     if before is not None and now.progress != before.progress and now.progress is not None:
         found.append(PROGRESS)
     return found
+
+
+def _began(before: Seen | None, record: JobRecord) -> bool:
+    """Whether an attempt began since the last look (it may have ended too). A job that was
+    running then counts a new attempt by its attempts (a worker that claimed it ahead counts
+    the first one, and sets its real start time, once a slot started it); one that was not
+    running, by its start time."""
+    if before is None:
+        return record.started is not None
+    if before.status is Status.RUNNING:
+        return record.attempts > before.attempts > 0
+    return record.started is not None and record.started != before.started
 
 
 class Subscriber:
@@ -166,15 +177,19 @@ class Feed:
 
     def close(self) -> None:
         """End every stream and stop the watcher."""
+        self._end()
+        self.backend.wake()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _end(self) -> None:
+        """End every stream; the watcher stops at its next turn."""
         with self._lock:
             self._stop = True
             subscribers, self._subscribers = list(self._subscribers), set()
-            thread = self._thread
         for subscriber in subscribers:
             subscriber.put(None)
-        self.backend.wake()
-        if thread is not None:
-            thread.join(timeout=5)
 
     def _look(self) -> dict[str, JobRecord]:
         return {record.id: record for record in self.backend.query()}
@@ -184,27 +199,24 @@ class Feed:
         try:
             version = self.backend.version()
             memory = {job_id: seen(r) for job_id, r in self._look().items()}
-        except ConveyorError:
-            log.exception("the event feed could not read the queue")
-            version = 0
-        finally:
             self._ready.set()
-        while True:
-            with self._lock:
-                if self._stop or not self._subscribers:
-                    self._thread = None
-                    return
-            try:
+            while True:
+                with self._lock:
+                    if self._stop or not self._subscribers:
+                        return
                 self.backend.wait(version, WAIT)
                 time.sleep(MIN_INTERVAL)  # let a burst of changes land: one look for them
                 version = self.backend.version()
-                records = self._look()
-            except ConveyorError:  # closed queue, a storage error: end the streams
-                log.exception("the event feed stopped")
-                self.close()
-                return
-            for event, record in self._diff(memory, records):
-                self._publish(event, record)
+                for event, record in self._diff(memory, self._look()):
+                    self._publish(event, record)
+        except ConveyorError as exc:  # a closed queue, a storage error: end the streams
+            log.warning("the event feed stopped: %s", exc)
+            self._end()
+        finally:
+            self._ready.set()
+            with self._lock:
+                if self._thread is threading.current_thread():
+                    self._thread = None
 
     @staticmethod
     def _diff(

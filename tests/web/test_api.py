@@ -205,6 +205,10 @@ def test_a_client_that_leaves_frees_its_stream(app: App) -> None:
         with httpx.Client(base_url=server.base, timeout=30) as client:
             submit(client, "add", 1, 2, id="after")
             assert streams[1].until("after", "finished") == ["queued", "started", "finished"]
+        # an idle stream gets heartbeat comments (every 0.5 s here), which keep proxies open
+        wait_until(
+            lambda: any(c.startswith("ping") for c in streams[1].comments), what="a heartbeat"
+        )
         streams[1].close()
         wait_until(lambda: feed.listeners == 0, what="the second stream to be freed")
         wait_until(lambda: feed.watching is False, what="the watcher to stop")

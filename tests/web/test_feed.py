@@ -44,6 +44,11 @@ F, X, C = Status.FINISHED, Status.FAILED, Status.CANCELLED
         (record(X, 1, 1), record(W), ["queued"]),  # retry() (attempts reset)
         (record(X, 1, 1), record(F, 1, 9), ["queued", "started", "finished"]),
         (record(F, 1, 1), record(F, 1, 1), []),
+        # a job claimed ahead shows as running, attempt not counted; its report counts it and
+        # sets its real start: no second start
+        (record(R, 0, 1), record(R, 1, 2), []),
+        (record(R, 0, 1), record(F, 1, 2), ["finished"]),
+        (record(R, 1, 1), record(R, 1, 2), []),
     ],
 )
 def test_changes_between_two_looks(
