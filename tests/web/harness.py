@@ -41,7 +41,7 @@ from pathlib import Path
 
 import conveyor
 
-q = conveyor.Queue({url!r}, name={name!r}, workers={workers}, lease=2)
+q = conveyor.Queue({url!r}, name={name!r}, workers={workers})
 
 
 @q.task
