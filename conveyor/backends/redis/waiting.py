@@ -299,8 +299,13 @@ class Waiting(Connection):
 
 def _may_set_timers(data: dict[str, Any]) -> bool:
     """Whether the step of a message may have set a timer: any step but one that only claimed
-    jobs (its only events ``started``, waking no mode, stopping nothing)."""
+    jobs or recorded progress (its only events ``started`` or ``progress``, waking no mode,
+    stopping nothing)."""
     names = data.get("e")
     if not names or data.get("m") or data.get("s"):
         return True
-    return any(names[i] != "started" for i in range(0, len(names), 2))
+    return any(names[i] not in _NO_TIMERS for i in range(0, len(names), 2))
+
+
+#: the events of steps that set no timer
+_NO_TIMERS = frozenset({"started", "progress"})
