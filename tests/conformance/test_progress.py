@@ -27,13 +27,25 @@ def wait_until(predicate: Callable[[], bool], timeout: float = jobs.WAIT) -> Non
         time.sleep(0.01)
 
 
+def boards_reachable(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """In process mode a job runs in a child of its worker: tell it where this process serves
+    its boards (before the queue starts its worker, whose environment the child takes)."""
+    if mode == "process":
+        address, authkey = jobs.serve_boards()
+        monkeypatch.setenv(jobs.ADDRESS_VARIABLE, address)
+        monkeypatch.setenv(jobs.AUTHKEY_VARIABLE, authkey.hex())
+
+
 def progress_of(q: conveyor.Queue, job_id: str) -> tuple[float | None, str | None]:
     record = q.job(job_id)
     return record.progress, record.progress_message
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_progress_shows_while_running_and_the_last_value_is_kept(queue_factory, board, mode):
+def test_progress_shows_while_running_and_the_last_value_is_kept(
+    queue_factory, board, monkeypatch, mode
+):
+    boards_reachable(monkeypatch, mode)
     q = queue_factory(workers=1, mode=mode)
     steps = [[0.7, "seven"], [0.8, "eight"], [1.0, "done"]]
     job = q.put(jobs.progressing, args=(board.key, "job", "go", steps))
@@ -121,9 +133,12 @@ def test_a_value_that_cannot_be_recorded_is_refused_and_changes_nothing(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_progress_events_come_in_order_before_the_end(queue_factory, board, variant, mode):
+def test_progress_events_come_in_order_before_the_end(
+    queue_factory, board, monkeypatch, variant, mode
+):
     if variant.id == "sqlite-process":
         pytest.skip("sqlite-process: events fire in the worker process that ran the job")
+    boards_reachable(monkeypatch, mode)
     q = queue_factory(workers=1, mode=mode)
     seen: list[tuple[str, str, float | None, str | None]] = []
     cond = threading.Condition()
