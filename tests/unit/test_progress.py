@@ -4,11 +4,14 @@ and mode is held to the recording in tests/conformance/test_progress.py."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 
 import conveyor
+from conveyor.cli.output import describe, dumps, record_json
+from conveyor.job import JobRecord, Status
 from conveyor.tracking import MAX_MESSAGE, Tracker, check, tracking
 
 BAD = [
@@ -149,3 +152,18 @@ def test_progress_columns_in_records_and_the_dataframe(make_queue):
     assert frame["progress"].dtype == "float64"
     assert frame["progress"].iloc[0] == 0.75 and pd.isna(frame["progress"].iloc[1])
     assert list(frame["progress_message"]) == ["three quarters", None]
+
+
+def test_conveyor_show_and_json_give_the_progress():
+    record = JobRecord(
+        id="j", task="t", status=Status.RUNNING, progress=0.42, progress_message="copy\nfiles"
+    )
+    lines = describe(record).splitlines()
+    assert [line.split(None, 1) for line in lines if line.startswith("progress")] == [
+        ["progress", "42% copy\\nfiles"]  # one line: the control character escaped
+    ]
+    data = json.loads(dumps(record_json(record)))
+    assert (data["progress"], data["progress_message"]) == (0.42, "copy\nfiles")
+    none = JobRecord(id="k", task="t", status=Status.WAITING)
+    assert not any(line.startswith("progress") for line in describe(none).splitlines())
+    assert json.loads(dumps(record_json(none)))["progress"] is None
