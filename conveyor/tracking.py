@@ -7,21 +7,28 @@ which records the value only while that attempt still holds the job, and emits `
 
 Throttling: a loop may call :func:`progress` for every item. The first call of an attempt is
 sent at once; later ones at most every :data:`INTERVAL` seconds, and a call that comes sooner
-only replaces the value held back. The value held back is sent by the next call after the
-interval, and always when the job returns or raises, before its report: the record ends with
-the last value the job gave. In process mode the tracker lives in the worker process, so only
-the values sent cross the pipe to the worker.
+only replaces the value held back. The value held back is sent once the interval has passed
+(by one thread per process, :class:`_Flusher`, so a job that goes quiet after a burst of calls
+still shows its latest value), and always when the job returns or raises, before its report:
+the record ends with the last value the job gave. In process mode the tracker lives in the
+worker process, so only the values sent cross the pipe to the worker.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, NamedTuple
+
+log = logging.getLogger("conveyor.tracking")
 
 #: seconds between two values of one attempt sent to the backend (the first goes at once)
 INTERVAL = 0.1
@@ -92,29 +99,51 @@ class Tracker:
     """The progress of one running attempt: the latest value, sent through ``send`` at most
     every ``interval`` seconds; :meth:`close` sends the value held back and ends it."""
 
-    __slots__ = ("_closed", "_interval", "_lock", "_next", "_pending", "_send")
+    __slots__ = ("_closed", "_interval", "_lock", "_next", "_pending", "_scheduled", "_send")
 
     def __init__(self, send: Send, interval: float = INTERVAL) -> None:
         self._send = send
         self._interval = interval
         self._next = 0.0  # (monotonic) nothing is sent before
         self._pending: tuple[float, str | None] | None = None
+        self._scheduled = False  # the flusher will look at the value held back
         self._closed = False
         # a job may call from several threads: sends keep the order of the calls
         self._lock = threading.Lock()
 
     def update(self, fraction: float, message: str | None) -> None:
-        """A new value: sent now if the interval passed since the last send, else held back."""
+        """A new value: sent now if the interval passed since the last send, else held back
+        (the flusher sends it once the interval has passed, unless a newer one replaced it)."""
         now = time.monotonic()
         with self._lock:
             if self._closed:
                 return  # a thread of the job that outlived it: the attempt was reported
             if now < self._next:
                 self._pending = (fraction, message)
+                if not self._scheduled:
+                    self._scheduled = True
+                    _flusher.schedule(self._next, self)
                 return
             self._pending = None
             self._next = now + self._interval
             self._send(fraction, message)
+
+    def send_due(self) -> None:
+        """(The flusher) send the value held back if its interval has passed (else look again
+        when it has)."""
+        now = time.monotonic()
+        with self._lock:
+            self._scheduled = False
+            pending = self._pending
+            if self._closed or pending is None:
+                return
+            if now < self._next:
+                self._scheduled = True
+                _flusher.schedule(self._next, self)
+                return
+            self._pending = None
+            self._next = now + self._interval
+            self._send(*pending)
 
     def close(self) -> None:
         """The job returned or raised: send the value held back, if any; ignore later ones."""
@@ -123,6 +152,52 @@ class Tracker:
             self._closed = True
             if pending is not None:
                 self._send(*pending)
+
+
+class _Flusher:
+    """One daemon thread per process that sends the values trackers held back, once their
+    interval has passed (started at the first value held back)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: list[tuple[float, int, Tracker]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, when: float, tracker: Tracker) -> None:
+        """Have ``tracker.send_due()`` called at ``when`` (monotonic seconds)."""
+        with self._cond:
+            heapq.heappush(self._due, (when, next(self._seq), tracker))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, daemon=True, name="conveyor-progress"
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        due = self._due
+        while True:
+            with self._cond:
+                while not due or due[0][0] > time.monotonic():
+                    self._cond.wait(None if not due else due[0][0] - time.monotonic())
+                tracker = heapq.heappop(due)[2]
+            try:
+                tracker.send_due()
+            except Exception:  # the worker's send logs its own errors: this is a bug
+                log.exception("sending a progress value failed")
+
+
+_flusher = _Flusher()
+
+
+def _after_fork() -> None:
+    global _flusher
+    _flusher = _Flusher()  # the parent's thread does not exist here, nor its schedule
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 @contextmanager

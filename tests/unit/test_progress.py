@@ -68,6 +68,30 @@ def test_the_first_value_goes_at_once_then_the_latest_after_the_interval_and_the
     assert sent == [(0.1, "first"), (0.3, "third")]
 
 
+def test_a_value_held_back_is_sent_once_the_interval_passed_without_another_call():
+    sent: list[tuple[float, str | None]] = []
+    arrived = threading.Event()
+
+    def send(fraction: float, message: str | None) -> None:
+        sent.append((fraction, message))
+        if message == "third":
+            arrived.set()
+
+    tracker = Tracker(send, interval=0.2)
+    tracker.update(0.1, "first")
+    tracker.update(0.2, "second")
+    tracker.update(0.3, "third")  # then the job goes quiet: no call, no close
+    assert arrived.wait(5), sent
+    # the first at once, the latest once the interval passed (the second only if the machine
+    # stalled for a whole interval between two calls)
+    assert sent in (
+        [(0.1, "first"), (0.3, "third")],
+        [(0.1, "first"), (0.2, "second"), (0.3, "third")],
+    )
+    tracker.close()
+    assert sent[-1] == (0.3, "third")  # nothing left to send
+
+
 def test_with_no_interval_every_value_is_sent_in_order():
     sent: list[tuple[float, str | None]] = []
     tracker = Tracker(lambda f, m: sent.append((f, m)), interval=0)
