@@ -161,8 +161,13 @@ def test_progress_events_come_in_order_before_the_end(
     assert job.result(timeout=jobs.WAIT) == "job"
     with cond:
         assert cond.wait_for(lambda: len(seen) >= 3, jobs.WAIT)
-    assert seen == [
-        ("progress", "running", 0.5, "half"),
-        ("progress", "running", 1.0, "done"),
-        ("finished", "finished", 1.0, "done"),
+    assert [(name, fraction, message) for name, _, fraction, message in seen] == [
+        ("progress", 0.5, "half"),
+        ("progress", 1.0, "done"),
+        ("finished", 1.0, "done"),
     ]
+    # an event relayed from another process carries the job as it is when it is relayed: the
+    # last progress event may come after the job ended
+    relayed = variant.worker_processes
+    assert seen[1][1] == "running" or (relayed and seen[1][1] == "finished")
+    assert seen[2][1] == "finished"
