@@ -55,12 +55,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     result BLOB,
     error TEXT,
     traceback TEXT,
+    progress REAL,  -- how far the latest attempt got (0 to 1): conveyor.progress
+    progress_message TEXT,
     mac BLOB,  -- with a secret: the job envelope's HMAC (see Serializer.sign_job)
     needs TEXT NOT NULL,  -- the plan (JSON), in check order: [key or [key, capacity, park], ...]
     holds TEXT NOT NULL,  -- the counted keys it holds while it runs: [key, ...]
-    frees TEXT NOT NULL,  -- the park keys its end may free: [key, ...]
-    progress REAL,  -- how far the latest attempt got, 0 to 1 (conveyor.progress)
-    progress_message TEXT
+    frees TEXT NOT NULL  -- the park keys its end may free: [key, ...]
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (mode, priority, seq) WHERE ready = 1;
 CREATE INDEX IF NOT EXISTS jobs_parked ON jobs (parked, mode, priority, seq)
