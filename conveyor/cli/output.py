@@ -123,6 +123,13 @@ def progress_text(fraction: float, message: str | None) -> str:
     return percent if not message else f"{percent} {escaped(message)}"
 
 
+def progress_cell(record: JobRecord) -> str:
+    """A job's progress for a table cell (empty if it reported none)."""
+    if record.progress is None:
+        return ""
+    return cell(progress_text(record.progress, record.progress_message))
+
+
 def shown_value(value: Any) -> str:
     """A value as JSON when it is JSON data, else its repr."""
     try:

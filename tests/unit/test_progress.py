@@ -10,7 +10,7 @@ import threading
 import pytest
 
 import conveyor
-from conveyor.cli.output import describe, dumps, record_json
+from conveyor.cli.output import CELL_WIDTH, describe, dumps, progress_cell, record_json
 from conveyor.job import JobRecord, Status
 from conveyor.tracking import MAX_MESSAGE, Tracker, check, tracking
 
@@ -191,3 +191,12 @@ def test_conveyor_show_and_json_give_the_progress():
     none = JobRecord(id="k", task="t", status=Status.WAITING)
     assert not any(line.startswith("progress") for line in describe(none).splitlines())
     assert json.loads(dumps(record_json(none)))["progress"] is None
+
+
+def test_conveyor_status_shows_running_jobs_progress_in_a_cell():
+    halfway = JobRecord(
+        id="j", task="t", status=Status.RUNNING, progress=0.5, progress_message="m" * 80
+    )
+    shown = progress_cell(halfway)
+    assert shown.startswith("50% mmm") and len(shown) == CELL_WIDTH and shown.endswith("\u2026")
+    assert progress_cell(JobRecord(id="k", task="t", status=Status.RUNNING)) == ""
