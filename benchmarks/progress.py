@@ -5,8 +5,9 @@ once without progress calls and once calling ``conveyor.progress(i / n, "item i"
 item, on each backend (memory, SQLite, Redis: ``--redis URL``, else a ``redis-server`` started
 here if there is one) and in each mode (thread, process). Printed per case: the job's own
 runtime (its record's ``runtime``, median of ``--repeat`` runs) without and with the calls,
-their ratio, and the cost per call in microseconds. The tracker sends at most one value every
-0.1 s (see conveyor/tracking.py), so a call mostly costs its checks, not a backend write.
+their ratio, and the cost per call in microseconds; first, the cost of a call alone. The
+tracker sends at most one value every 0.1 s (see conveyor/tracking.py), so a call mostly costs
+its checks, not a backend write.
 
     python benchmarks/progress.py [--items 10000] [--work 200] [--repeat 3] [--redis URL]
 """
@@ -80,6 +81,17 @@ def runtime(url: str, mode: str, items: int, work: int, report: bool) -> float:
     return seconds
 
 
+def call_cost(calls: int = 100_000) -> float:
+    """Microseconds per ``conveyor.progress()`` call alone, its values sent to nothing."""
+    from conveyor.tracking import tracking
+
+    with tracking(lambda fraction, message: None):
+        start = time.perf_counter()
+        for i in range(calls):
+            conveyor.progress(i / calls, "item")
+        return (time.perf_counter() - start) / calls * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=10_000, help="items of the job")
@@ -91,6 +103,7 @@ def main() -> None:
         urls = {"memory": "memory://", "sqlite": f"sqlite:///{tmp}/queue.db"}
         if r is not None:
             urls["redis"] = r
+        print(f"conveyor.progress() alone: {call_cost():.2f} us per call")
         print(f"{args.items} items of {args.work} additions; median of {args.repeat} runs")
         print(f"{'backend':8} {'mode':8} {'without':>9} {'with':>9} {'ratio':>6} {'us/call':>8}")
         for name, url in urls.items():

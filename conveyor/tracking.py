@@ -65,7 +65,8 @@ def check(fraction: Any, message: Any = None) -> tuple[float, str | None]:
             f"progress message must be at most {MAX_MESSAGE} characters, got {len(message)}"
         )
     try:
-        message.encode("utf-8")
+        if not message.isascii():  # ASCII always encodes: most messages skip the copy
+            message.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError(
             f"progress message must be valid text (a lone surrogate at index {exc.start})"
