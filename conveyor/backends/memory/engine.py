@@ -471,7 +471,7 @@ class Engine:
 
     def emit(self, name: str, entry: Entry) -> None:
         """Queue event ``name`` about ``entry`` if anyone listens."""
-        if self.bus.wants(name):
+        if name in self.bus.wanted:
             record = entry.record()
             self.effects.append(lambda: self.bus.emit(name, record))
 
