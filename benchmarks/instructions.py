@@ -15,7 +15,7 @@ start-up, imports and the queue's start and close cancel out). Cases:
     the same puts, then one queue with one worker thread on the file runs them all
     (``q.wait()``); minus ``sqlite-put``, what running a job from SQLite costs.
 
-Callgrind runs the program about 50 times slower, one thread at a time; the counts include the
+Callgrind runs the program tens of times slower, one thread at a time; the counts include the
 cyclic garbage collector, which a per-job object that lives on makes run more often. Use the
 same Python for both versions: the counts are of its interpreter.
 
