@@ -1,5 +1,6 @@
-"""Instructions per job, counted by valgrind's callgrind: a measure that other load on the
-machine does not move, for comparing two versions of conveyor on the same case.
+"""Instructions per job under valgrind's callgrind, a measure the machine's load does not move.
+
+For comparing two versions of conveyor on the same case, with the same Python.
 
 Each case runs twice under callgrind in a child process, with 0 jobs and with --jobs jobs;
 the difference of the two instruction totals over --jobs is the cost of one job (interpreter
