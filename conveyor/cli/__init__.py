@@ -10,6 +10,7 @@ with the current directory on ``sys.path``, as ``python -m`` would (:mod:`convey
     inspection.py  status, jobs, show
     enqueue.py     enqueue
     admin.py       cancel, retry, purge, forget
+    dashboard.py   dashboard (the HTTP API, conveyor.web)
     demo.py        demo
     output.py      tables, cells, job descriptions, --json
 """
@@ -20,6 +21,7 @@ import click
 
 import conveyor
 from conveyor.cli.admin import cancel, forget, purge, retry
+from conveyor.cli.dashboard import dashboard
 from conveyor.cli.demo import demo
 from conveyor.cli.enqueue import enqueue
 from conveyor.cli.inspection import jobs, show, status
@@ -34,5 +36,7 @@ def main() -> None:
     """conveyor: one Python job queue, from a script's threads to worker processes."""
 
 
-for command in (worker, status, jobs, enqueue, cancel, show, retry, purge, forget, demo):
+for command in (
+    worker, status, jobs, enqueue, cancel, show, retry, purge, forget, dashboard, demo
+):  # fmt: skip
     main.add_command(command)

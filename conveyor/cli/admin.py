@@ -7,6 +7,7 @@ import sys
 import click
 
 import conveyor
+from conveyor import operations
 from conveyor.cli.app import app_argument, opened, spec_of
 from conveyor.cli.output import escaped
 from conveyor.errors import InvalidJob, UnknownJob
@@ -26,7 +27,7 @@ def cancel(app: conveyor.Queue, job_id: str) -> None:
     """
     with opened(app, spec_of(app)) as queue:
         try:
-            cancelled = queue.cancel(job_id)
+            cancelled = operations.cancel(queue, job_id)
         except UnknownJob:
             raise click.ClickException(f"no job {job_id!r} in the queue") from None
         state = queue.status(job_id)
@@ -61,12 +62,10 @@ def retry(
     refused = 0
     with opened(app, spec_of(app)) as queue:
         if all_failed:
-            job_ids = tuple(
-                r.id for r in queue.jobs(Status.FAILED) if task_name is None or r.task == task_name
-            )
+            job_ids = tuple(operations.failed_ids(queue, task_name))
         for job_id in job_ids:
             try:
-                queue.retry(job_id)
+                operations.retry(queue, job_id)
             except UnknownJob:
                 click.echo(f"cannot retry {escaped(job_id)}: no such job in the queue", err=True)
                 refused += 1
@@ -110,7 +109,7 @@ def purge(
     """
     age = None if older_than is None else parse_age(older_than)
     with opened(app, spec_of(app)) as queue:
-        count = queue.purge(statuses or None, task=task_name, older_than=age)
+        count = operations.purge(queue, statuses or None, task=task_name, older_than=age)
     click.echo(f"purged {count} job(s)")
 
 

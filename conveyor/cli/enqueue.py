@@ -3,7 +3,6 @@ options given as JSON and flags."""
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -12,10 +11,9 @@ from typing import Any
 import click
 
 import conveyor
+from conveyor import operations
 from conveyor.cli.app import app_argument, opened, spec_of
 from conveyor.errors import InvalidJob
-from conveyor.references import how_to_trust
-from conveyor.task import Task
 
 
 @click.command()
@@ -79,7 +77,7 @@ def enqueue(
     if meta_json is not None:
         options["meta"] = _json(meta_json, dict, "--meta", "a JSON object")
     with opened(app, spec_of(app)) as queue:
-        fn = find_task(queue, task_name)
+        find_task(queue, task_name)  # an unknown task is refused first
         if not queue.durable:
             raise click.UsageError(
                 f"the queue of {spec_of(queue)} is {queue.url}: it lives in one process, so a job"
@@ -87,7 +85,7 @@ def enqueue(
                 " (e.g. sqlite:///jobs.db) and run `conveyor worker` on it"
             )
         try:
-            job = queue.put(fn, args, kwargs, id=job_id, **options)
+            job = operations.submit(queue, task_name, args, kwargs, job_id=job_id, **options)
         except InvalidJob as exc:  # the user's values: a usage error, nothing was put
             raise click.UsageError(f"invalid job: {exc}") from None
     click.echo(job.id)
@@ -108,12 +106,8 @@ def put_options_of(given: dict[str, Any], at_text: str | None) -> dict[str, Any]
 def parse_moment(text: str) -> datetime | float:
     """An ISO 8601 time (naive: local) or epoch seconds."""
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
+        return operations.parse_moment(text)
+    except InvalidJob:
         raise click.BadParameter(
             f"{text!r} is neither an ISO 8601 time (2030-01-02T03:04:05) nor epoch seconds",
             param_hint="--at",
@@ -134,41 +128,8 @@ def _json(text: str, kind: type, option: str, expected: str) -> Any:
 
 def find_task(queue: conveyor.Queue, name: str) -> Callable[..., Any]:
     """A registered task by name or import path, or the function (or Task) at
-    ``module:qualname`` of a module the queue allows (checked before importing it)."""
-    if ":" not in name:
-        task = queue.tasks.get(name)
-        if task is None:
-            known = ", ".join(sorted(queue.tasks)) or "none"
-            raise click.BadParameter(
-                f"no task named {name!r} is registered with the queue (registered: {known});"
-                " give module:function for a function of a module the queue allows",
-                param_hint="TASK",
-            )
-        return task
-    registered = queue.task_paths.get(name)
-    if registered is not None:
-        return registered
-    module_name, _, qualname = name.partition(":")
-    if queue.durable and module_name not in queue.allowed:
-        # not imported: a durable queue's workers would refuse it anyway
-        raise click.BadParameter(
-            f"{name} is not a task registered with the queue and module {module_name!r} is not"
-            f" allowed; {how_to_trust(module_name)}",
-            param_hint="TASK",
-        )
+    ``module:qualname`` of a module the queue allows (:func:`conveyor.operations.find_task`)."""
     try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(
-            f"cannot import {module_name!r}: {exc}", param_hint="TASK"
-        ) from exc
-    for part in qualname.split("."):
-        if not hasattr(target, part):
-            raise click.BadParameter(
-                f"module {module_name!r} has no {qualname!r}", param_hint="TASK"
-            )
-        target = getattr(target, part)
-    if not isinstance(target, Task) and not callable(target):
-        raise click.BadParameter(f"{name} is not callable", param_hint="TASK")
-    found: Callable[..., Any] = target
-    return found
+        return operations.find_task(queue, name)
+    except operations.UnknownTask as exc:
+        raise click.BadParameter(str(exc), param_hint="TASK") from None

@@ -7,19 +7,20 @@ from datetime import datetime
 import click
 
 import conveyor
+from conveyor import operations
 from conveyor.cli.app import app_argument, json_option, opened, spec_of
 from conveyor.cli.output import (
     JOB_COLUMNS,
     describe,
     dumps,
     job_row,
-    record_json,
     status_json,
     table,
     when,
 )
 from conveyor.errors import UnknownJob
 from conveyor.job import Status
+from conveyor.operations import record_json
 
 
 @click.command()
@@ -34,9 +35,8 @@ def status(app: conveyor.Queue, as_json: bool = False) -> None:
     with opened(app, spec_of(app)) as queue:
         counts = queue.backend.counts()
         running = queue.jobs(Status.RUNNING)
-        workers = queue.backend.workers(include_lost=True)
-        now = queue.clock.now()
-    lost = {w.id for w in workers if w.lost(now, queue.settings.lease)}
+        workers = operations.workers(queue)
+        lost = operations.lost_workers(queue, workers)
     if as_json:
         click.echo(status_json(queue, counts, running, workers, lost))
         return
@@ -106,8 +106,8 @@ def jobs(app: conveyor.Queue, status_: str | None, limit: int, as_json: bool) ->
     APP is module:variable naming a conveyor.Queue, e.g. myapp:queue.
     """
     with opened(app, spec_of(app)) as queue:
-        records = queue.jobs(status_)
-    shown = records[-limit:] if limit else records
+        page = operations.list_jobs(queue, status_, limit=limit)  # the newest first
+    shown = page.jobs[::-1]
     if as_json:
         click.echo(dumps([record_json(r) for r in shown]))
         return
@@ -119,8 +119,8 @@ def jobs(app: conveyor.Queue, status_: str | None, limit: int, as_json: bool) ->
     if not any(row[-1] for row in rows):  # no job to explain: no error column
         columns, rows = columns[:-1], [row[:-1] for row in rows]
     click.echo(table(columns, rows))
-    if len(shown) < len(records):
-        click.echo(f"({len(records) - len(shown)} earlier job(s) not shown; --limit 0 for all)")
+    if len(shown) < page.total:
+        click.echo(f"({page.total - len(shown)} earlier job(s) not shown; --limit 0 for all)")
 
 
 @click.command()

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.job import JobRecord, Status
+from conveyor.operations import history_of, record_json, worker_json
 from conveyor.records import HISTORY
 
 if TYPE_CHECKING:
@@ -37,25 +38,6 @@ def dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=True, default=repr, indent=2)
 
 
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 with its UTC offset, or None."""
-    return None if moment is None else moment.isoformat()
-
-
-def record_json(record: JobRecord) -> dict[str, Any]:
-    """A job for ``--json``: every JobRecord field, times as ISO 8601 (UTC), and
-    ``history`` (earlier ends of a retried job)."""
-    data = record.as_dict()
-    for name in ("submitted", "started", "ended"):
-        data[name] = iso(getattr(record, name))
-    data["args"] = list(record.args)
-    data["after"], data["exclusive"] = list(record.after), list(record.exclusive)
-    data["incompatible"] = list(record.incompatible)
-    data["meta"] = {k: v for k, v in record.meta.items() if k != HISTORY}
-    data["history"] = history_of(record)
-    return data
-
-
 def status_json(
     queue: Queue,
     counts: dict[Status, int],
@@ -71,19 +53,7 @@ def status_json(
             "url": queue.url,
             "counts": {s.value: counts.get(s, 0) for s in Status},
             "running": [record_json(r) for r in running],
-            "workers": [
-                {
-                    "id": w.id,
-                    "host": w.host,
-                    "pid": w.pid,
-                    "mode": w.mode,
-                    "slots": w.slots,
-                    "started": iso(datetime.fromtimestamp(w.started, UTC)),
-                    "last_seen": iso(datetime.fromtimestamp(w.last_seen, UTC)),
-                    "state": "lost" if w.id in lost else "alive",
-                }
-                for w in workers
-            ],
+            "workers": [worker_json(w, lost) for w in workers],
         }
     )
 
@@ -195,9 +165,3 @@ def describe(record: JobRecord) -> str:
         if earlier.get("traceback"):
             lines.append(str(earlier["traceback"]).rstrip())
     return "\n".join(lines)
-
-
-def history_of(record: JobRecord) -> list[dict[str, Any]]:
-    """How a retried job ended before (oldest first)."""
-    history = record.meta.get(HISTORY)
-    return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []

@@ -1,0 +1,223 @@
+"""The live event feed of the HTTP API, built once on the Backend protocol for every backend.
+
+One watcher thread per app (running while a client listens) loops: read the backend's
+version, read the records, compare them with the last look, tell every subscriber what
+changed, then block in ``backend.wait(version)`` until the next change. So it sees the jobs
+that other processes run (SQLite relays no events), and a job that went through several
+steps between two looks still yields each of them (queued, started, then its end), from the
+record's own fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from conveyor import events as ev
+from conveyor.errors import ConveyorError
+from conveyor.job import TERMINAL, JobRecord, Status
+
+if TYPE_CHECKING:
+    from conveyor.backends.base import Backend
+
+log = logging.getLogger("conveyor.web")
+
+#: the least time between two looks at the records (each reads every record)
+MIN_INTERVAL = 0.05
+#: how long one wait for a change lasts before the watcher checks it still has listeners
+WAIT = 1.0
+#: the most events a subscriber may have unread; past it, its stream ends
+BACKLOG = 10_000
+#: the event a change of a job's progress yields (when records carry progress)
+PROGRESS = "progress"
+
+END_EVENT = {
+    Status.FINISHED: ev.FINISHED,
+    Status.FAILED: ev.FAILED,
+    Status.CANCELLED: ev.CANCELLED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the feed remembers of a job between two looks."""
+
+    status: Status
+    attempts: int
+    started: object
+    progress: object
+
+
+def seen(record: JobRecord) -> Seen:
+    """The part of ``record`` whose change is an event."""
+    progress = getattr(record, "progress", None)
+    return Seen(record.status, record.attempts, record.started, progress)
+
+
+def changes(before: Seen | None, record: JobRecord) -> list[str]:
+    """The events between what was seen of a job (None: not seen yet) and ``record``."""
+    now = seen(record)
+    if now == before:
+        return []
+    status = record.status
+    # put, or put back by a retry
+    fresh = before is None or (before.status in TERMINAL and status not in TERMINAL)
+    # an attempt began since the last look (it may have ended too)
+    began = record.started is not None and (before is None or now.started != before.started)
+    found = [ev.QUEUED] if fresh else []
+    running = status is Status.RUNNING or (status in TERMINAL and began and record.attempts > 0)
+    if running and (began or before is None or before.status is not Status.RUNNING):
+        found.append(ev.STARTED)
+    pending = status in (Status.SCHEDULED, Status.WAITING)
+    if pending and record.attempts > 0 and not fresh:
+        if before is not None and (before.status is Status.RUNNING or began):
+            found.append(ev.RETRYING)
+    elif pending and record.attempts > 0 and before is None and status is Status.SCHEDULED:
+        found.append(ev.RETRYING)
+    if status in TERMINAL and (before is None or before.status not in TERMINAL or began):
+        found.append(END_EVENT[status])
+    if before is not None and now.progress != before.progress and now.progress is not None:
+        found.append(PROGRESS)
+    return found
+
+
+class Subscriber:
+    """One client's events, handed from the watcher thread to its event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.events: asyncio.Queue[tuple[str, JobRecord] | None] = asyncio.Queue()
+        self.pending = 0  # events handed over, not read yet
+        self.closed = False
+
+    def put(self, item: tuple[str, JobRecord] | None) -> None:
+        """Hand over an event (thread-safe); None ends the stream."""
+        if self.closed:
+            return
+        if item is not None:
+            self.pending += 1
+            if self.pending > BACKLOG:  # a client that does not read: end its stream
+                self.closed, item = True, None
+        with contextlib.suppress(RuntimeError):  # its loop closed: it is gone
+            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+
+    async def get(self) -> tuple[str, JobRecord] | None:
+        """The next event; None when the stream ends."""
+        item = await self.events.get()
+        if item is not None:
+            self.pending -= 1
+        return item
+
+
+class Feed:
+    """Watches a backend for every subscriber of one app (see the module's docstring)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._lock = threading.Lock()
+        self._subscribers: set[Subscriber] = set()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stop = False
+
+    @property
+    def listeners(self) -> int:
+        """How many subscribers there are."""
+        return len(self._subscribers)
+
+    def subscribe(self, loop: asyncio.AbstractEventLoop) -> Subscriber:
+        """A new subscriber, told of every change after this returns (blocks until the watcher
+        has taken its first look)."""
+        subscriber = Subscriber(loop)
+        with self._lock:
+            self._subscribers.add(subscriber)
+            if self._thread is None or not self._thread.is_alive():
+                self._ready.clear()
+                self._stop = False
+                self._thread = threading.Thread(
+                    target=self._watch, name="conveyor-web-feed", daemon=True
+                )
+                self._thread.start()
+        self._ready.wait()
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Stop telling ``subscriber``; the watcher stops with its last subscriber."""
+        subscriber.closed = True
+        with self._lock:
+            self._subscribers.discard(subscriber)
+        if not self._subscribers:
+            self.backend.wake()
+
+    def close(self) -> None:
+        """End every stream and stop the watcher."""
+        with self._lock:
+            self._stop = True
+            subscribers, self._subscribers = list(self._subscribers), set()
+            thread = self._thread
+        for subscriber in subscribers:
+            subscriber.put(None)
+        self.backend.wake()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _look(self) -> dict[str, JobRecord]:
+        return {record.id: record for record in self.backend.query()}
+
+    def _watch(self) -> None:
+        memory: dict[str, Seen] = {}
+        try:
+            version = self.backend.version()
+            memory = {job_id: seen(r) for job_id, r in self._look().items()}
+        except ConveyorError:
+            log.exception("the event feed could not read the queue")
+            version = 0
+        finally:
+            self._ready.set()
+        while True:
+            with self._lock:
+                if self._stop or not self._subscribers:
+                    self._thread = None
+                    return
+            try:
+                self.backend.wait(version, WAIT)
+                time.sleep(MIN_INTERVAL)  # let a burst of changes land: one look for them
+                version = self.backend.version()
+                records = self._look()
+            except ConveyorError:  # closed queue, a storage error: end the streams
+                log.exception("the event feed stopped")
+                self.close()
+                return
+            for event, record in self._diff(memory, records):
+                self._publish(event, record)
+
+    @staticmethod
+    def _diff(
+        memory: dict[str, Seen], records: dict[str, JobRecord]
+    ) -> Iterator[tuple[str, JobRecord]]:
+        for job_id, record in records.items():
+            before = memory.get(job_id)
+            for event in changes(before, record):
+                yield event, record
+            memory[job_id] = seen(record)
+        for job_id in set(memory) - set(records):  # purged, popped
+            del memory[job_id]
+
+    def _publish(self, event: str, record: JobRecord) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            subscriber.put((event, record))
+
+
+def describe(event: str, record: JobRecord) -> dict[str, Any]:
+    """An event for the stream: its name and the record's JSON."""
+    from conveyor.operations import record_json
+
+    return {"event": event, "data": record_json(record)}
