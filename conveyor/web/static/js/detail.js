@@ -95,7 +95,7 @@ export function renderDetail(root, record, actions) {
       : null,
     el("button", { type: "button", class: "ghost", onclick: actions.close, text: "Close" }),
   );
-  root.replaceChildren(
+  const parts = [
     el(
       "div",
       { class: "panel-head detail-head" },
@@ -124,7 +124,8 @@ export function renderDetail(root, record, actions) {
     record.traceback ? block("Traceback", record.traceback, "traceback") : null,
     history(record),
     relations(record),
-  );
+  ];
+  root.replaceChildren(...parts.filter(Boolean));
   root.dataset.id = record.id;
   root.dataset.status = record.status;
 }

@@ -75,7 +75,14 @@ export function callText(record) {
   return parts.join(", ");
 }
 
-/** Shorten a long text with an ellipsis. */
+/** Shorten a long text with an ellipsis at its end. */
 export function clip(text, n) {
   return text.length > n ? `${text.slice(0, n - 1)}\u2026` : text;
+}
+
+/** Shorten a long text with an ellipsis in its middle (ids differ at both ends). */
+export function clipMiddle(text, n) {
+  if (text.length <= n) return text;
+  const head = Math.ceil((n - 1) / 2);
+  return `${text.slice(0, head)}\u2026${text.slice(text.length - (n - 1 - head))}`;
 }

@@ -1,7 +1,7 @@
 // The jobs table: one page of /api/jobs, filtered by status and task on the server and by a
 // text on this page.
 
-import { badge, callText, clip, clock, duration, el } from "./dom.js";
+import { badge, callText, clip, clipMiddle, clock, duration, el } from "./dom.js";
 
 /** Whether a record holds `text` in its id, task, arguments, worker or error. */
 export function matches(record, text) {
@@ -32,13 +32,13 @@ function row(record, selected, onSelect) {
         if (e.key === "Enter") onSelect(record.id);
       },
     },
-    el("td", { class: "mono id", title: record.id, text: clip(record.id, 14) }),
+    el("td", { class: "mono id", title: record.id, text: clipMiddle(record.id, 20) }),
     el("td", { class: "task" }, el("div", { text: record.task }), call ? el("div", { class: "muted small mono", text: clip(call, 60) }) : null),
     el("td", { class: "status" }, badge(record.status), progressCell(record)),
     el("td", { class: "num", text: record.attempts }),
     el("td", { class: "time", text: clock(record.submitted) }),
     el("td", { class: "num", text: duration(record.runtime) }),
-    el("td", { class: "mono small worker-cell", title: record.worker || "", text: record.worker ? clip(record.worker, 22) : "" }),
+    el("td", { class: "mono small worker-cell", title: record.worker || "", text: record.worker ? clipMiddle(record.worker, 24) : "" }),
   );
 }
 

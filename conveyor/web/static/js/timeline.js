@@ -1,7 +1,7 @@
 // The live timeline: an SVG Gantt chart of the last minutes, one bar per job (its wait faint,
 // its run coloured by status), fed by the records the event stream brings.
 
-import { STATUSES, clip, duration, el, ms, svg } from "./dom.js";
+import { STATUSES, clip, clipMiddle, duration, el, ms, svg } from "./dom.js";
 
 const ROW = 16; // px per job
 const GAP = 3;
@@ -25,7 +25,7 @@ export class Timeline {
     this.root = root;
     this.onSelect = onSelect;
     this.records = new Map();
-    this.windowMs = 5 * 60 * 1000;
+    this.windowMs = 60 * 1000;
     this.selected = null;
     this.pending = false;
     legend.replaceChildren(...STATUSES.map((s) => el("span", { class: "key" }, el("span", { class: `swatch s-${s}` }), s)));
@@ -107,7 +107,6 @@ export class Timeline {
       const runEnd = end ?? (r.status === "running" ? now : null);
       const waitEnd = start ?? end ?? now;
       const runtime = start !== null ? ((runEnd ?? now) - start) / 1000 : null;
-      const label = `${r.task} ${r.id}`;
       const g = svg("g", {
         class: `job${r.id === this.selected ? " selected" : ""}`,
         "data-id": r.id,
@@ -117,7 +116,7 @@ export class Timeline {
       g.append(
         svg("title", { text: `${r.task} (${r.id}): ${r.status}${runtime !== null ? `, ran ${duration(runtime)}` : ""}` }),
         svg("rect", { x: 0, y: y - 1, width, height: ROW + 2, class: "row-hit" }),
-        svg("text", { x: LABEL - 8, y: y + ROW - 4, class: "label", "text-anchor": "end", text: clip(label, 26) }),
+        svg("text", { x: LABEL - 8, y: y + ROW - 4, class: "label", "text-anchor": "end", text: `${clip(r.task, 12)} ${clipMiddle(r.id, 13)}` }),
       );
       if (waitEnd > from) {
         g.append(svg("rect", { x: x(sub), y: y + 4, width: Math.max(x(waitEnd) - x(sub), 1), height: ROW - 8, rx: 2, class: `wait s-${r.status}` }));
