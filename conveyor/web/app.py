@@ -55,6 +55,30 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+#: how a request shows its token
+BEARER = HTTPBearer(auto_error=False, description="The token `conveyor dashboard` was given.")
+
+
+class TokenCheck:
+    """The dependency of every route that changes state: the bearer token, when there is one
+    (none: 401, a wrong one: 403), compared in constant time."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = None if token is None else token.encode()
+
+    def __call__(
+        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+    ) -> None:
+        if self.token is None:
+            return
+        if credentials is None:
+            raise HTTPException(
+                401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if not hmac.compare_digest(credentials.credentials.encode(), self.token):
+            raise HTTPException(403, "wrong bearer token")
+
+
 def create_app(queue: Queue, *, token: str | None = None, heartbeat: float = HEARTBEAT) -> FastAPI:
     """The HTTP API (and ``/metrics``) of ``queue``; POSTs need ``token`` when one is given."""
     feed = Feed(queue.backend)
@@ -73,21 +97,7 @@ def create_app(queue: Queue, *, token: str | None = None, heartbeat: float = HEA
     app.state.queue = queue
     app.state.feed = feed
     _errors(app)
-    bearer = HTTPBearer(auto_error=False, description="The token `conveyor dashboard` was given.")
-
-    def authorized(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        if token is None:
-            return
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise HTTPException(
-                401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
-            )
-        if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise HTTPException(403, "wrong bearer token")
-
-    changes = [Depends(authorized)]
+    changes = [Depends(TokenCheck(token))]
 
     # ------------------------------------------------------------------ jobs
     @app.post(

@@ -66,10 +66,10 @@ def changes(before: Seen | None, record: JobRecord) -> list[str]:
     if now == before:
         return []
     status = record.status
-    # put, or put back by a retry
-    fresh = before is None or (before.status in TERMINAL and status not in TERMINAL)
     # an attempt began since the last look (it may have ended too)
     began = record.started is not None and (before is None or now.started != before.started)
+    # put, or put back by a retry (which may have run and ended since)
+    fresh = before is None or (before.status in TERMINAL and (status not in TERMINAL or began))
     found = [ev.QUEUED] if fresh else []
     running = status is Status.RUNNING or (status in TERMINAL and began and record.attempts > 0)
     if running and (began or before is None or before.status is not Status.RUNNING):
@@ -130,6 +130,12 @@ class Feed:
     def listeners(self) -> int:
         """How many subscribers there are."""
         return len(self._subscribers)
+
+    @property
+    def watching(self) -> bool:
+        """Whether the watcher thread runs."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     def subscribe(self, loop: asyncio.AbstractEventLoop) -> Subscriber:
         """A new subscriber, told of every change after this returns (blocks until the watcher

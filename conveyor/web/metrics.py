@@ -3,9 +3,9 @@ backend at each scrape, in a registry of the app's own.
 
 - ``conveyor_jobs{status}``: jobs in each status; ``conveyor_queue_depth``: jobs waiting;
 - ``conveyor_workers{state}``: workers alive and lost;
-- ``conveyor_job_wait_seconds{task}`` and ``conveyor_job_run_seconds{task}``: gauge histograms
-  of the jobs the queue holds (wait: submitted to started; run: the last attempt's runtime).
-  They describe the stored jobs, so a purge lowers them (a gauge histogram, not a counter).
+- ``conveyor_job_wait_seconds{task}`` and ``conveyor_job_run_seconds{task}``: histograms of the
+  jobs the queue holds (wait: submitted to started; run: the last attempt's runtime). They
+  describe the stored jobs, so a purge lowers them (Prometheus reads that as a counter reset).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from conveyor import operations
@@ -42,11 +42,11 @@ def buckets(values: Iterable[float]) -> list[tuple[str, float]]:
 
 def histogram(
     name: str, documentation: str, by_task: dict[str, list[float]]
-) -> GaugeHistogramMetricFamily:
-    """A gauge histogram with a series per task."""
-    family = GaugeHistogramMetricFamily(name, documentation, labels=["task"])
+) -> HistogramMetricFamily:
+    """A histogram with a series per task."""
+    family = HistogramMetricFamily(name, documentation, labels=["task"])
     for task, values in sorted(by_task.items()):
-        family.add_metric([task], buckets(values), gsum_value=float(sum(values)))
+        family.add_metric([task], buckets(values), sum_value=float(sum(values)))
     return family
 
 
