@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import HTMLResponse
-from starlette.responses import Response
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
