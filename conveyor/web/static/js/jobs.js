@@ -33,12 +33,12 @@ function row(record, selected, onSelect) {
       },
     },
     el("td", { class: "mono id", title: record.id, text: clipMiddle(record.id, 20) }),
-    el("td", { class: "task" }, el("div", { text: record.task }), call ? el("div", { class: "muted small mono", text: clip(call, 60) }) : null),
+    el("td", { class: "task" }, el("div", { text: record.task }), call ? el("div", { class: "muted small mono", text: clip(call, 48) }) : null),
     el("td", { class: "status" }, badge(record.status), progressCell(record)),
     el("td", { class: "num", text: record.attempts }),
     el("td", { class: "time", text: clock(record.submitted) }),
     el("td", { class: "num", text: duration(record.runtime) }),
-    el("td", { class: "mono small worker-cell", title: record.worker || "", text: record.worker ? clipMiddle(record.worker, 24) : "" }),
+    el("td", { class: "mono small worker-cell", title: record.worker || "", text: record.worker ? clipMiddle(record.worker, 20) : "" }),
   );
 }
 

@@ -9,15 +9,16 @@ const LABEL = 170; // px of the labels column
 const AXIS = 22; // px of the time axis
 const MAX_ROWS = 40; // the most recent jobs drawn
 const KEEP = 15 * 60 * 1000; // ms a job stays known after it ended
+const MIN_FIT = 10 * 1000; // ms: the narrowest window that fits the jobs
 
 const STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600].map((s) => s * 1000);
 
-/** A tick's label: how long ago, "now", "-30s", "-2m", "-1m30s". */
-function tick(seconds) {
-  if (seconds === 0) return "now";
-  if (seconds < 60) return `-${seconds}s`;
-  const rest = seconds % 60;
-  return `-${Math.floor(seconds / 60)}m${rest ? `${rest}s` : ""}`;
+/** A tick's label: the time of day (seconds shown when the ticks are closer than a minute). */
+function tick(t, step) {
+  const d = new Date(t);
+  const two = (n) => String(n).padStart(2, "0");
+  const hm = `${two(d.getHours())}:${two(d.getMinutes())}`;
+  return step < 60000 ? `${hm}:${two(d.getSeconds())}` : hm;
 }
 
 export class Timeline {
@@ -25,7 +26,7 @@ export class Timeline {
     this.root = root;
     this.onSelect = onSelect;
     this.records = new Map();
-    this.windowMs = 60 * 1000;
+    this.windowMs = 0; // 0: fit the window to the jobs drawn
     this.selected = null;
     this.pending = false;
     legend.replaceChildren(...STATUSES.map((s) => el("span", { class: "key" }, el("span", { class: `swatch s-${s}` }), s)));
@@ -58,9 +59,9 @@ export class Timeline {
     });
   }
 
-  /** The jobs to draw: seen in the window, the most recently submitted last. */
-  visible(now) {
-    const from = now - this.windowMs;
+  /** The jobs to draw: seen in the last `span` ms, the most recently submitted last. */
+  visible(now, span) {
+    const from = now - span;
     const shown = [];
     for (const [id, r] of this.records) {
       const end = ms(r.ended);
@@ -78,20 +79,25 @@ export class Timeline {
 
   draw() {
     const now = Date.now();
-    const jobs = this.visible(now);
+    const jobs = this.visible(now, this.windowMs || KEEP);
+    let span = this.windowMs;
+    if (!span) {
+      // fit: from the first drawn job's submission (at least 10 s), with a little room
+      const first = Math.min(now, ...jobs.map((r) => ms(r.submitted) ?? ms(r.started) ?? now));
+      span = Math.min(Math.max((now - first) * 1.04, MIN_FIT), KEEP);
+    }
     const width = Math.max(this.root.clientWidth, 360);
     const plot = width - LABEL - 12;
     const height = AXIS + Math.max(jobs.length, 1) * (ROW + GAP) + 6;
-    const from = now - this.windowMs;
-    const x = (t) => LABEL + ((Math.min(Math.max(t, from), now) - from) / this.windowMs) * plot;
+    const from = now - span;
+    const x = (t) => LABEL + ((Math.min(Math.max(t, from), now) - from) / span) * plot;
     const chart = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "gantt", role: "img", "aria-label": "timeline of recent jobs" });
 
-    const step = STEPS.find((s) => this.windowMs / s <= 8) || STEPS[STEPS.length - 1];
+    const step = STEPS.find((s) => span / s <= 8) || STEPS[STEPS.length - 1];
     for (let t = Math.ceil(from / step) * step; t <= now; t += step) {
-      const left = Math.round((now - t) / 1000);
       chart.append(
         svg("line", { x1: x(t), x2: x(t), y1: AXIS - 4, y2: height, class: "grid" }),
-        svg("text", { x: x(t), y: 12, class: "tick", "text-anchor": "middle", text: tick(left) }),
+        svg("text", { x: x(t), y: 12, class: "tick", "text-anchor": "middle", text: tick(t, step) }),
       );
     }
     chart.append(svg("line", { x1: x(now), x2: x(now), y1: AXIS - 4, y2: height, class: "now" }));
