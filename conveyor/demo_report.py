@@ -5,6 +5,7 @@ doing (:mod:`conveyor.demo` runs the pipeline)."""
 from __future__ import annotations
 
 import itertools
+import shlex
 import textwrap
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +50,35 @@ def picture(result: Run) -> str:
     here = Path.cwd()
     shown = target.relative_to(here) if target.is_relative_to(here) else target
     return f"timeline: {shown}"
+
+
+#: the module ``conveyor demo`` writes beside its queue file, for ``conveyor dashboard``
+DASHBOARD_APP = "demo_app"
+
+APP_SOURCE = '''"""The queue of ``conveyor demo`` (written by it), for:
+conveyor dashboard {name}:queue
+"""
+
+import conveyor
+from conveyor.demo import ALLOW
+
+queue = conveyor.Queue({url!r}, workers=0, name="demo", allow_modules=ALLOW)
+'''
+
+
+def dashboard(result: Run) -> str:
+    """Write ``demo_app.py`` (the demo's queue) beside the queue file, and say how to serve
+    it with ``conveyor dashboard``."""
+    folder = result.workdir or Path(".")
+    (folder / f"{DASHBOARD_APP}.py").write_text(
+        APP_SOURCE.format(name=DASHBOARD_APP, url=result.url), encoding="utf-8"
+    )
+    here = Path.cwd()
+    shown = folder.relative_to(here) if folder.is_relative_to(here) else folder
+    return (
+        f"dashboard: cd {shlex.quote(str(shown))} && conveyor dashboard {DASHBOARD_APP}:queue"
+        " --port 8000, then open http://127.0.0.1:8000/ (pip install 'conveyor[web]')"
+    )
 
 
 def timeline(records: list[conveyor.JobRecord]) -> str:

@@ -40,9 +40,10 @@ PUT_OPTIONS = frozenset(
 
 
 # ------------------------------------------------------------------ submitting
-def find_task(queue: Queue, name: str) -> Callable[..., Any]:
+def find_task(queue: Queue, name: str, *, trusted: bool = True) -> Callable[..., Any]:
     """A registered task by name or import path, or the function (or Task) at
-    ``module:qualname`` of a module the queue allows (checked before importing it).
+    ``module:qualname`` of a module the queue allows (checked before importing it; a queue
+    in this process allows any module to a ``trusted`` caller, not to a remote one).
     Raises :class:`UnknownTask`."""
     if ":" not in name:
         task = queue.tasks.get(name)
@@ -57,15 +58,17 @@ def find_task(queue: Queue, name: str) -> Callable[..., Any]:
     if registered is not None:
         return registered
     module_name, _, qualname = name.partition(":")
-    if queue.durable and module_name not in queue.allowed:
+    if (queue.durable or not trusted) and module_name not in queue.allowed:
         # not imported: a durable queue's workers would refuse it anyway
         raise UnknownTask(
             f"{name} is not a task registered with the queue and module {module_name!r} is not"
             f" allowed; {how_to_trust(module_name)}"
         )
+    if not trusted and any(part.startswith("_") for part in qualname.split(".")):
+        raise UnknownTask(f"{name}: a private name is not a task")
     try:
         target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
+    except (ImportError, ValueError) as exc:
         raise UnknownTask(f"cannot import {module_name!r}: {exc}") from exc
     for part in qualname.split("."):
         if not hasattr(target, part):
@@ -102,18 +105,20 @@ def submit(
     kwargs: Mapping[str, Any] | None = None,
     *,
     job_id: str | None = None,
+    trusted: bool = True,
     **options: Any,
 ) -> Job:
     """Put a job calling the task named ``task_name`` (see :func:`find_task`); ``options`` are
-    put's (:data:`PUT_OPTIONS`; None means "the default"). Bad input raises InvalidJob (an
-    UnknownTask for the name) and puts nothing."""
+    put's (:data:`PUT_OPTIONS`; None means "the default"). ``trusted``: see :func:`find_task`
+    (the HTTP API is not). Bad input raises InvalidJob (an UnknownTask for the name) and puts
+    nothing."""
     unknown = sorted(set(options) - PUT_OPTIONS)
     if unknown:
         raise InvalidJob(f"unknown put option(s): {', '.join(unknown)}")
     given = {name: value for name, value in options.items() if value is not None}
     if "at" in given:
         given["at"] = parse_moment(given["at"])
-    fn = find_task(queue, task_name)
+    fn = find_task(queue, task_name, trusted=trusted)
     return queue.put(fn, list(args), dict(kwargs or {}), id=job_id, **given)
 
 

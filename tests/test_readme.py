@@ -192,6 +192,8 @@ def test_readme_shell_commands_run_against_the_readme_app(tmp_path: Path) -> Non
         # when each conveyor line of the README runs, in order
         if argv[0] == "worker" and not {"--burst", "--max-jobs"} & set(argv):
             run_until_stopped(argv, tmp_path)
+        elif argv[0] == "dashboard":
+            run_until_served(argv, tmp_path)
         else:
             done = run_conveyor(argv, tmp_path)
             if argv[0] == "enqueue":
@@ -243,6 +245,40 @@ def run_until_stopped(argv: list[str], cwd: Path) -> None:
     assert worker.returncode == 0, (argv, out, err[-3000:])
 
 
+def run_until_served(argv: list[str], cwd: Path) -> None:
+    """``conveyor dashboard`` on a free port (the README's is replaced): wait until it answers,
+    SIGTERM it, and expect it to exit 0."""
+    import httpx
+
+    from tests.web.test_dashboard_command import free_port, up
+
+    port = free_port()
+    argv = [*argv[: argv.index("--port") + 1], str(port), *argv[argv.index("--port") + 2 :]]
+    server = subprocess.Popen(
+        [*conveyor_command(), *argv],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + SCRIPT_TIMEOUT
+        while not up(f"http://127.0.0.1:{port}"):
+            assert server.poll() is None, server.communicate()
+            assert time.monotonic() < deadline, "the dashboard never answered"
+            time.sleep(0.05)
+        assert httpx.post(f"http://127.0.0.1:{port}/api/purge", json={}).status_code == 401
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=SCRIPT_TIMEOUT)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.communicate()
+    assert server.returncode == 0, (argv, out, err[-3000:])
+
+
 # -------------------------------------------------------------------------- README truth
 def markdown_files() -> list[Path]:
     return [README, *sorted((ROOT / "docs").glob("*.md"))]
@@ -276,7 +312,7 @@ def test_the_readme_names_only_backends_that_exist() -> None:
         if line.startswith("Not built yet"):
             continue
         for scheme in re.findall(r"\b([a-z][a-z0-9+]*):///?", line):
-            assert scheme in SCHEMES, line
+            assert scheme in SCHEMES or scheme == "http", line  # http: the HTTP API's address
 
 
 def test_the_package_describes_what_is_built() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 
 import click
 
@@ -88,7 +89,12 @@ def dashboard(app: conveyor.Queue, host: str, port: int, token: str | None, log_
         f" jobs run in {runs}; {note}",
         err=True,
     )
+    # uvicorn stops gracefully on SIGINT and SIGTERM, then raises the signal again for the
+    # handler it found: this one, so that a stop asked for ends the command with status 0
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, lambda _signum, _frame: None)
     try:
         uvicorn.run(web, host=host, port=port, log_level=log_level)
     finally:
         queue.close(wait=False)
+    click.echo("conveyor dashboard: stopped", err=True)

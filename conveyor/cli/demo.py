@@ -56,3 +56,4 @@ def demo(workers: int | None, mode: str, workdir: Path, source: Path | None) -> 
         raise click.ClickException(str(exc)) from exc
     click.echo(demo_report.show(done, source))
     click.echo(demo_report.picture(done))
+    click.echo(demo_report.dashboard(done))

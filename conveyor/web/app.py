@@ -93,6 +93,8 @@ def create_app(queue: Queue, *, token: str | None = None, heartbeat: float = HEA
         version=conveyor.__version__,
         description="The HTTP API of a conveyor queue. POST requests need a bearer token.",
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN: not served
+        redoc_url=None,
     )
     app.state.queue = queue
     app.state.feed = feed
@@ -109,9 +111,13 @@ def create_app(queue: Queue, *, token: str | None = None, heartbeat: float = HEA
         tags=["jobs"],
     )
     def submit(body: models.SubmitJob) -> models.Submitted:
-        """Put a job calling a registered task, with JSON arguments and put options."""
+        """Put a job calling a task registered with the queue (by name, or by import path
+        ``module:function`` of a module the queue allows), with JSON arguments and put options.
+        Nothing else is imported."""
         options = body.model_dump(exclude={"task", "args", "kwargs", "id"}, exclude_none=True)
-        job = operations.submit(queue, body.task, body.args, body.kwargs, job_id=body.id, **options)
+        job = operations.submit(
+            queue, body.task, body.args, body.kwargs, job_id=body.id, trusted=False, **options
+        )
         return models.Submitted(id=job.id, status=job.status)
 
     @app.get("/api/jobs", response_model=models.JobPage, responses=ERRORS, tags=["jobs"])

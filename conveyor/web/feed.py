@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from conveyor import events as ev
 from conveyor.errors import ConveyorError
@@ -95,15 +95,17 @@ class Subscriber:
         self.events: asyncio.Queue[tuple[str, JobRecord] | None] = asyncio.Queue()
         self.pending = 0  # events handed over, not read yet
         self.closed = False
+        self._lock = threading.Lock()
 
     def put(self, item: tuple[str, JobRecord] | None) -> None:
         """Hand over an event (thread-safe); None ends the stream."""
         if self.closed:
             return
         if item is not None:
-            self.pending += 1
-            if self.pending > BACKLOG:  # a client that does not read: end its stream
-                self.closed, item = True, None
+            with self._lock:
+                self.pending += 1
+                if self.pending > BACKLOG:  # a client that does not read: end its stream
+                    self.closed, item = True, None
         with contextlib.suppress(RuntimeError):  # its loop closed: it is gone
             self.loop.call_soon_threadsafe(self.events.put_nowait, item)
 
@@ -111,7 +113,8 @@ class Subscriber:
         """The next event; None when the stream ends."""
         item = await self.events.get()
         if item is not None:
-            self.pending -= 1
+            with self._lock:
+                self.pending -= 1
         return item
 
 
@@ -220,10 +223,3 @@ class Feed:
             subscribers = list(self._subscribers)
         for subscriber in subscribers:
             subscriber.put((event, record))
-
-
-def describe(event: str, record: JobRecord) -> dict[str, Any]:
-    """An event for the stream: its name and the record's JSON."""
-    from conveyor.operations import record_json
-
-    return {"event": event, "data": record_json(record)}

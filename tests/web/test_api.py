@@ -6,6 +6,7 @@ stream."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,6 +129,10 @@ def test_the_api_end_to_end(app: App, client: httpx.Client, tmp_path: Path) -> N
         # ---------------------------------------------------------- bad input changes nothing
         unknown = client.post("/api/jobs", json={"task": "nope"}, headers=AUTH)
         assert unknown.status_code == 404 and "no task named 'nope'" in unknown.json()["detail"]
+        # a module the queue does not allow is not even imported, on any backend
+        imported = client.post("/api/jobs", json={"task": "antigravity:fly"}, headers=AUTH)
+        assert imported.status_code == 404 and "is not allowed" in imported.json()["detail"]
+        assert "antigravity" not in sys.modules
         for bad in (
             {"task": "add", "args": [1, 2], "retries": -1},
             {"task": "add", "args": [1, 2], "priority": "high"},
