@@ -191,11 +191,12 @@ function connect() {
   const source = new EventSource("/api/events");
   source.addEventListener("open", () => {
     setLive("live", "live");
-    // catch up on what changed while the stream was down
+    // catch up on what changed before the stream (re)opened
     refreshJobs();
     refreshCounts();
     refreshWorkers();
     loadDetail();
+    seedTimeline();
   });
   source.addEventListener("error", () => setLive("down", "reconnecting\u2026"));
   for (const name of EVENTS) {
