@@ -264,3 +264,21 @@ def test_the_table_filters_by_status_task_and_text(tab: Page, served: Served):
     page.fill("#filter-text", f"never-{marker}")
     tab.expect(page.locator("#jobs tbody tr")).to_have_count(1)
     tab.expect(tab.row(failed)).to_have_count(1)
+
+
+def test_the_table_pages_newest_first(tab: Page, served: Served):
+    tab.open()
+    page = tab.page
+    page.select_option("#page-size", "25")
+    ids = [served.submit("add", i, 1) for i in range(26)]
+    tab.expect(tab.row(ids[-1])).to_have_attribute("data-status", "finished")
+    total = served.get("/api/jobs?limit=1")["total"]
+    tab.expect(page.locator("#page-info")).to_have_text(f"1\u201325 of {total}")
+    tab.expect(page.locator("#jobs tbody tr").first).to_have_attribute("data-id", ids[-1])
+    tab.expect(tab.row(ids[0])).to_have_count(0)  # the oldest of them is on the next page
+    page.click("#next")
+    tab.expect(page.locator("#page-info")).to_have_text(re.compile(f"^26\u2013.* of {total}$"))
+    tab.expect(tab.row(ids[0])).to_have_count(1)
+    page.click("#prev")
+    tab.expect(tab.row(ids[-1])).to_have_count(1)
+    assert tab.not_reloaded()

@@ -3,8 +3,10 @@ security headers, what the server fills in, and the browser tests' skip rule."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
+import tomllib
 from collections.abc import Iterator
 from html.parser import HTMLParser
 
@@ -15,6 +17,7 @@ import conveyor
 from conveyor.web.dashboard import POLICY, STATIC
 from tests.web import test_browser
 from tests.web.harness import served
+from tests.web.served import REPO
 
 
 class Links(HTMLParser):
@@ -112,3 +115,13 @@ def test_browser_tests_skip_without_chromium_and_fail_where_ci_requires_them(
         test_browser.unavailable("no chromium binary on the PATH")
     monkeypatch.setenv("CONVEYOR_CHROMIUM", "/opt/other/chromium")
     assert test_browser.chromium_path() == "/opt/other/chromium"
+
+
+def test_every_file_of_the_page_is_package_data():
+    # given the globs pyproject.toml ships with the conveyor package
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = config["tool"]["setuptools"]["package-data"]["conveyor"]
+    package = REPO / "conveyor"
+    files = [p.relative_to(package).as_posix() for p in STATIC.rglob("*") if p.is_file()]
+    # then each file of the page matches one (a wheel holds it)
+    assert files and all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files), files

@@ -86,6 +86,11 @@ async function loadJobs() {
   try {
     const page = await api.jobs(state);
     if (ticket !== jobsRequest) return; // a newer request is on its way
+    if (!page.jobs.length && state.offset > 0) {
+      // past the end (jobs were purged): go to the last page there is
+      state.offset = Math.max(0, Math.ceil(page.total / state.limit) - 1) * state.limit;
+      if (page.total > 0) return loadJobs();
+    }
     state.page = page;
     drawJobs();
   } catch (error) {
