@@ -50,6 +50,13 @@ def gated(name, seconds=30.0):
     return name
 
 
+@q.task(name="reporting")
+def reporting(name, seconds=30.0):
+    """Report half way (conveyor.progress), mark HERE/<name>.started, wait for the gate."""
+    conveyor.progress(0.5, "half way")
+    return gated(name, seconds)
+
+
 @q.task(name="flaky")
 def flaky(name):
     """Fail until HERE/<name>.ok exists."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import conveyor
 from tests.web.served import REPO, WAIT, Served
 
 pytestmark = pytest.mark.slow
@@ -282,3 +283,17 @@ def test_the_table_pages_newest_first(tab: Page, served: Served):
     page.click("#prev")
     tab.expect(tab.row(ids[-1])).to_have_count(1)
     assert tab.not_reloaded()
+
+
+@pytest.mark.skipif(not hasattr(conveyor, "progress"), reason="conveyor.progress is not built here")
+def test_a_running_job_shows_its_progress(tab: Page, served: Served):
+    tab.open()
+    gate = f"progress-{uuid.uuid4().hex[:6]}"
+    job_id = served.submit("reporting", gate)
+    served.wait_for(lambda: served.started(gate), "the reporting job's start")
+    tab.row(job_id).click()
+    detail = tab.page.locator("#detail")
+    tab.expect(detail.locator(".progress")).to_have_attribute("data-progress", "50")
+    tab.expect(detail.locator(".progress")).to_contain_text("50% \u00b7 half way")
+    served.go(gate)
+    tab.expect(detail).to_have_attribute("data-status", "finished")

@@ -11,8 +11,9 @@ function block(title, value, cls) {
   return el("section", { class: "block" }, el("h3", { text: title }), el("pre", { class: cls || null, text: value }));
 }
 
+/** Where a job got to (once it finished, it got to the end: nothing to show). */
 function progress(record) {
-  if (typeof record.progress !== "number") return null;
+  if (typeof record.progress !== "number" || record.status === "finished") return null;
   const pct = Math.round(Math.min(1, Math.max(0, record.progress)) * 100);
   return el(
     "div",
