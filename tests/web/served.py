@@ -95,17 +95,21 @@ class Served:
                     raise RuntimeError(f"the dashboard did not start:\n{self.logs()}") from None
                 time.sleep(0.05)
 
-    def _spawn(self, label: str, *args: str) -> None:
+    def _spawn(self, label: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         with (self.folder / f"{label}.log").open("wb") as log:
-            self.procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "conveyor", *args],
-                    cwd=self.folder,
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "conveyor", *args],
+                cwd=self.folder,
+                env={**self.env, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, label: str, **env: str) -> subprocess.Popen[bytes]:
+        """Another ``conveyor worker`` process of one slot (``env``: its settings)."""
+        return self._spawn(label, "worker", "app:q", "--workers", "1", **env)
 
     def logs(self) -> str:
         """What the server and the worker printed."""

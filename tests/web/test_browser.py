@@ -297,3 +297,18 @@ def test_a_running_job_shows_its_progress(tab: Page, served: Served):
     tab.expect(detail.locator(".progress")).to_contain_text("50% \u00b7 half way")
     served.go(gate)
     tab.expect(detail).to_have_attribute("data-status", "finished")
+
+
+def test_a_killed_worker_shows_as_lost(tab: Page, served: Served):
+    if not served.durable:
+        pytest.skip("memory:// runs its jobs in the server's own process: no worker to lose")
+    tab.open()
+    # a worker whose lease is short, so that it is lost a few seconds after it dies
+    victim = served.worker("victim", CONVEYOR_LEASE="3")
+    item = tab.page.locator(f'#workers li[data-pid="{victim.pid}"]')
+    tab.expect(item).to_have_attribute("data-state", "alive")
+    victim.kill()
+    victim.wait(timeout=WAIT)
+    tab.expect(item).to_have_attribute("data-state", "lost")
+    tab.expect(item).to_contain_text("lost")
+    assert tab.not_reloaded()

@@ -268,7 +268,7 @@ function start() {
   timeline = new Timeline($("timeline"), $("legend"), select);
   $("window").addEventListener("change", () => timeline.setWindow(Number($("window").value)));
   window.setInterval(() => timeline.draw(), 1000);
-  window.setInterval(refreshWorkers, 5000);
+  window.setInterval(refreshWorkers, 2000); // a worker turns lost by silence: no event says so
 
   loadCounts();
   loadWorkers();

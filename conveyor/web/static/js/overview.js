@@ -37,7 +37,7 @@ export function renderWorkers(list, summary, workers) {
     ...sorted.map((w) =>
       el(
         "li",
-        { class: `worker w-${w.state === "lost" ? "lost" : "alive"}` },
+        { class: `worker w-${w.state === "lost" ? "lost" : "alive"}`, "data-id": w.id, "data-pid": w.pid, "data-state": w.state },
         el("span", { class: "dot", title: w.state }),
         el(
           "div",
