@@ -106,12 +106,13 @@ def submit(
     *,
     job_id: str | None = None,
     trusted: bool = True,
+    block: bool = True,
     **options: Any,
 ) -> Job:
     """Put a job calling the task named ``task_name`` (see :func:`find_task`); ``options`` are
     put's (:data:`PUT_OPTIONS`; None means "the default"). ``trusted``: see :func:`find_task`
-    (the HTTP API is not). Bad input raises InvalidJob (an UnknownTask for the name) and puts
-    nothing."""
+    (the HTTP API is not); ``block``: see :meth:`Queue.put`. Bad input raises InvalidJob (an
+    UnknownTask for the name) and puts nothing."""
     unknown = sorted(set(options) - PUT_OPTIONS)
     if unknown:
         raise InvalidJob(f"unknown put option(s): {', '.join(unknown)}")
@@ -119,7 +120,7 @@ def submit(
     if "at" in given:
         given["at"] = parse_moment(given["at"])
     fn = find_task(queue, task_name, trusted=trusted)
-    return queue.put(fn, list(args), dict(kwargs or {}), id=job_id, **given)
+    return queue.put(fn, list(args), dict(kwargs or {}), id=job_id, block=block, **given)
 
 
 # ------------------------------------------------------------------ reading

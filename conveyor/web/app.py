@@ -48,6 +48,7 @@ MAX_LIMIT = 1000
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": models.ErrorBody, "description": "No such job (or task)."},
     422: {"description": "Invalid input; nothing changed."},
+    503: {"model": models.ErrorBody, "description": "The queue is full, closed, or failing."},
 }
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": models.ErrorBody, "description": "No bearer token."},
@@ -75,7 +76,8 @@ class TokenCheck:
             raise HTTPException(
                 401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
             )
-        if not hmac.compare_digest(credentials.credentials.encode(), self.token):
+        # a header's bytes come decoded as latin-1: compare them with the token's UTF-8
+        if not hmac.compare_digest(credentials.credentials.encode("latin-1"), self.token):
             raise HTTPException(403, "wrong bearer token")
 
 
@@ -113,11 +115,12 @@ def create_app(queue: Queue, *, token: str | None = None, heartbeat: float = HEA
     def submit(body: models.SubmitJob) -> models.Submitted:
         """Put a job calling a task registered with the queue (by name, or by import path
         ``module:function`` of a module the queue allows), with JSON arguments and put options.
-        Nothing else is imported."""
+        Nothing else is imported. A queue at its ``max_size`` answers 503 (it does not wait)."""
         options = body.model_dump(exclude={"task", "args", "kwargs", "id"}, exclude_none=True)
         job = operations.submit(
-            queue, body.task, body.args, body.kwargs, job_id=body.id, trusted=False, **options
-        )
+            queue, body.task, body.args, body.kwargs, job_id=body.id, trusted=False, block=False,
+            **options,
+        )  # fmt: skip
         return models.Submitted(id=job.id, status=job.status)
 
     @app.get("/api/jobs", response_model=models.JobPage, responses=ERRORS, tags=["jobs"])
