@@ -56,6 +56,8 @@ def browser() -> Iterator[Any]:
     path = chromium_path()
     if path is None:
         unavailable("no chromium binary on the PATH")
+    elif not os.access(path, os.X_OK):
+        unavailable(f"{path} is not an executable chromium")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=path, headless=True)
         yield launched
