@@ -211,6 +211,7 @@ def test_retry_of_a_failed_job_from_its_button(tab: Page, served: Served):
     tab.expect(row).to_have_attribute("data-status", "finished")
     # the failure it had before the retry is kept in its history
     tab.expect(detail).to_contain_text("Earlier ends (1)")
+    tab.expect(detail.locator("dt", has_text="retried")).to_have_count(1)
     record = served.record(job_id)
     assert (record["status"], record["result"], len(record["history"])) == ("finished", name, 1)
 

@@ -1,6 +1,6 @@
 // One job in full: what it runs, where it is, how it ended, and the buttons that change it.
 
-import { ACTIVE, badge, clock, duration, el, ms, pretty } from "./dom.js";
+import { ACTIVE, badge, clock, duration, el, ms, pretty, queuedAt } from "./dom.js";
 
 function fact(label, value, cls) {
   if (value === null || value === undefined || value === "") return null;
@@ -25,7 +25,7 @@ function progress(record) {
 
 /** A bar from submitted to ended: the wait faint, the run coloured. */
 function phases(record) {
-  const sub = ms(record.submitted);
+  const sub = queuedAt(record);
   const start = ms(record.started);
   const end = ms(record.ended) ?? (record.status === "running" ? Date.now() : null);
   if (sub === null) return null;
@@ -84,7 +84,8 @@ function relations(record) {
 
 /** Draw `record` in `root`; `actions` has cancel(id) and retry(id). */
 export function renderDetail(root, record, actions) {
-  const wait = ms(record.started) !== null && ms(record.submitted) !== null ? (ms(record.started) - ms(record.submitted)) / 1000 : null;
+  const queued = queuedAt(record);
+  const wait = ms(record.started) !== null && queued !== null ? (ms(record.started) - queued) / 1000 : null;
   const buttons = el(
     "div",
     { class: "actions" },
@@ -110,6 +111,7 @@ export function renderDetail(root, record, actions) {
       "dl",
       { class: "facts" },
       fact("submitted", clock(record.submitted)),
+      fact("retried", (record.history || []).length ? clock(record.history[record.history.length - 1].retried) : null),
       fact("started", clock(record.started)),
       fact("ended", clock(record.ended)),
       fact("waited", duration(wait)),

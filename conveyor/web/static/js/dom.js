@@ -44,6 +44,13 @@ export function ms(iso) {
   return Number.isNaN(t) ? null : t;
 }
 
+/** When the job's latest run was queued (ms): its last retry, else its submission. */
+export function queuedAt(record) {
+  const past = record.history || [];
+  const retried = past.length ? ms(past[past.length - 1].retried) : null;
+  return retried ?? ms(record.submitted);
+}
+
 /** A time of day, with the date if it is not today. */
 export function clock(iso) {
   const t = ms(iso);

@@ -1,7 +1,7 @@
 // The live timeline: an SVG Gantt chart of the last minutes, one bar per job (its wait faint,
 // its run coloured by status), fed by the records the event stream brings.
 
-import { STATUSES, clip, clipMiddle, duration, el, ms, svg } from "./dom.js";
+import { STATUSES, clip, clipMiddle, duration, el, ms, queuedAt, svg } from "./dom.js";
 
 const ROW = 16; // px per job
 const GAP = 3;
@@ -107,7 +107,7 @@ export class Timeline {
 
     jobs.forEach((r, i) => {
       const y = AXIS + i * (ROW + GAP);
-      const sub = ms(r.submitted) ?? ms(r.started);
+      const sub = queuedAt(r) ?? ms(r.started);
       const start = ms(r.started);
       const end = ms(r.ended);
       const runEnd = end ?? (r.status === "running" ? now : null);
