@@ -246,6 +246,11 @@ function start() {
 
   $("filters").addEventListener("submit", (event) => event.preventDefault());
   $("filter-status").addEventListener("change", filtersChanged);
+  let typing = null;
+  $("filter-task").addEventListener("input", () => {
+    window.clearTimeout(typing);
+    typing = window.setTimeout(filtersChanged, 300);
+  });
   $("filter-task").addEventListener("change", filtersChanged);
   $("filter-text").addEventListener("input", () => {
     state.text = $("filter-text").value.trim();
