@@ -97,7 +97,7 @@ export class Timeline {
     for (let t = Math.ceil(from / step) * step; t <= now; t += step) {
       chart.append(
         svg("line", { x1: x(t), x2: x(t), y1: AXIS - 4, y2: height, class: "grid" }),
-        svg("text", { x: x(t), y: 12, class: "tick", "text-anchor": "middle", text: tick(t, step) }),
+        svg("text", { x: x(t), y: 12, class: "tick", "text-anchor": x(t) > LABEL + plot - 30 ? "end" : "middle", text: tick(t, step) }),
       );
     }
     chart.append(svg("line", { x1: x(now), x2: x(now), y1: AXIS - 4, y2: height, class: "now" }));
