@@ -120,7 +120,8 @@ class Backend(WorkerRegistry, Protocol):
         never lands on another attempt or on an ended job. Raises TypeError or ValueError
         (see :func:`conveyor.tracking.check`) for a value that cannot be recorded. A job's
         progress is cleared when an attempt starts and kept when it ends. No status changes,
-        so :meth:`version` need not grow (a backend may count it as a change all the same)."""
+        but :meth:`version` grows: whoever watches the records (the HTTP API's event feed)
+        is woken by it."""
         ...
 
     def recover_expired(self, *, by: str | None = None) -> int:

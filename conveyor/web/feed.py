@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from conveyor import events as ev
@@ -34,7 +35,7 @@ MIN_INTERVAL = 0.05
 WAIT = 1.0
 #: the most events a subscriber may have unread; past it, its stream ends
 BACKLOG = 10_000
-#: the event a change of a job's progress yields (when records carry progress)
+#: the event a change of a job's progress yields
 PROGRESS = "progress"
 
 END_EVENT = {
@@ -50,14 +51,13 @@ class Seen:
 
     status: Status
     attempts: int
-    started: object
-    progress: object
+    started: datetime | None
+    progress: float | None
 
 
 def seen(record: JobRecord) -> Seen:
     """The part of ``record`` whose change is an event."""
-    progress = getattr(record, "progress", None)
-    return Seen(record.status, record.attempts, record.started, progress)
+    return Seen(record.status, record.attempts, record.started, record.progress)
 
 
 def changes(before: Seen | None, record: JobRecord) -> list[str]:
@@ -79,10 +79,11 @@ def changes(before: Seen | None, record: JobRecord) -> list[str]:
             found.append(ev.RETRYING)
     elif pending and record.attempts > 0 and before is None and status is Status.SCHEDULED:
         found.append(ev.RETRYING)
+    # a new value (the first may have come with the start, between two looks), before the end
+    if now.progress is not None and (before is None or now.progress != before.progress):
+        found.append(PROGRESS)
     if status in TERMINAL and (before is None or before.status not in TERMINAL or began):
         found.append(END_EVENT[status])
-    if before is not None and now.progress != before.progress and now.progress is not None:
-        found.append(PROGRESS)
     return found
 
 

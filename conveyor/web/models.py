@@ -73,6 +73,10 @@ class JobRecordModel(BaseModel):
     result: Any = None
     error: str | None = None
     traceback: str | None = None
+    progress: float | None = Field(
+        default=None, description="The running attempt's last conveyor.progress() value, 0 to 1."
+    )
+    progress_message: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
     history: list[dict[str, Any]] = Field(
         default_factory=list, description="How a retried job ended before, oldest first."

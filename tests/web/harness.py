@@ -64,6 +64,16 @@ def hold(flag):
     while not Path(flag).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return "released"
+
+
+@q.task
+def halfway(flag):
+    # reports half its work done, then runs until the file at flag exists (at most 60 s)
+    conveyor.progress(0.5, "half way")
+    deadline = time.monotonic() + 60
+    while not Path(flag).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "done"
 """
 
 

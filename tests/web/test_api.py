@@ -115,6 +115,16 @@ def test_the_api_end_to_end(app: App, client: httpx.Client, tmp_path: Path) -> N
         assert client.post("/api/jobs/held/cancel", headers=AUTH).json() == {"cancelled": False}
         release.touch()
 
+        # ---------------------------------------------------------- progress from the job
+        flag = tmp_path / "go-on"
+        submit(client, "halfway", str(flag), id="half")
+        assert stream.until("half", "progress") == ["queued", "started", "progress"]
+        shown = client.get("/api/jobs/half").json()
+        assert (shown["progress"], shown["progress_message"]) == (0.5, "half way")
+        flag.touch()
+        assert stream.until("half", "finished")[-1] == "finished"
+        assert client.get("/api/jobs/half").json()["progress"] == 0.5  # kept after the end
+
         # ---------------------------------------------------------- auth
         before = counts(client)
         body = {"task": "add", "args": [1, 1], "id": "intruder"}
@@ -151,7 +161,7 @@ def test_the_api_end_to_end(app: App, client: httpx.Client, tmp_path: Path) -> N
         for job_id in ids:
             stream.until(job_id, "finished")
         page = client.get("/api/jobs", params={"limit": 2, "offset": 1}).json()
-        assert page["total"] == 8 and page["limit"] == 2 and page["offset"] == 1
+        assert page["total"] == 9 and page["limit"] == 2 and page["offset"] == 1
         assert [j["id"] for j in page["jobs"]] == ["page-3", "page-2"]  # newest first
         finished = client.get("/api/jobs", params={"status": "finished", "task": "add"}).json()
         assert [j["id"] for j in finished["jobs"]] == [*reversed(ids), "sum"]
@@ -163,7 +173,7 @@ def test_the_api_end_to_end(app: App, client: httpx.Client, tmp_path: Path) -> N
         now = counts(client)
         assert now == {
             "waiting": 0, "scheduled": 0, "running": 0,
-            "finished": 7, "failed": 0, "cancelled": 1,
+            "finished": 8, "failed": 0, "cancelled": 1,
         }  # fmt: skip
         workers = client.get("/api/workers").json()
         assert workers and all(w["state"] == "alive" and w["slots"] >= 1 for w in workers)
@@ -184,12 +194,13 @@ def test_the_api_end_to_end(app: App, client: httpx.Client, tmp_path: Path) -> N
         assert runs[("conveyor_job_run_seconds_count", "add")] == 6
         assert runs[("conveyor_job_run_seconds_count", "unless_missing")] == 1
         assert runs[("conveyor_job_wait_seconds_count", "hold")] == 1
+        assert runs[("conveyor_job_run_seconds_count", "halfway")] == 1
 
         # ---------------------------------------------------------- purge
         running = client.post("/api/purge", json={"statuses": ["running"]}, headers=AUTH)
         assert running.status_code == 422 and counts(client) == now
         purged = client.post("/api/purge", json={"statuses": ["finished"]}, headers=AUTH)
-        assert purged.status_code == 200 and purged.json() == {"purged": 7}
+        assert purged.status_code == 200 and purged.json() == {"purged": 8}
         assert counts(client)["finished"] == 0 and counts(client)["cancelled"] == 1
         assert client.get("/api/jobs/sum").status_code == 404
     finally:

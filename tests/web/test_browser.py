@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-import conveyor
 from tests.web.served import REPO, WAIT, Served
 
 pytestmark = pytest.mark.slow
@@ -288,7 +287,6 @@ def test_the_table_pages_newest_first(tab: Page, served: Served):
     assert tab.not_reloaded()
 
 
-@pytest.mark.skipif(not hasattr(conveyor, "progress"), reason="conveyor.progress is not built here")
 def test_a_running_job_shows_its_progress(tab: Page, served: Served):
     tab.open()
     gate = f"progress-{uuid.uuid4().hex[:6]}"

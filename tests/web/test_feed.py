@@ -58,15 +58,13 @@ def test_changes_between_two_looks(
 
 
 def test_a_record_with_progress_yields_progress_when_it_moves() -> None:
-    class Progressing:
-        """A record of a version that carries progress (another branch adds it)."""
+    def running(progress: float | None) -> JobRecord:
+        return JobRecord("a", "add", R, attempts=1, submitted=T0, started=T0, progress=progress)
 
-        def __init__(self, progress: float | None) -> None:
-            self._record = record(R, 1, 1)
-            self.progress = progress
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(self._record, name)
-
-    assert changes(seen(Progressing(0.2)), Progressing(0.5)) == ["progress"]  # type: ignore[arg-type]
-    assert changes(seen(Progressing(0.5)), Progressing(0.5)) == []  # type: ignore[arg-type]
+    assert changes(seen(running(0.2)), running(0.5)) == ["progress"]
+    assert changes(seen(running(0.5)), running(0.5)) == []
+    assert changes(seen(running(None)), running(0.1)) == ["progress"]
+    # put, started and reported progress between two looks; or ended too
+    assert changes(None, running(0.3)) == ["queued", "started", "progress"]
+    ended = JobRecord("a", "add", F, attempts=1, submitted=T0, started=T0, progress=0.3)
+    assert changes(None, ended) == ["queued", "started", "progress", "finished"]

@@ -289,6 +289,7 @@ class MemoryBackend(Reads):
             if entry is None:
                 return False
             entry.progress, entry.progress_message = fraction, message
+            engine.changes += 1  # waits on version() see it (the HTTP API's feed)
             engine.emit(ev.PROGRESS, entry)
             effects = self._take_effects()
         if effects:

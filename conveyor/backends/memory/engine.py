@@ -87,7 +87,7 @@ class Engine:
         self.effects: list[Callable[[], object]] = []
         self.wakeups: dict[str, int] = {}  # claimers to wake per mode
         self.timer_moved = False  # a new first timer: every blocked wait must re-measure
-        self.changes = 0  # grows with every job stored, dropped or changing status
+        self.changes = 0  # grows with every job stored, dropped, changing status or progress
 
     # ------------------------------------------------------------------ insert
     def insert(self, spec: JobSpec, now: float, aliases: dict[str, str]) -> None:

@@ -138,19 +138,24 @@ class Listener:
             except Exception:
                 log.exception("handling a message of %s failed", self.channel)
             if data.get("o") != self._conn.origin:  # this process counted its own already
-                self.bump(data.get("m") or (), claims_only=_claims_only(data))
+                self.bump(
+                    data.get("m") or (),
+                    claims_only=_only(data, CLAIMS),
+                    timers=not _only(data, NO_TIMERS),
+                )
         self._close_pubsub(pubsub)
 
-    def bump(self, modes: Iterable[str], *, claims_only: bool = False) -> None:
+    def bump(self, modes: Iterable[str], *, claims_only: bool = False, timers: bool = True) -> None:
         """A change (that may let jobs of ``modes`` start; made of claims alone, which set
-        no timer and which only the waits of :data:`EVERY` change wait for): wake the
-        waits."""
+        no timer and which only the waits of :data:`EVERY` change wait for; that set no
+        timer unless ``timers``): wake the waits."""
         with self.cond:
             versions = self.versions
             versions[EVERY] += 1
             if not claims_only:
-                self.timer_moves += 1
                 versions[None] += 1
+            if timers and not claims_only:
+                self.timer_moves += 1
             for mode in modes:
                 versions[mode] = versions.get(mode, 0) + 1
             self.cond.notify_all()
@@ -396,15 +401,18 @@ def _hash(flat: list[str]) -> Hash:
     return {flat[i]: flat[i + 1].encode("utf-8", "surrogateescape") for i in range(0, len(flat), 2)}
 
 
-def _claims_only(data: dict[str, Any]) -> bool:
-    """Whether the step of a message only claimed jobs or recorded progress (its only events
-    ``started`` or ``progress``, waking no mode, stopping nothing): it set no timer, and ended
-    nothing."""
+def _only(data: dict[str, Any], kinds: frozenset[str]) -> bool:
+    """Whether the step of a message made only events of ``kinds``, waking no mode and
+    stopping nothing."""
     names = data.get("e")
     if not names or data.get("m") or data.get("s"):
         return False
-    return all(names[i] in _NO_TIMERS for i in range(0, len(names), 2))
+    return all(names[i] in kinds for i in range(0, len(names), 2))
 
 
-#: the events of steps that set no timer and end nothing
-_NO_TIMERS = frozenset({"started", "progress"})
+#: the events of a step made of claims alone: it set no timer and ended nothing, and only the
+#: waits of :data:`EVERY` change wait for it
+CLAIMS = frozenset({"started"})
+#: the events of steps that set no timer (a progress step is a change all the same: the HTTP
+#: API's event feed waits for it)
+NO_TIMERS = frozenset({"started", "progress"})
