@@ -27,6 +27,7 @@ from conveyor.job import JobRecord, Status
 from conveyor.observe import plot
 from conveyor.queue import Queue
 from conveyor.task import Task
+from conveyor.tracking import progress
 
 __version__ = "0.1.0"
 
@@ -54,4 +55,5 @@ __all__ = [
     "__version__",
     "context",
     "plot",
+    "progress",
 ]

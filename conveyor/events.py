@@ -25,7 +25,9 @@ FINISHED = "finished"
 FAILED = "failed"
 RETRYING = "retrying"
 CANCELLED = "cancelled"
-EVENTS = frozenset({QUEUED, STARTED, FINISHED, FAILED, RETRYING, CANCELLED})
+#: a running job reported how far it got (``conveyor.progress``)
+PROGRESS = "progress"
+EVENTS = frozenset({QUEUED, STARTED, FINISHED, FAILED, RETRYING, CANCELLED, PROGRESS})
 
 Callback = Callable[["JobRecord"], object]
 

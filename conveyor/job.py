@@ -334,7 +334,9 @@ class JobRecord:
     Set by the user at put: id, task, args, kwargs, priority, lane, after, exclusive,
     incompatible, meta. Set by conveyor: status, attempts, worker, submitted, started, ended,
     runtime (seconds of the last attempt), result, error (``"Type: message"`` of a failure, or
-    why a job was cancelled) and traceback.
+    why a job was cancelled) and traceback. Set by the job (``conveyor.progress``): progress
+    (0 to 1) and progress_message, of the latest attempt (None until it reports any; cleared
+    when an attempt starts, kept when it ends).
     """
 
     id: str
@@ -357,6 +359,8 @@ class JobRecord:
     error: str | None = None
     traceback: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    progress: float | None = None
+    progress_message: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The record as a plain dict (status as its string value)."""

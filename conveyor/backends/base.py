@@ -108,6 +108,21 @@ class Backend(WorkerRegistry, Protocol):
         recovered after a lost lease)."""
         ...
 
+    def progress(
+        self, job_id: str, attempt: int, fraction: float, message: str | None = None
+    ) -> bool:
+        """Record how far a running attempt got (``conveyor.progress``): the job's
+        ``progress`` and ``progress_message`` become ``fraction`` and ``message``, and the
+        ``progress`` event is emitted. False, and nothing changed, if ``attempt`` no longer
+        holds the job (cancelled, retried, recovered after a lost lease).
+
+        Atomic: the attempt is checked and the record changed in one step, so a late value
+        never lands on another attempt or on an ended job. Raises TypeError or ValueError
+        (see :func:`conveyor.tracking.check`) for a value that cannot be recorded. A job's
+        progress is cleared when an attempt starts and kept when it ends. No status changes,
+        so :meth:`version` need not grow (a backend may count it as a change all the same)."""
+        ...
+
     def recover_expired(self, *, by: str | None = None) -> int:
         """Return jobs whose lease ran out (their worker died) to the queue, attempt counted;
         return how many. ``by`` names the worker that asks, for the log."""

@@ -14,6 +14,7 @@ from conveyor.cli.output import (
     describe,
     dumps,
     job_row,
+    progress_cell,
     status_json,
     table,
     when,
@@ -46,8 +47,11 @@ def status(app: conveyor.Queue, as_json: bool = False) -> None:
     if running:
         click.echo(
             table(
-                ["id", "task", "worker", "started"],
-                [[r.id, r.task, r.worker or "", when(r.started)] for r in running],
+                ["id", "task", "worker", "started", "progress"],
+                [
+                    [r.id, r.task, r.worker or "", when(r.started), progress_cell(r)]
+                    for r in running
+                ],
             )
         )
     alive = len(workers) - len(lost)

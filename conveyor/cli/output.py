@@ -87,6 +87,19 @@ def first_line(text: str | None) -> str:
     return ""
 
 
+def progress_text(fraction: float, message: str | None) -> str:
+    """A job's progress as a person reads it: ``42% copying`` (the message escaped)."""
+    percent = f"{fraction * 100:.0f}%"
+    return percent if not message else f"{percent} {escaped(message)}"
+
+
+def progress_cell(record: JobRecord) -> str:
+    """A job's progress for a table cell (empty if it reported none)."""
+    if record.progress is None:
+        return ""
+    return cell(progress_text(record.progress, record.progress_message))
+
+
 def shown_value(value: Any) -> str:
     """A value as JSON when it is JSON data, else its repr."""
     try:
@@ -143,6 +156,8 @@ def describe(record: JobRecord) -> str:
         ("ended", when(record.ended)),
         ("runtime", "" if record.runtime is None else f"{record.runtime:.3f} s"),
     ]
+    if record.progress is not None:
+        fields.append(("progress", progress_text(record.progress, record.progress_message)))
     if record.status is Status.FINISHED:
         fields.append(("result", escaped(shown_value(record.result))))
     if record.error:

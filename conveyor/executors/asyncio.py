@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import inspect
 import logging
 import threading
@@ -33,6 +34,7 @@ from conveyor.executors.base import (
     timeout_message,
 )
 from conveyor.job import ErrorInfo
+from conveyor.tracking import tracking
 
 if TYPE_CHECKING:
     from conveyor.records import RunnableJob
@@ -143,7 +145,15 @@ class AsyncExecutor:
 
     async def _call(self, job: RunnableJob) -> tuple[bool, Any] | None:
         """Run ``job``: ``(True, result)``, ``(False, error)``, or None if it was stopped
-        (cancelled by :meth:`stop_job`: nothing to report)."""
+        (cancelled by :meth:`stop_job`: nothing to report). ``conveyor.progress`` in it
+        reports to the worker (the context variable is this task's own)."""
+        worker = self._worker
+        assert worker is not None
+        with tracking(functools.partial(worker.progress, job)):
+            return await self._outcome(job)
+
+    async def _outcome(self, job: RunnableJob) -> tuple[bool, Any] | None:
+        """What :meth:`_call` returns, the job run under its timeout."""
         assert job.fn is not None, "async jobs carry their callable"
         try:
             async with asyncio.timeout(job.timeout) as scope:

@@ -66,6 +66,10 @@ class JobSource(Protocol):
         """``job`` failed (it raised, timed out, or its process died)."""
         ...
 
+    def progress(self, job: RunnableJob, fraction: float, message: str | None) -> None:
+        """``job`` reported how far it got (``conveyor.progress``); never raises."""
+        ...
+
 
 class Executor(Protocol):
     """Runs claimed jobs in its slots and enforces their timeouts.

@@ -1,10 +1,12 @@
 """The worker process's side of the process executor: its loop (receive a payload, run it,
-send back the outcome), dying with the worker that started it, and taking that worker's
-environment; plus how a payload for it is encoded (:func:`encode_payload`)."""
+send back its progress values, :class:`~conveyor.tracking.Note`, then the outcome), dying with
+the worker that started it, and taking that worker's environment; plus how a payload for it is
+encoded (:func:`encode_payload`)."""
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import pickle
@@ -20,6 +22,7 @@ import cloudpickle
 
 from conveyor.context import set_context
 from conveyor.job import ErrorInfo
+from conveyor.tracking import Note, tracking
 
 log = logging.getLogger("conveyor.executors.process")
 
@@ -75,7 +78,8 @@ def child_main(
             fn = functions.get(fn_bytes)
             if fn is None:
                 fn = functions[fn_bytes] = cloudpickle.loads(fn_bytes)
-            answer = (True, fn(*args, **kwargs))
+            with tracking(functools.partial(_send_progress, conn)):
+                answer = (True, fn(*args, **kwargs))
         except BaseException as exc:
             answer = (False, ErrorInfo.of(exc))
         try:
@@ -91,6 +95,12 @@ def child_main(
             )
         conn.send_bytes(message)
         done += 1
+
+
+def _send_progress(conn: Connection, fraction: float, message: str | None) -> None:
+    """Send a progress value to the worker, ahead of the job's answer (see
+    :mod:`conveyor.tracking`: the values are thinned out here, in the worker process)."""
+    conn.send_bytes(pickle.dumps(Note(fraction, message), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def adopt(environ: dict[str, str] | None, cwd: str | None) -> None:

@@ -40,7 +40,7 @@ class InlineExecutor:
             while jobs := worker.claim(1, timeout=0):
                 job = jobs[0]
                 try:
-                    result = run_call(job)
+                    result = run_call(job, worker)
                 except BaseException as exc:
                     worker.failed(job, exc)
                 else:

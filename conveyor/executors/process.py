@@ -49,6 +49,7 @@ from conveyor.executors.child import (  # the child's side, by the names callers
     encode_payload,
 )
 from conveyor.job import ErrorInfo
+from conveyor.tracking import Note
 
 if TYPE_CHECKING:
     from conveyor.records import RunnableJob
@@ -328,16 +329,21 @@ class ProcessExecutor:
             raise
         return child
 
-    @staticmethod
-    def _receive(child: _Child, job: RunnableJob) -> Any:
+    def _receive(self, child: _Child, job: RunnableJob) -> Any:
         """The child's answer, or _TIMED_OUT once the job's timeout passed (waited in pieces
-        that ``poll`` accepts, however long the timeout)."""
-        if job.timeout is not None:
-            deadline = time.monotonic() + job.timeout
-            while not child.conn.poll(bounded(deadline - time.monotonic())):
-                if time.monotonic() >= deadline:
-                    return _TIMED_OUT
-        return pickle.loads(child.conn.recv_bytes())
+        that ``poll`` accepts, however long the timeout); the progress values the child sends
+        before it go to the worker."""
+        deadline = None if job.timeout is None else time.monotonic() + job.timeout
+        while True:
+            if deadline is not None:
+                while not child.conn.poll(bounded(deadline - time.monotonic())):
+                    if time.monotonic() >= deadline:
+                        return _TIMED_OUT
+            answer = pickle.loads(child.conn.recv_bytes())
+            if not isinstance(answer, Note):
+                return answer
+            if self._worker is not None:
+                self._worker.progress(job, answer.fraction, answer.message)
 
     def stop_job(self, job_id: str, reason: str) -> None:
         with self._lock:

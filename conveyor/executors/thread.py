@@ -11,6 +11,7 @@ must be stopped for real.
 from __future__ import annotations
 
 import ctypes
+import functools
 import heapq
 import inspect
 import itertools
@@ -34,6 +35,7 @@ from conveyor.executors.base import (
     timeout_message,
 )
 from conveyor.job import ErrorInfo
+from conveyor.tracking import tracking
 
 if TYPE_CHECKING:
     from conveyor.records import RunnableJob
@@ -58,14 +60,16 @@ def _raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> No
     )
 
 
-def run_call(job: RunnableJob) -> Any:
-    """Call the job's function; drive it to completion if it returns a coroutine."""
+def run_call(job: RunnableJob, worker: JobSource) -> Any:
+    """Call the job's function (``conveyor.progress`` reporting to ``worker``); drive it to
+    completion if it returns a coroutine."""
     assert job.fn is not None, "thread and inline jobs carry their callable"
-    result = job.fn(*job.args, **job.kwargs)
-    if inspect.iscoroutine(result):
-        import asyncio  # only for coroutine functions run in threads
+    with tracking(functools.partial(worker.progress, job)):
+        result = job.fn(*job.args, **job.kwargs)
+        if inspect.iscoroutine(result):
+            import asyncio  # only for coroutine functions run in threads
 
-        result = asyncio.run(result)
+            result = asyncio.run(result)
     return result
 
 
@@ -164,6 +168,8 @@ class ThreadExecutor:
 
     def _run(self, slot: _Slot, job: RunnableJob) -> tuple[bool, Any] | None:
         """Run one job: ``(True, result)``, ``(False, exception)``, or None if abandoned."""
+        worker = self._worker
+        assert worker is not None
         watched = None
         if job.timeout is not None:
             watchdog = self._ensure_watchdog()
@@ -174,7 +180,7 @@ class ThreadExecutor:
         outcome: tuple[bool, Any] = (False, None)
         try:
             try:
-                outcome = (True, run_call(job))
+                outcome = (True, run_call(job, worker))
             except BaseException as exc:
                 outcome = (False, exc)
             finally:

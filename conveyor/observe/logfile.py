@@ -14,8 +14,9 @@ Several processes append safely: the file is opened ``O_APPEND`` and every line 
 ``write``. The CSV header is written once, by whoever finds the file empty, under an
 ``flock`` so that two first writers do not both write it. Columns: every
 :class:`~conveyor.job.JobRecord` field but ``traceback`` (``conveyor show`` has it), and
-``wait``; times ISO 8601 UTC, ``runtime`` and ``wait`` float seconds, structured values
-(arguments, result, meta, ids) as JSON (``repr`` for what JSON cannot hold).
+``wait`` (a CSV file begun before jobs had ``progress`` keeps its columns); times ISO 8601
+UTC, ``runtime`` and ``wait`` float seconds, structured values (arguments, result, meta, ids)
+as JSON (``repr`` for what JSON cannot hold).
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ except ImportError:  # pragma: no cover - Windows: no flock; the header check is
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 #: what a line holds, in order
 LOG_COLUMNS: tuple[str, ...] = tuple(name for name in COLUMNS if name != "traceback")
+#: the columns of a CSV log begun before jobs had progress: appended to as they are
+EARLIER_COLUMNS: tuple[str, ...] = tuple(
+    name for name in LOG_COLUMNS if name not in ("progress", "progress_message")
+)
 #: the columns written as JSON text in a CSV file
 STRUCTURED = frozenset({"args", "kwargs", "after", "exclusive", "incompatible", "result", "meta"})
 #: the events of a job's end
@@ -93,6 +98,8 @@ class JobLog:
         self._callback = self.write
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         self._fd: int | None = os.open(self.path, flags, 0o644)
+        #: what a line holds (a CSV file begun by an earlier version keeps its columns)
+        self._columns = LOG_COLUMNS
         if self.format == "csv":
             self._check_header()
 
@@ -102,7 +109,10 @@ class JobLog:
             first = existing.readline()
         if not first:
             return
-        if next(csv.reader([first]), []) != list(LOG_COLUMNS):
+        header = tuple(next(csv.reader([first]), []))
+        if header == EARLIER_COLUMNS:
+            self._columns = EARLIER_COLUMNS
+        elif header != LOG_COLUMNS:
             self.close()
             raise ValueError(
                 f"{str(self.path)!r} holds CSV with other columns than conveyor's job log: "
@@ -113,20 +123,19 @@ class JobLog:
     def line(self, record: JobRecord) -> str:
         """The record as one line of this log's format (ending in a newline)."""
         data = row(record)
-        values = {name: _value(name, data[name]) for name in LOG_COLUMNS}
+        columns = self._columns
+        values = {name: _value(name, data[name]) for name in columns}
         if self.format == "jsonl":
             return _json(values) + "\n"
         out = io.StringIO()
-        cells = [
-            _json(values[name]) if name in STRUCTURED else values[name] for name in LOG_COLUMNS
-        ]
+        cells = [_json(values[name]) if name in STRUCTURED else values[name] for name in columns]
         csv.writer(out, lineterminator="\n").writerow(cells)
         return out.getvalue()
 
     def header(self) -> str:
         """The CSV header line."""
         out = io.StringIO()
-        csv.writer(out, lineterminator="\n").writerow(LOG_COLUMNS)
+        csv.writer(out, lineterminator="\n").writerow(self._columns)
         return out.getvalue()
 
     def write(self, record: JobRecord) -> None:

@@ -42,8 +42,9 @@ def row(record: JobRecord) -> dict[str, Any]:
 
 def dataframe(records: Iterable[JobRecord]) -> pd.DataFrame:
     """A DataFrame of ``records``, one row per job, a column per :data:`COLUMNS`: times as
-    ``datetime64[ns, UTC]``, ``runtime`` and ``wait`` as float seconds, ``status`` a category of
-    every status, ``priority`` and ``attempts`` int64, the rest Python objects. Raises
+    ``datetime64[ns, UTC]``, ``runtime`` and ``wait`` as float seconds, ``progress`` a float,
+    ``status`` a category of every status, ``priority`` and ``attempts`` int64, the rest
+    Python objects. Raises
     MissingExtra (an ImportError) naming ``conveyor[pandas]`` when pandas is not installed."""
     try:
         import pandas as pd
@@ -54,7 +55,7 @@ def dataframe(records: Iterable[JobRecord]) -> pd.DataFrame:
     frame = pd.DataFrame({name: pd.Series(columns[name], dtype=object) for name in COLUMNS})
     for name in TIMES:
         frame[name] = pd.to_datetime(frame[name], utc=True).astype("datetime64[ns, UTC]")
-    for name in SECONDS:
+    for name in (*SECONDS, "progress"):
         frame[name] = pd.to_numeric(frame[name]).astype("float64")
     for name in ("priority", "attempts"):
         frame[name] = frame[name].astype("int64")

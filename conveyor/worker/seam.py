@@ -115,6 +115,10 @@ class Seam:
         this attempt's."""
         return self.backend.requeue(job.id, job.attempt)
 
+    def progress(self, job: RunnableJob, fraction: float, message: str | None) -> bool:
+        """Record how far ``job`` got; False if it was no longer this attempt's."""
+        return self.backend.progress(job.id, job.attempt, fraction, message)
+
     # ---------------------------------------------------------------- heartbeat
     def heartbeat(self, ids: Collection[str]) -> set[str]:
         """Renew the leases of ``ids``; the ids no longer this worker's."""

@@ -344,6 +344,21 @@ class Worker:
         that could not be written is kept and retried; the job stays the worker's meanwhile."""
         self._claims.failed(job, error)
 
+    def progress(self, job: RunnableJob, fraction: float, message: str | None) -> None:
+        """Record the progress ``job`` reported (``conveyor.progress``); the backend drops it
+        if the attempt no longer holds the job. A backend that fails is logged, never raised
+        into the job: progress is advice, and the job's report is what counts."""
+        try:
+            self._seam.progress(job, fraction, message)
+        except Exception as exc:
+            log.warning(
+                "worker %s: the progress of job %s was not recorded: %s",
+                self.id,
+                job.id,
+                exc,
+                extra={"job_id": job.id, "task": job.task, "attempt": job.attempt},
+            )
+
     def stop_job(self, job_id: str, reason: str) -> None:
         """Stop ``job_id`` where it runs (it was cancelled); its report will be dropped."""
         self._claims.drop(job_id)

@@ -33,6 +33,7 @@ PUBLIC = [
     "__version__",
     "context",
     "plot",
+    "progress",
 ]
 
 

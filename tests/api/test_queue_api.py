@@ -388,6 +388,8 @@ def test_job_record_as_dict(make_queue):
         "error",
         "traceback",
         "meta",
+        "progress",
+        "progress_message",
     }
     assert data["status"] == "finished"
     assert type(data["status"]) is str

@@ -257,3 +257,27 @@ def test_a_file_from_before_stored_plans_gets_them_and_keeps_its_blocked_jobs_bl
         ]
     finally:
         q.close()
+
+
+@pytest.mark.skipif(sqlite3.sqlite_version_info < (3, 35), reason="needs DROP COLUMN")
+def test_a_file_from_before_progress_gets_its_columns(url: str) -> None:
+    # given a running job in a file as a conveyor before progress left it
+    q = conveyor.Queue(url, allow_modules=ALLOW, workers=0)
+    try:
+        q.put(sqlite_jobs.identity, args=(1,), id="job")
+        (claimed,) = q.backend.claim("w/1", "thread", 1)
+    finally:
+        q.close()
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+        for column in ("progress", "progress_message"):
+            db.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+    # when it is opened, the job has no progress yet, and its running attempt may record some
+    q = conveyor.Queue(url, allow_modules=ALLOW, workers=0)
+    try:
+        record = q.job("job")
+        assert (record.status, record.progress, record.progress_message) == ("running", None, None)
+        assert q.backend.progress("job", claimed.attempt, 0.5, "half") is True
+        record = q.job("job")
+        assert (record.progress, record.progress_message) == (0.5, "half")
+    finally:
+        q.close()

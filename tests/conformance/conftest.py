@@ -82,6 +82,7 @@ REDIS_DBS = itertools.cycle([1, *range(5, 16)])
 CLUSTER_MODULES = {
     "test_priority", "test_dependencies", "test_lanes", "test_exclusive", "test_incompatible",
     "test_max_concurrency", "test_unique", "test_results", "test_real_clock", "test_bulk",
+    "test_progress",
 }  # fmt: skip
 
 

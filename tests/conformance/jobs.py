@@ -27,6 +27,8 @@ from collections.abc import Callable
 from multiprocessing.managers import BaseManager, BaseProxy
 from typing import Any
 
+import conveyor
+
 #: seconds any job waits on a gate or barrier before giving up (the test then fails)
 WAIT = 5.0
 #: environment variables telling a worker process where the test process serves its boards
@@ -351,3 +353,37 @@ def identity(x: Any) -> Any:
 def pid(key: str, label: str) -> int:
     """The id of the process the job ran in (the harness checks where jobs run)."""
     return _run(key, label, (), lambda _b: os.getpid())
+
+
+def progressing(key: str, label: str, gate: str, steps: list[list[Any]]) -> str:
+    """Report progress 0.5 "half", wait until the test opens ``gate``, then report each
+    ``[fraction, message]`` of ``steps`` at once (faster than values are sent) and return."""
+
+    def body(b: Board | BoardProxy) -> str:
+        conveyor.progress(0.5, "half")
+        if not b.wait_gate(gate, WAIT):
+            raise TimeoutError(f"gate {gate!r} was never opened")
+        for fraction, message in steps:
+            conveyor.progress(fraction, message)
+        return label
+
+    return _run(key, label, (), body)
+
+
+def progress_then_fail_once(key: str, label: str) -> str:
+    """The first attempt reports progress 0.5 and fails; the next returns without any."""
+
+    def body(b: Board | BoardProxy) -> str:
+        if b.call_count(label) == 1:
+            conveyor.progress(0.5, "first attempt")
+            raise RuntimeError("first attempt fails")
+        return label
+
+    return _run(key, label, (), body)
+
+
+def progress_items(count: int) -> int:
+    """Report progress for each of ``count`` items, the last ``1.0`` "item <count>"."""
+    for i in range(1, count + 1):
+        conveyor.progress(i / count, f"item {i}")
+    return count

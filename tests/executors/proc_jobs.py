@@ -49,3 +49,15 @@ def write_pid_then_spin(path: str) -> None:
     tmp.replace(path)
     while True:
         time.sleep(0.01)
+
+
+def progress_then_sleep(fraction: float, message: str) -> None:
+    """Report progress, then sleep far past any test's timeout."""
+    conveyor.progress(fraction, message)
+    time.sleep(60)
+
+
+def progress_then_return(fraction: float, message: str) -> str:
+    """Report progress and return the message."""
+    conveyor.progress(fraction, message)
+    return message

@@ -312,3 +312,21 @@ def test_a_worker_process_that_died_while_idle_does_not_fail_the_next_job(make_p
     job = q.put(proc_jobs.pid_of)
     assert job.result(timeout=WAIT) not in (child, os.getpid())
     assert job.record().attempts == 1
+
+
+def test_progress_reaches_the_worker_until_the_timeout_kills_the_process(make_process_queue):
+    # given a worker process that has run a job of the module (imported: it starts at once)
+    q = make_process_queue(workers=1)
+    q.put(proc_jobs.pid_of).result(timeout=WAIT)
+    # when a job reports progress, then sleeps past its timeout
+    job = q.put(proc_jobs.progress_then_sleep, args=(0.3, "stuck here"), timeout=1.0)
+    with pytest.raises(JobFailed) as failure:
+        job.result(timeout=WAIT)
+    # then it failed with TimeoutError, its record keeping where it got
+    assert failure.value.error_type == "TimeoutError"
+    record = job.record()
+    assert (record.progress, record.progress_message) == (0.3, "stuck here")
+    # and the next job, in a fresh process, reports its own progress
+    after = q.put(proc_jobs.progress_then_return, args=(1.0, "done"))
+    assert after.result(timeout=WAIT) == "done"
+    assert (after.record().progress, after.record().progress_message) == (1.0, "done")

@@ -159,6 +159,31 @@ def test_a_csv_file_of_other_columns_is_refused(tmp_path: Path) -> None:
     assert log.read_text() == "a,b\n1,2\n"
 
 
+def test_a_csv_log_begun_before_progress_keeps_its_columns(tmp_path: Path) -> None:
+    # given a CSV log an earlier version began: its columns without progress
+    from conveyor.events import EventBus
+    from conveyor.observe.logfile import EARLIER_COLUMNS, JobLog
+
+    assert set(LOG_COLUMNS) - set(EARLIER_COLUMNS) == {"progress", "progress_message"}
+    log_path = tmp_path / "ends.csv"
+    log_path.write_text(",".join(EARLIER_COLUMNS) + "\n")
+    # when a job with progress ends
+    bus = EventBus()
+    log = JobLog(log_path).listen(bus)
+    bus.emit("finished", conveyor.JobRecord("a", "t", Status.FINISHED, progress=1.0))
+    log.close()
+    # then its line has the file's columns, and a new log has the progress columns
+    rows = list(csv.reader(log_path.read_text().splitlines()))
+    assert rows[0] == list(EARLIER_COLUMNS)
+    assert len(rows) == 2 and len(rows[1]) == len(EARLIER_COLUMNS) and rows[1][0] == "a"
+    fresh = JobLog(tmp_path / "new.csv").listen(bus)
+    bus.emit("finished", conveyor.JobRecord("b", "t", Status.FINISHED, progress=0.5))
+    fresh.close()
+    header, line = csv.reader((tmp_path / "new.csv").read_text().splitlines())
+    assert header == list(LOG_COLUMNS)
+    assert dict(zip(header, line, strict=True))["progress"] == "0.5"
+
+
 def test_relayed_events_are_not_logged(tmp_path: Path) -> None:
     # given a log listening on an event bus
     from conveyor.events import EventBus

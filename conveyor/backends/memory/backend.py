@@ -12,6 +12,7 @@ import dataclasses
 import time
 from collections.abc import Collection, Sequence
 
+from conveyor import events as ev
 from conveyor import rules
 from conveyor.backends.memory.admin import purge_jobs, retry_ended
 from conveyor.backends.memory.engine import Engine
@@ -30,6 +31,7 @@ from conveyor.records import (
     Reported,
     WorkerInfo,
 )
+from conveyor.tracking import check as check_progress
 
 #: a report recorded; one dropped (its attempt no longer held the job); a cancel too late
 HELD, DROPPED, NOT_ACTIVE = Recorded(True), Recorded(False), Cancelled(False)
@@ -275,6 +277,23 @@ class MemoryBackend(Reads):
                 or entry.status is not Status.RUNNING
                 or not (entry.worker or "").startswith(prefix)
             }
+
+    def progress(
+        self, job_id: str, attempt: int, fraction: float, message: str | None = None
+    ) -> bool:
+        """Record a running attempt's progress (see :meth:`Backend.progress`)."""
+        fraction, message = check_progress(fraction, message)
+        engine = self._engine
+        with self._lock:
+            entry = engine.holding(job_id, attempt)
+            if entry is None:
+                return False
+            entry.progress, entry.progress_message = fraction, message
+            engine.emit(ev.PROGRESS, entry)
+            effects = self._take_effects()
+        if effects:
+            self._run(effects)
+        return True
 
     def register_worker(self, info: WorkerInfo) -> None:
         with self._lock:

@@ -273,6 +273,7 @@ class Engine:
         entry.started = now
         entry.ended = None
         entry.worker = worker
+        entry.progress = entry.progress_message = None
         self.running[entry.id] = entry
         self.hold(entry.plan.holds, 1)
         opts = entry.opts

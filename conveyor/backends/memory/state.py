@@ -36,6 +36,8 @@ class Entry:
         "payload",
         "pending_deps",
         "plan",
+        "progress",
+        "progress_message",
         "result",
         "seq",
         "started",
@@ -66,6 +68,9 @@ class Entry:
         self.result: Any = None
         self.error: str | None = None
         self.traceback: str | None = None
+        #: how far the running (or last) attempt got (``conveyor.progress``)
+        self.progress: float | None = None
+        self.progress_message: str | None = None
         #: dependencies not finished yet
         self.pending_deps = 0
         #: jobs waiting for this one (None: none; most jobs have none, and an empty list per
@@ -113,6 +118,8 @@ class Entry:
             error=self.error,
             traceback=self.traceback,
             meta=dict(opts.meta),
+            progress=self.progress,
+            progress_message=self.progress_message,
         )
 
 

@@ -46,6 +46,7 @@ from conveyor.records import (
 )
 from conveyor.rules.plan import compile_plan
 from conveyor.serializer import Serializer
+from conveyor.tracking import check as check_progress
 
 #: the most jobs one engine call submits: a bigger batch without max_size goes in several
 #: calls (a Lua call holds the whole server while it runs: 1,000 jobs take about 50 ms)
@@ -243,6 +244,15 @@ class RedisBackend(Registry):
 
     def requeue(self, job_id: str, attempt: int) -> bool:
         return bool(self.run("requeue", job_id, attempt))
+
+    def progress(
+        self, job_id: str, attempt: int, fraction: float, message: str | None = None
+    ) -> bool:
+        """Record a running attempt's progress: one call of ``lua/progress.lua`` checks the
+        attempt and sets the fields (see :meth:`Backend.progress`)."""
+        fraction, message = check_progress(fraction, message)
+        flag = "0" if message is None else "1"
+        return bool(self.run("progress", job_id, attempt, repr(fraction), flag, message or ""))
 
     # ------------------------------------------------------------------ cancel
     def cancel(self, job_id: str, reason: str = "cancelled") -> Cancelled:

@@ -68,4 +68,5 @@ def record(h: Hash, serializer: Serializer, *, results: bool = False) -> JobReco
         runtime=None if started is None or ended is None else max(0.0, ended - started),
         result=result_of(h, serializer, results), error=text(h, "error"),
         traceback=text(h, "traceback"), meta=json.loads(h.get("meta", b"{}")),
+        progress=number(h, "progress"), progress_message=text(h, "progress_message"),
     )  # fmt: skip

@@ -10,8 +10,9 @@ key                        type    what
 =========================  ======  =============================================================
 ``j:<id>``                 hash    the job: id fields, ``payload`` and ``result`` bytes as
                                    stored, ``mac``, ``status``, ``attempts``, options, the plan
-                                   (``needs``, ``holds``, ``frees``: JSON), timestamps; fields
-                                   at their default are left out
+                                   (``needs``, ``holds``, ``frees``: JSON), timestamps,
+                                   ``progress`` and ``progress_message`` (of the running or
+                                   last attempt); fields at their default are left out
 ``seq``                    string  the last submission number
 ``s:<status>``             zset    the jobs of a status, scored by submission number
 ``r:<mode>``               zset    ready index: jobs nothing but keys can hold back (score 0;

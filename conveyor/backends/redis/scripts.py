@@ -27,7 +27,7 @@ from redis.retry import Retry
 #: the entry scripts, one per state change (``lua/<name>.lua``)
 ENTRIES = (
     "submit", "claim", "requeue", "cancel", "heartbeat", "recover", "read", "pop", "forget",
-    "purge", "retry",
+    "purge", "retry", "progress",
 )  # fmt: skip
 _VERSION = "@VERSION@"
 

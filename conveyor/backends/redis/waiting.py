@@ -397,9 +397,14 @@ def _hash(flat: list[str]) -> Hash:
 
 
 def _claims_only(data: dict[str, Any]) -> bool:
-    """Whether the step of a message only claimed jobs (its only events ``started``, waking
-    no mode, stopping nothing): it set no timer, and ended nothing."""
+    """Whether the step of a message only claimed jobs or recorded progress (its only events
+    ``started`` or ``progress``, waking no mode, stopping nothing): it set no timer, and ended
+    nothing."""
     names = data.get("e")
     if not names or data.get("m") or data.get("s"):
         return False
-    return all(names[i] == "started" for i in range(0, len(names), 2))
+    return all(names[i] in _NO_TIMERS for i in range(0, len(names), 2))
+
+
+#: the events of steps that set no timer and end nothing
+_NO_TIMERS = frozenset({"started", "progress"})

@@ -19,12 +19,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from conveyor import events as ev
 from conveyor import rules
 from conveyor.backends.sqlite.admin import Admin
 from conveyor.backends.sqlite.decode import claimed
 from conveyor.backends.sqlite.engine import Engine, Row
 from conveyor.backends.sqlite.registry import Registry
-from conveyor.backends.sqlite.schema import FINISH, RETURNING
+from conveyor.backends.sqlite.schema import FINISH, PROGRESS, RETURNING
 from conveyor.backends.sqlite.waiting import Waiting
 from conveyor.clock import Clock
 from conveyor.errors import InvalidJob, QueueClosed, QueueFull
@@ -42,6 +43,7 @@ from conveyor.records import (
 )
 from conveyor.serializer import Serializer
 from conveyor.settings import DEFAULT_FILE_MODE
+from conveyor.tracking import check as check_progress
 
 #: a report recorded; one dropped (its attempt no longer held the job); a cancel too late
 HELD, DROPPED, NOT_ACTIVE = Recorded(True), Recorded(False), Cancelled(False)
@@ -284,6 +286,20 @@ class SQLiteBackend(Admin, Waiting, Registry):
             )
             self._engine.consider(job_id)
         return True
+
+    def progress(
+        self, job_id: str, attempt: int, fraction: float, message: str | None = None
+    ) -> bool:
+        """Record a running attempt's progress in one statement that checks the attempt (see
+        :meth:`Backend.progress`); the event follows the COMMIT."""
+        fraction, message = check_progress(fraction, message)
+        with self._tx() as db:
+            cursor = db.execute(PROGRESS, (fraction, message, job_id, attempt))
+            held = cursor.rowcount > 0
+            cursor.close()
+            if held:
+                self._event(ev.PROGRESS, job_id)
+        return held
 
     # ------------------------------------------------------------------ cancel
     def cancel(self, job_id: str, reason: str = "cancelled") -> Cancelled:

@@ -64,5 +64,6 @@ def record(row: dict[str, Any], serializer: Serializer, *, results: bool = False
         ended=stamp(ended),
         runtime=None if started is None or ended is None else max(0.0, ended - started),
         result=result, error=row["error"], traceback=row["traceback"],
-        meta=json.loads(row["meta"]),
+        meta=json.loads(row["meta"]), progress=row.get("progress"),
+        progress_message=row.get("progress_message"),
     )  # fmt: skip

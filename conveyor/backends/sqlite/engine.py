@@ -231,7 +231,8 @@ class Engine:
         self._db.execute(
             "UPDATE jobs SET status = 'running', ready = 0, parked = NULL,"
             " attempts = attempts + 1, ahead = ?, started = ?,"
-            " ended = NULL, worker = ?, lease_until = ? WHERE id = ?",
+            " ended = NULL, worker = ?, lease_until = ?, progress = NULL,"
+            " progress_message = NULL WHERE id = ?",
             (int(ahead), now, worker, now + self._lease, job_id),
         )
         self.hold(held_keys(row["holds"]), 1)

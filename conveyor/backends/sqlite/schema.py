@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result BLOB,
     error TEXT,
     traceback TEXT,
+    progress REAL,  -- how far the latest attempt got (0 to 1): conveyor.progress
+    progress_message TEXT,
     mac BLOB,  -- with a secret: the job envelope's HMAC (see Serializer.sign_job)
     needs TEXT NOT NULL,  -- the plan (JSON), in check order: [key or [key, capacity, park], ...]
     holds TEXT NOT NULL,  -- the counted keys it holds while it runs: [key, ...]
@@ -100,6 +102,8 @@ ADDED_COLUMNS = (
     ("jobs", "needs", "TEXT"),  # the plan: filled in by migrate() as it adds them
     ("jobs", "holds", "TEXT"),
     ("jobs", "frees", "TEXT"),
+    ("jobs", "progress", "REAL"),
+    ("jobs", "progress_message", "TEXT"),
 )
 
 INSERT_JOB = """
@@ -134,6 +138,10 @@ UPDATE jobs SET status = 'finished', started = coalesce(?, started), ended = ?, 
     parked = NULL, lease_until = NULL, result = ?, error = NULL, traceback = NULL
 WHERE id = ? AND status = 'running' AND attempts = ? RETURNING *"""
 #: ``UPDATE ... RETURNING`` came with SQLite 3.35
+#: records a running attempt's progress, if the attempt is still the one that runs
+PROGRESS = """
+UPDATE jobs SET progress = ?, progress_message = ?
+WHERE id = ? AND status = 'running' AND attempts = ?"""
 RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 LANE_TOP = "SELECT job FROM lane_members WHERE lane = ? ORDER BY priority, seq LIMIT 1"
 #: whether a park key is free, in one statement: the count of the key it stands for (itself,

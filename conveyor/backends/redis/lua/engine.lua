@@ -328,6 +328,8 @@ end
 local function start(r, worker, ahead)
   local id = r.id
   local drop = unindex(r)
+  drop[#drop + 1] = 'progress'  -- a new attempt: the last one's progress is cleared
+  drop[#drop + 1] = 'progress_message'
   local attempts = tonumber(r.attempts or '0') + 1
   set_status(id, r.seq, r.status, 'running', {'attempts', attempts, 'ahead', ahead and '1' or '0',
     'started', num(NOW), 'worker', worker, 'lease_until', num(NOW + LEASE)}, drop)
