@@ -39,6 +39,9 @@ class EventBus:
         self._lock = threading.Lock()
         self._callbacks: dict[str, tuple[Callback, ...]] = {}
         self._local: dict[str, tuple[Callback, ...]] = {}  # not called for relayed events
+        #: the events someone listens to (replaced whole by ``on`` and ``off``): a backend
+        #: tests ``name in bus.wanted`` before building a record, once per event of every job
+        self.wanted: frozenset[str] = frozenset()
 
     def on(self, event: str, callback: Callback, *, relayed: bool = True) -> None:
         """Call ``callback(record)`` each time ``event`` happens (with ``relayed`` False: only
@@ -50,16 +53,23 @@ class EventBus:
         with self._lock:
             table = self._callbacks if relayed else self._local
             table[event] = (*table.get(event, ()), callback)
+            self._update_wanted()
 
     def off(self, event: str, callback: Callback) -> None:
         """Stop calling ``callback`` for ``event``."""
         with self._lock:
             for table in (self._callbacks, self._local):
                 table[event] = tuple(cb for cb in table.get(event, ()) if cb is not callback)
+            self._update_wanted()
+
+    def _update_wanted(self) -> None:
+        self.wanted = frozenset(
+            event for event in EVENTS if self._callbacks.get(event) or self._local.get(event)
+        )
 
     def wants(self, event: str) -> bool:
         """True if anyone listens to ``event`` (lets backends skip building records)."""
-        return bool(self._callbacks.get(event) or self._local.get(event))
+        return event in self.wanted
 
     def emit(self, event: str, record: JobRecord, *, relayed: bool = False) -> None:
         """Call every callback of ``event`` (``relayed``: another process caused it, so not

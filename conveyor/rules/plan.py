@@ -73,6 +73,21 @@ class Plan(NamedTuple):
     frees: tuple[str, ...]
 
 
+class Shape(NamedTuple):
+    """A plan without the two keys naming its job, shared by every job of one kind (task,
+    exclusive groups, incompatible names, limit): a backend that keeps plans in memory keeps
+    this, not a :class:`Plan` per job, and builds ``decl:<id>`` and ``job:<id>`` when used."""
+
+    #: needs checked before the job's own ``decl:<id>``
+    before: tuple[Need, ...]
+    #: needs checked after it
+    after: tuple[Need, ...]
+    #: as :attr:`Plan.holds`
+    holds: tuple[str, ...]
+    #: :attr:`Plan.frees` after the job's own ``job:<id>``
+    frees: tuple[str, ...]
+
+
 def compile_plan(
     job_id: str,
     task: str,
@@ -87,15 +102,15 @@ def compile_plan(
     for each name it lists incompatible, a running job of that id, then running jobs of that
     task; a running job that lists its id, then its task, incompatible; its task's limit.
     """
-    before, after, holds, frees = _shape(task, exclusive, incompatible, max_concurrency)
+    before, after, holds, frees = plan_shape(task, exclusive, incompatible, max_concurrency)
     own = _DECL + job_id
     return Plan((*before, Need(own, 1, own), *after), holds, (_JOB + job_id, *frees))
 
 
 @functools.lru_cache(maxsize=1024)
-def _shape(
+def plan_shape(
     task: str, exclusive: tuple[str, ...], incompatible: tuple[str, ...], limit: int | None
-) -> tuple[tuple[Need, ...], tuple[Need, ...], tuple[str, ...], tuple[str, ...]]:
+) -> Shape:
     """What a plan holds apart from the job's id, once per kind of job (compile_plan runs at
     every submit: only the two keys naming the job are built per job): the needs before and
     after the job's own ``decl:<id>``, its holds, and its frees after ``job:<id>``."""
@@ -110,7 +125,7 @@ def _shape(
     declared = tuple(key(DECL, n) for n in dict.fromkeys(incompatible))
     holds = (key(TASK, task), *groups, *declared)
     frees = (key(TASK, task), key(LIMIT, task), *groups, *declared)
-    return tuple(before), tuple(after), holds, frees
+    return Shape(tuple(before), tuple(after), holds, frees)
 
 
 _DECL, _JOB = key(DECL, ""), key(JOB, "")

@@ -33,6 +33,7 @@ from conveyor.errors import (
 )
 from conveyor.job import TERMINAL, Status
 from conveyor.web import models
+from conveyor.web.dashboard import mount_dashboard
 from conveyor.web.feed import Feed
 from conveyor.web.metrics import registry_for
 
@@ -260,7 +261,7 @@ def create_app(queue: Queue, *, token: str | None = None, heartbeat: float = HEA
 
     # ------------------------------------------------------------------ dashboard
     # The dashboard page (conveyor/web/dashboard.py) mounts here:
-    #     mount_dashboard(app, queue)
+    mount_dashboard(app, queue)
     return app
 
 

@@ -20,7 +20,10 @@ from conveyor.backends.sqlite.schema import (
     NEXT_TIMER,
     PARKED_TOP,
     READY_TOP,
+    capacities,
+    job_columns,
     plan_columns,
+    shape_columns,
 )
 from conveyor.rules.plan import compile_plan
 from tests.backends import sqlite_jobs
@@ -281,3 +284,31 @@ def test_a_file_from_before_progress_gets_its_columns(url: str) -> None:
         assert (record.progress, record.progress_message) == (0.5, "half")
     finally:
         q.close()
+
+
+@pytest.mark.parametrize(
+    ("job_id", "task", "exclusive", "incompatible", "limit"),
+    [
+        ("j1", "t", (), (), None),
+        ('a "quoted" id\\é', "t", (), (), None),
+        ("j2", "t", ("db", "net"), (), None),
+        ("j3", "t", (), ("other", "job-x", "other"), 3),
+        ("j4", "tâche", ("db",), ("t",), 1),
+    ],
+)
+def test_a_submit_stores_the_columns_its_plan_compiles_to(
+    job_id: str,
+    task: str,
+    exclusive: tuple[str, ...],
+    incompatible: tuple[str, ...],
+    limit: int | None,
+) -> None:
+    # a submit builds its columns from its kind's, cached: the same as the plan's own
+    shape = shape_columns(task, exclusive, incompatible, limit)
+    plan = compile_plan(
+        job_id, task, exclusive=exclusive, incompatible=incompatible, max_concurrency=limit
+    )
+    columns = job_columns(job_id, shape)
+    assert columns == plan_columns(plan)
+    assert [json.loads(column) for column in columns]  # each a JSON list
+    assert list(shape.capacities) == capacities(plan)

@@ -2,8 +2,11 @@
 
 The same engine as SQLite's (and later Lua's), method for method and under the same names, so
 the two read side by side. It holds no lock (the backend calls it under its own) and knows no
-put option behind a key: a job's :class:`~conveyor.rules.plan.Plan`, compiled once in
-:meth:`Engine.insert`, tells it which keys the job needs, holds and frees.
+put option behind a key: a job's plan, compiled once in :meth:`Engine.insert`, tells it which
+keys the job needs, holds and frees. An entry keeps its plan's
+:class:`~conveyor.rules.plan.Shape`, shared by every job of its kind, and the two keys naming the
+job (``decl:<id>``, ``job:<id>``) are built where they are read: a tuple per job would be one
+more object per job for the garbage collector to walk, over and over while the job waits.
 
 What backs each part:
 
@@ -44,12 +47,14 @@ from conveyor.clock import Clock
 from conveyor.events import EventBus
 from conveyor.job import PENDING, TERMINAL, ErrorInfo, Status
 from conveyor.records import ClaimedJob, JobSpec
-from conveyor.rules.plan import JOB, Need, compile_plan, key
+from conveyor.rules.plan import DECL, JOB, Need, key, plan_shape
 
 #: timer kinds: a scheduled job becomes waiting; a job not started by then is cancelled
 DUE, EXPIRE = 0, 1
 #: a ``job:<id>`` key, held while job ``id`` runs
 JOB_KEY = key(JOB, "")
+#: a job's own ``decl:<id>`` key, counting the running jobs that name it incompatible
+DECL_KEY = key(DECL, "")
 END_EVENTS = {
     Status.FINISHED: ev.FINISHED,
     Status.FAILED: ev.FAILED,
@@ -88,13 +93,7 @@ class Engine:
     def insert(self, spec: JobSpec, now: float, aliases: dict[str, str]) -> None:
         """Store a job (its plan compiled now); ``cascade`` settles what it set off."""
         opts = spec.options
-        plan = compile_plan(
-            spec.id,
-            spec.task,
-            exclusive=opts.exclusive,
-            incompatible=opts.incompatible,
-            max_concurrency=spec.max_concurrency,
-        )
+        plan = plan_shape(spec.task, opts.exclusive, opts.incompatible, spec.max_concurrency)
         entry = Entry(spec, next(self.seq), now, plan)
         self.jobs[entry.id] = entry
         if opts.unique:
@@ -230,21 +229,34 @@ class Engine:
             self.park(entry, blocker)
 
     def conflict(self, entry: Entry) -> str | None:
-        """The park key of the first need in ``entry``'s plan that is not met, or None.
+        """The park key of the first need in ``entry``'s plan that is not met, or None: the
+        needs of its shape before ``decl:<id>``, that key, then the needs after it.
 
         A need that is not simply its own park key at capacity 1 (a task's limit) is kept
         under its park key, so that ``is_free`` can tell when it is met."""
         counted, running = self.counted, self.running
-        for need in entry.plan.needs:
+        plan = entry.plan
+        for need in plan.before:  # exclusive groups and incompatible names: often none
             name = need.key
             count = counted.get(name)  # ``held``, inlined: a claim walks every need
             if count is None:
                 count = name.startswith(JOB_KEY) and name[len(JOB_KEY) :] in running
             if count >= need.capacity:
-                if need.capacity != 1 or need.park != name:
-                    self.parks[need.park] = need  # a few (one per limit): never dropped
-                return need.park
+                return self._blocked(need)
+        own = DECL_KEY + entry.id
+        if own in counted:  # a count of 0 is dropped: held by one at least, capacity 1
+            return own
+        for need in plan.after:  # ``decl:<task>`` and the task's limit: never a ``job:`` key
+            if counted.get(need.key, 0) >= need.capacity:
+                return self._blocked(need)
         return None
+
+    def _blocked(self, need: Need) -> str:
+        """The park key of ``need``, not met; one that is not simply its own key at capacity
+        1 (a task's limit) is kept (a few, one per limit: never dropped)."""
+        if need.capacity != 1 or need.park != need.key:
+            self.parks[need.park] = need
+        return need.park
 
     def held(self, key: str) -> int:
         """How many running jobs hold ``key``."""
@@ -314,8 +326,9 @@ class Engine:
         plan = entry.plan
         self.hold(plan.holds, -1)
         if self.parked:
+            frees = (JOB_KEY + entry.id, *plan.frees)
             for mode, freed in self.freed.items():
-                for park in plan.frees:
+                for park in frees:
                     if (mode, park) in self.parked:
                         freed.add(park)
                         self.wakeups[mode] = self.wakeups.get(mode, 0) + 1
@@ -459,7 +472,7 @@ class Engine:
 
     def emit(self, name: str, entry: Entry) -> None:
         """Queue event ``name`` about ``entry`` if anyone listens."""
-        if self.bus.wants(name):
+        if name in self.bus.wanted:
             record = entry.record()
             self.effects.append(lambda: self.bus.emit(name, record))
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from conveyor.job import JobOptions, JobRecord, Status
 from conveyor.records import JobSpec
-from conveyor.rules.plan import Plan
+from conveyor.rules.plan import Shape
 
 #: an entry in the ready index: (priority, seq, job id), the order of ``rules.order_key``
 HeapItem = tuple[int, int, str]
@@ -49,7 +49,7 @@ class Entry:
         "worker",
     )
 
-    def __init__(self, spec: JobSpec, seq: int, now: float, plan: Plan) -> None:
+    def __init__(self, spec: JobSpec, seq: int, now: float, plan: Shape) -> None:
         self.id = spec.id
         self.seq = seq
         self.task = spec.task

@@ -46,15 +46,15 @@ from conveyor.backends.sqlite.schema import (
     READY_TOP,
     SET_CAPACITY,
     TIMERS,
-    capacities,
     held_keys,
-    plan_columns,
+    job_columns,
+    shape_columns,
     to_json,
 )
 from conveyor.clock import Clock
 from conveyor.job import TERMINAL, ErrorInfo, Status
 from conveyor.records import JobSpec
-from conveyor.rules.plan import JOB, compile_plan, key
+from conveyor.rules.plan import JOB, key
 
 #: a job whose worker vanished this many times more than its retries allow is failed
 LOST_LEASE_ALLOWANCE = 5
@@ -120,13 +120,7 @@ class Engine:
                 failed = failed or dep
                 continue
             awaited.append(dep_id)
-        plan = compile_plan(
-            spec.id,
-            spec.task,
-            exclusive=opts.exclusive,
-            incompatible=opts.incompatible,
-            max_concurrency=spec.max_concurrency,
-        )
+        shape = shape_columns(spec.task, opts.exclusive, opts.incompatible, spec.max_concurrency)
         cursor = self._db.execute(
             INSERT_JOB,
             (
@@ -136,10 +130,10 @@ class Engine:
                 to_json(opts.exclusive), to_json(opts.incompatible), opts.timeout,
                 opts.retries, opts.retry_delay, opts.backoff, opts.at if scheduled else None,
                 opts.expires_at, opts.unique, opts.unique_for, to_json(opts.meta), now, ready,
-                mac, *plan_columns(plan), len(awaited),
+                mac, *job_columns(spec.id, shape), len(awaited),
             ),
         )  # fmt: skip
-        for capacity in capacities(plan):
+        for capacity in shape.capacities:
             self._db.execute(SET_CAPACITY, capacity)
         if opts.unique:
             self._db.execute(

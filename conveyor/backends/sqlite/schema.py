@@ -13,9 +13,9 @@ import functools
 import json
 import sqlite3
 from json.encoder import encode_basestring_ascii as _quote
-from typing import Any
+from typing import Any, NamedTuple
 
-from conveyor.rules.plan import Plan, compile_plan
+from conveyor.rules.plan import DECL, JOB, Need, Plan, compile_plan, key, plan_shape
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -192,17 +192,18 @@ def _compile_stored_plans(db: sqlite3.Connection) -> None:
 
 def plan_columns(plan: Plan) -> tuple[str, str, str]:
     """A plan as its row stores it: ``needs``, ``holds``, ``frees`` (JSON lists, written
-    here without ``json.dumps``: this runs at every submit). A need is stored as its key
-    when it waits on that key at capacity 1 (most needs), else as ``[key, capacity, park]``."""
-    needs = ",".join(
-        _quote(need.key)
-        if need.park == need.key and need.capacity == 1
-        else f"[{_quote(need.key)},{int(need.capacity)},{_quote(need.park)}]"
-        for need in plan.needs
-    )
+    without ``json.dumps``). A need is stored as its key when it waits on that key at capacity
+    1 (most needs), else as ``[key, capacity, park]``."""
+    needs = ",".join(map(_need, plan.needs))
     holds = ",".join(map(_quote, plan.holds))
     frees = ",".join(map(_quote, plan.frees))
     return f"[{needs}]", f"[{holds}]", f"[{frees}]"
+
+
+def _need(need: Need) -> str:
+    if need.park == need.key and need.capacity == 1:
+        return _quote(need.key)
+    return f"[{_quote(need.key)},{int(need.capacity)},{_quote(need.park)}]"
 
 
 def capacities(plan: Plan) -> list[tuple[str, str, int]]:
@@ -213,6 +214,50 @@ def capacities(plan: Plan) -> list[tuple[str, str, int]]:
         for need in plan.needs
         if need.park != need.key or need.capacity != 1
     ]
+
+
+class ShapeColumns(NamedTuple):
+    """The columns of a kind of job's plan without the two keys naming the job (see
+    :func:`job_columns`), and its ``capacities`` rows (the job's own need has none)."""
+
+    before: str  # the needs before the job's ``decl:<id>``, each followed by a comma
+    after: str  # the needs after it, each preceded by a comma
+    holds: str  # the ``holds`` column
+    frees: str  # the frees after the job's ``job:<id>``, each preceded by a comma
+    capacities: tuple[tuple[str, str, int], ...]
+
+
+@functools.lru_cache(maxsize=1024)
+def shape_columns(
+    task: str, exclusive: tuple[str, ...], incompatible: tuple[str, ...], limit: int | None
+) -> ShapeColumns:
+    """The columns shared by every job of one kind (``plan_shape``'s arguments): a submit
+    builds only the two keys naming its job."""
+    before, after, holds, frees = plan_shape(task, exclusive, incompatible, limit)
+    return ShapeColumns(
+        "".join(_need(need) + "," for need in before),
+        "".join("," + _need(need) for need in after),
+        f"[{','.join(map(_quote, holds))}]",
+        "".join("," + _quote(name) for name in frees),
+        tuple(
+            (need.park, need.key, need.capacity)
+            for need in (*before, *after)
+            if need.park != need.key or need.capacity != 1
+        ),
+    )
+
+
+def job_columns(job_id: str, shape: ShapeColumns) -> tuple[str, str, str]:
+    """``plan_columns`` of job ``job_id``'s plan, from the columns of its kind."""
+    own = _quote(_DECL + job_id)
+    return (
+        f"[{shape.before}{own}{shape.after}]",
+        shape.holds,
+        f"[{_quote(_JOB + job_id)}{shape.frees}]",
+    )
+
+
+_DECL, _JOB = key(DECL, ""), key(JOB, "")
 
 
 @functools.lru_cache(maxsize=4096)
