@@ -26,6 +26,7 @@ same Python for both versions: the counts are of its interpreter.
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import shutil
 import subprocess
@@ -33,8 +34,11 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
+#: benchmarks/sqlite.py's app (sqlite_app), which the SQLite cases share
+SQLITE_PEERS = HERE / "sqlite_peers"
 CASES = ("thread-map", "sqlite-put", "sqlite-run")
 WARMUP_JOBS = 4
 #: callgrind's summary line of its output file: the total of every event counted
@@ -58,8 +62,15 @@ def thread_map(jobs: int, _folder: Path) -> None:
             raise RuntimeError("results missing or out of input order")
 
 
+def _sqlite_app() -> ModuleType:
+    """benchmarks/sqlite_peers/sqlite_app.py, imported by name as its worker processes do."""
+    if str(SQLITE_PEERS) not in sys.path:
+        sys.path.insert(0, str(SQLITE_PEERS))
+    return importlib.import_module("sqlite_app")
+
+
 def sqlite_put(jobs: int, folder: Path) -> None:
-    import sqlite_app  # benchmarks/ is sys.path[0] when this file runs as a script
+    sqlite_app = _sqlite_app()
 
     import conveyor
 
@@ -75,7 +86,7 @@ def sqlite_put(jobs: int, folder: Path) -> None:
 
 
 def sqlite_run(jobs: int, folder: Path) -> None:
-    import sqlite_app
+    sqlite_app = _sqlite_app()
 
     import conveyor
 

@@ -26,30 +26,36 @@ for a like-for-like ratio. Best of --repeat counts.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import os
-import platform
-import signal
-import sqlite3
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any
 
-import huey as huey_package  # type: ignore[import-untyped]
-import sqlite_app  # benchmarks/ is sys.path[0] when this file runs as a script
-from sqlite_app import build_huey, noop
+HERE = Path(__file__).resolve().parent
+PEERS = HERE / "sqlite_peers"
+# benchmarks/ holds redis.py: with it on sys.path, huey's `import redis` would find it
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(PEERS))
 
-import conveyor
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import signal  # noqa: E402
+import sqlite3  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from functools import partial  # noqa: E402
+from typing import Any  # noqa: E402
+
+import huey as huey_package  # type: ignore[import-untyped]  # noqa: E402
+import sqlite_app  # noqa: E402  (benchmarks/sqlite_peers, put on sys.path above)
+from sqlite_app import build_huey, noop  # noqa: E402
+
+import conveyor  # noqa: E402
 
 WORKERS = 2
-HERE = Path(__file__).resolve().parent
 #: seconds a worker process gets to exit by itself (conveyor) or after SIGINT (Huey)
 EXIT_GRACE = 30.0
 
@@ -60,8 +66,9 @@ def conveyor_url(path: Path) -> str:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """This environment, with benchmarks/ on PYTHONPATH so that workers import sqlite_app."""
-    path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+    """This environment, with benchmarks/sqlite_peers on PYTHONPATH so that workers import
+    sqlite_app."""
+    path = os.pathsep.join(p for p in (str(PEERS), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
@@ -134,7 +141,7 @@ def run_workers(
             for command in commands:
                 procs.append(
                     subprocess.Popen(
-                        command, env=env, cwd=HERE, stdout=errors, stderr=subprocess.STDOUT
+                        command, env=env, cwd=PEERS, stdout=errors, stderr=subprocess.STDOUT
                     )
                 )
             first = None

@@ -1,6 +1,6 @@
 """The importable app of benchmarks/sqlite.py: the no-op job, the Huey app, the conveyor worker.
 
-Worker processes import this module by name (``sqlite_app``, with ``benchmarks/`` on
+Worker processes import this module by name (``sqlite_app``, with ``benchmarks/sqlite_peers`` on
 ``PYTHONPATH``): conveyor finds the job as ``sqlite_app:noop`` (every conveyor queue here
 allows this module: ``ALLOW_MODULES``); ``huey_consumer`` loads ``sqlite_app.huey``. Where each
 queue's file lives comes from the environment, so that every run can use a fresh temporary
