@@ -13,6 +13,7 @@ import pytest
 import conveyor.backends
 from conveyor import rules
 from conveyor.backends.memory.engine import Engine as MemoryEngine
+from conveyor.backends.redis import scripts
 from conveyor.backends.sqlite.engine import Engine as SQLiteEngine
 
 #: steps only one engine has, and why
@@ -89,7 +90,11 @@ def test_the_option_check_sees_a_read() -> None:
 
 
 # ------------------------------------------------------------------ the Lua engine
-LUA_ENGINE = Path(conveyor.backends.__file__).parent / "redis" / "lua" / "engine.lua"
+LUA_FOLDER = Path(conveyor.backends.__file__).parent / "redis" / "lua"
+#: the Lua engine's text, its parts in the order the library loads them
+LUA_ENGINE = "\n".join(
+    (LUA_FOLDER / f"{part}.lua").read_text(encoding="utf-8") for part in scripts.ENGINE
+)
 #: a Lua function named after a step it implements under another name (a Lua keyword)
 LUA_RENAMED = {"end_": "end"}
 #: the Lua engine's own functions, and why
@@ -132,13 +137,13 @@ def lua_functions(text: str) -> dict[str, str]:
 
 
 def test_the_lua_engine_has_every_step_and_explains_its_own() -> None:
-    functions = set(lua_functions(LUA_ENGINE.read_text(encoding="utf-8")))
+    functions = set(lua_functions(LUA_ENGINE))
     assert set(rules.ENGINE_STEPS) - functions == set()
     assert functions - set(rules.ENGINE_STEPS) == set(LUA_OWN)
 
 
 def test_the_lua_engine_reads_no_option_the_compiler_owns() -> None:
-    bodies = lua_functions(LUA_ENGINE.read_text(encoding="utf-8"))
+    bodies = lua_functions(LUA_ENGINE)
     found = [
         f"{name}: {option}"
         for name, body in bodies.items()

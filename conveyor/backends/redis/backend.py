@@ -1,7 +1,7 @@
 """The distributed backend: one queue's jobs on a Redis server (or one slot of a cluster).
 
 :class:`RedisBackend` is the Backend protocol's methods; every state change is one Lua script
-call (:mod:`.scripts`: the engine of ``lua/engine.lua`` in front of each entry script), so every
+call (:mod:`.scripts`: the engine of ``lua/engine*.lua`` in front of each entry script), so every
 rule is atomic across any number of workers on any number of hosts. Payloads and results are
 stored as the bytes they came as, with the job envelope's ``mac`` (its worker checks and
 decodes them). The other parts: the key schema (:mod:`.keys`), the connection and the events of

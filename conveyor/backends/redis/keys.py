@@ -3,7 +3,7 @@
 All keys of the queue named ``<name>`` start with ``{conveyor:<name>}:`` (the *prefix*): Redis
 Cluster hashes only the part between the braces, so a queue lives in one slot (a Lua script may
 touch all of its keys) and many queues spread over a cluster. The keys after the prefix (the Lua
-engine, ``lua/engine.lua``, names them the same way):
+engine, ``lua/engine*.lua``, names them the same way):
 
 =========================  ======  =============================================================
 key                        type    what

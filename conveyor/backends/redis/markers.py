@@ -1,7 +1,7 @@
 """Idle claimers block on wake-up markers, so that a job made ready wakes one of them.
 
 Every step that makes jobs of a mode ready adds one marker per job (its id; at most a few
-dozen kept) to the mode's marker key ``k:<mode>`` (``finish`` in ``lua/engine.lua``); a claimer
+dozen kept) to the mode's marker key ``k:<mode>`` (``finish`` in ``lua/engine_end.lua``); a claimer
 with nothing to do blocks on it with BZPOPMIN, as BullMQ's workers block on their marker: Redis
 hands each marker to one blocked claimer, which then claims. A claim that finds nothing
 deletes the markers left (they would wake claimers for nothing).

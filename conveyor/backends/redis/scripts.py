@@ -1,15 +1,14 @@
 """The Lua of the Redis backend, as one Redis function library.
 
-The library is the engine (``lua/engine.lua``) followed by each entry script (``lua/<entry>.lua``)
-registered as a function ``conveyor_<version>_<entry>`` that first calls the engine's ``begin``.
-It is loaded once per server (``FUNCTION LOAD``) and called by name (``FCALL``): the engine's
-functions are built once, at load, not at every call as a script sent with EVAL/EVALSHA would
-rebuild them (measured: about 30 us of closures per call, against 3 us for the call itself).
-``<version>`` is a digest of the library's text, so two versions of conveyor share a server
-without clashing. A server that lost the library (a restart without persistence, a
-``FUNCTION FLUSH``) answers "Function not found": the library is loaded again and the call
-made again (:meth:`Library.call`).
-"""
+The library is the engine (``lua/engine.lua``, then ``lua/engine_end.lua``) followed by each
+entry script (``lua/<entry>.lua``) registered as a function ``conveyor_<version>_<entry>`` that
+first calls the engine's ``begin``. It is loaded once per server (``FUNCTION LOAD``) and called
+by name (``FCALL``): the engine's functions are built once, at load, not at every call as a
+script sent with EVAL/EVALSHA would rebuild them (measured: about 30 us of closures per call,
+against 3 us for the call itself). ``<version>`` is a digest of the library's text, so two
+versions of conveyor share a server without clashing. A server that lost the library (a restart
+without persistence, a ``FUNCTION FLUSH``) answers "Function not found": the library is loaded
+again and the call made again (:meth:`Library.call`)."""
 
 from __future__ import annotations
 
@@ -24,6 +23,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+#: the engine, in the order it is loaded (one chunk: the second part uses the first's names)
+ENGINE = ("engine", "engine_end")
 #: the entry scripts, one per state change (``lua/<name>.lua``)
 ENTRIES = (
     "submit", "claim", "requeue", "cancel", "heartbeat", "recover", "read", "pop", "forget",
@@ -41,7 +42,7 @@ def source(name: str) -> str:
 @functools.cache
 def library() -> tuple[str, str]:
     """The library's version (a digest of its text) and its text."""
-    parts = ["#!lua name=conveyor_" + _VERSION, source("engine")]
+    parts = ["#!lua name=conveyor_" + _VERSION, *(source(part) for part in ENGINE)]
     for entry in ENTRIES:
         parts.append(
             f"redis.register_function('{function_name(_VERSION, entry)}', function(KEYS, ARGV)\n"
