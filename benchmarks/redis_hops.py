@@ -29,14 +29,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 import argparse  # noqa: E402
 import collections  # noqa: E402
 import contextlib  # noqa: E402
+import importlib.util  # noqa: E402
 import itertools  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from types import ModuleType  # noqa: E402
 
 import redis  # noqa: E402
 
@@ -148,36 +147,14 @@ HOPS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """A Redis server of its own for the run, without persistence."""
-    port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    command += ["--appendonly", "no", "--loglevel", "warning"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start: {command}") from None
-                time.sleep(0.01)
-        client.close()
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait()
+def bench_module() -> ModuleType:
+    """benchmarks/redis.py, loaded by its path (as ``import redis`` it would be redis-py)."""
+    spec = importlib.util.spec_from_file_location("conveyor_bench_redis", HERE / "redis.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 Stamp = tuple[int, bool, str]  # (ns, from the producer, tag)
@@ -233,7 +210,7 @@ def pct(values: list[float], p: int) -> float:
 
 
 def run(round_trips: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp, redis_server() as url:
+    with tempfile.TemporaryDirectory() as tmp, bench_module().redis_server(None) as url:
         folder = Path(tmp)
         (folder / "conveyor_hops_hooks.py").write_text(HOOKS)
         (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)

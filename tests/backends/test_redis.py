@@ -10,7 +10,6 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,24 +22,10 @@ from conveyor.backends.redis.scripts import ENTRIES, library, source  # noqa: E4
 from tests.backends import sqlite_jobs  # noqa: E402
 
 ALLOW = [sqlite_jobs.__name__]
-#: the database of the test server these tests use, emptied before each
+#: the database of the test server these tests use, emptied before each (conftest.py)
 DB = 2
 #: the most a waiting job without arguments may take in Redis, all its keys counted
 MAX_BYTES_PER_JOB = 1024
-
-
-@pytest.fixture
-def url(redis_url: str) -> Iterator[str]:
-    url = f"{redis_url}/{DB}"
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
-    yield url
-
-
-@pytest.fixture
-def client(url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(url) as c:
-        yield c
 
 
 def test_every_key_of_a_queue_shares_its_hash_tag(url: str, client: redis.Redis) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,24 +17,10 @@ from conveyor.records import Finished  # noqa: E402
 from tests.backends import sqlite_jobs  # noqa: E402
 
 ALLOW = [sqlite_jobs.__name__]
-#: the database of the test server these tests use, emptied before each
+#: the database of the test server these tests use, emptied before each (conftest.py)
 DB = 3
 WAIT = 10.0
 MARKERS = keys.prefix("default") + "k:thread"
-
-
-@pytest.fixture
-def url(redis_url: str) -> Iterator[str]:
-    url = f"{redis_url}/{DB}"
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
-    yield url
-
-
-@pytest.fixture
-def client(url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(url) as c:
-        yield c
 
 
 def blocked(client: redis.Redis, count: int) -> None:
