@@ -17,6 +17,13 @@ interpreter start-up does not count; "incl. start" adds it.
 notified of a result are (Huey's ``notify_result``, Celery's pub/sub, SAQ's ``apply``, ...);
 those that poll are tuned to poll every millisecond.
 
+The latency section also prints two things that explain the figures: the CPU that the run's
+processes (this one, the workers, the server) spent per round trip, from
+``/proc/<pid>/task/*/schedstat`` (time stolen by a hypervisor is not counted, so it holds on a
+noisy machine), and the commands per round trip that the server counted. Its last line, ``floor``,
+is no queue but redis-py alone (``redis_peers/floor_app.py``: a push, a worker's blocking pop, a
+push back, a blocking pop): what a round trip between two processes through Redis costs at least.
+
 Every configuration runs --repeat times: median and spread (min-max) are printed, then the
 ratios of conveyor to the best peer, then a markdown table. A library that fails prints its
 error and the run goes on; worker processes are killed at the end of each section.
@@ -66,6 +73,7 @@ LIBRARIES = [
     "taskiq",
     "bullmq",
     "streaq",
+    "floor",
 ]
 WARM_UP = 10  # round trips before the timed ones
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a worker process group
@@ -178,6 +186,8 @@ class Figures:
     labels: dict[str, str] = field(default_factory=dict)
     #: commands per round trip of the last latency run, by command
     breakdown: dict[str, float] = field(default_factory=dict)
+    #: CPU microseconds per round trip of the last latency run, by part
+    cpu: dict[str, float] = field(default_factory=dict)
 
     def add(self, metric: str, value: float) -> None:
         self.values.setdefault(metric, []).append(value)
@@ -236,15 +246,50 @@ def latency_run(
             peer.round_trips(WARM_UP)
             check_alive(procs, log)
             peer.redis.config_resetstat()
+            parts = run_pids(peer.redis, procs)
+            cpu_before = {part: cpu_ns(pids) for part, pids in parts.items()}
             times = sorted(peer.round_trips(args.round_trips))
+            cpu_after = {part: cpu_ns(pids) for part, pids in parts.items()}
             calls = command_calls(peer.redis)
             check_alive(procs, log)
+        fig.cpu = {
+            part: (cpu_after[part] - cpu_before[part]) / args.round_trips / 1000 for part in parts
+        }
+        fig.add("cpu", sum(fig.cpu.values()))
         fig.add("p50", percentile(times, 50) * 1000)
         fig.add("p99", percentile(times, 99) * 1000)
         fig.add("commands", sum(calls.values()) / args.round_trips)
         fig.breakdown = {name: n / args.round_trips for name, n in calls.items()}
     finally:
         peer.close()
+
+
+def run_pids(client: redis.Redis, procs: list[subprocess.Popen[bytes]]) -> dict[str, list[int]]:
+    """The processes of a run: this one (``producer``), every process of the workers' groups
+    (``workers``), and the server (``server``, when it runs on this machine)."""
+    groups = {p.pid for p in procs}
+    workers = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                if int(fields[2]) in groups:  # the process group id
+                    workers.append(int(entry.name))
+    server = client.info("server").get("process_id")
+    local = server and Path(f"/proc/{server}").exists()
+    return {"producer": [os.getpid()], "workers": workers, "server": [int(server)] if local else []}
+
+
+def cpu_ns(pids: list[int]) -> int:
+    """Nanoseconds of CPU the threads of ``pids`` have run (``/proc/<pid>/task/*/schedstat``:
+    exact, and time stolen by the hypervisor is not counted); 0 where /proc has none."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError, ValueError):
+                    total += int((task / "schedstat").read_text().split()[0])
+    return total
 
 
 def command_calls(client: redis.Redis) -> dict[str, int]:
@@ -280,13 +325,15 @@ def measure(name: str, url: str, args: argparse.Namespace, logs: Path) -> Figure
         "workers": cls.worker_label,
         "wait": cls.wait_label,
     }
+    if cls.reference:
+        fig.labels["reference"] = "yes"
     print(f"  {name} {fig.labels['version']}: workers: {cls.worker_label}", flush=True)
     sections: list[tuple[str, Callable[..., None]]] = [
         ("throughput", throughput_run),
         ("latency", latency_run),
     ]
     for section, run in sections:
-        if section not in args.sections:
+        if section not in args.sections or section not in cls.sections:
             continue
         for i in range(args.repeat):
             log = logs / f"{name}-{section}-{i}.log"
@@ -307,9 +354,10 @@ def run_summary(fig: Figures, section: str) -> str:
     last = {metric: runs[-1] for metric, runs in fig.values.items()}
     if section == "latency":
         calls = ", ".join(f"{name} {n:.2f}" for name, n in fig.breakdown.items())
+        cpu = ", ".join(f"{part} {us:,.0f}" for part, us in fig.cpu.items())
         return (
-            f"p50 {last['p50']:.2f} ms, p99 {last['p99']:.2f} ms,"
-            f" {last['commands']:.2f} commands per round trip ({calls})"
+            f"p50 {last['p50']:.2f} ms, p99 {last['p99']:.2f} ms, CPU {last['cpu']:,.0f} us"
+            f" per round trip ({cpu}), {last['commands']:.2f} commands per round trip ({calls})"
         )
     parts = [f"enqueue {last['one']:,.0f}/s"]
     if "bulk" in last:
@@ -332,6 +380,7 @@ METRICS = [
     ("drain", "end-to-end jobs/s", "{:,.0f}"),
     ("p50", "p50 ms", "{:.2f}"),
     ("p99", "p99 ms", "{:.2f}"),
+    ("cpu", "CPU us/round trip", "{:,.0f}"),
     ("commands", "commands/round trip", "{:.1f}"),
 ]
 
@@ -357,7 +406,11 @@ def status(fig: Figures) -> str:
 def ratios(results: dict[str, Figures]) -> list[tuple[str, float | None, str]]:
     """(label, value, against whom) of conveyor's ratios to the best peer."""
     mine = results.get("conveyor", Figures())
-    peers = {name: fig for name, fig in results.items() if name != "conveyor"}
+    peers = {
+        name: fig
+        for name, fig in results.items()
+        if name != "conveyor" and not fig.labels.get("reference")
+    }
     rows: list[tuple[str, float | None, str]] = []
 
     def best(metric: str, key: Callable[[float], float]) -> tuple[str, float] | None:

@@ -65,6 +65,8 @@ class Peer:
     bulk_label: str | None = None  # how many jobs are enqueued at once
     worker_label = ""  # the worker processes
     wait_label = ""  # how a result is awaited
+    sections: tuple[str, ...] = ("throughput", "latency")  # the sections it runs
+    reference = False  # a reference line (the floor), not a peer: left out of the ratios
 
     def __init__(self, url: str) -> None:
         self.url = url
