@@ -42,6 +42,9 @@ class EventBus:
         #: the events someone listens to (replaced whole by ``on`` and ``off``): a backend
         #: tests ``name in bus.wanted`` before building a record, once per event of every job
         self.wanted: frozenset[str] = frozenset()
+        #: the events someone listens to as other processes cause them too (``relayed``)
+        self.relayed: frozenset[str] = frozenset()
+        self._watchers: tuple[Callable[[], object], ...] = ()
 
     def on(self, event: str, callback: Callback, *, relayed: bool = True) -> None:
         """Call ``callback(record)`` each time ``event`` happens (with ``relayed`` False: only
@@ -54,6 +57,9 @@ class EventBus:
             table = self._callbacks if relayed else self._local
             table[event] = (*table.get(event, ()), callback)
             self._update_wanted()
+            watchers = self._watchers
+        for watcher in watchers:
+            watcher()
 
     def off(self, event: str, callback: Callback) -> None:
         """Stop calling ``callback`` for ``event``."""
@@ -62,10 +68,17 @@ class EventBus:
                 table[event] = tuple(cb for cb in table.get(event, ()) if cb is not callback)
             self._update_wanted()
 
+    def watch(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` after every ``on``: a backend that relays events learns that
+        it has more to relay (it may have to ask the other processes to publish them)."""
+        with self._lock:
+            self._watchers = (*self._watchers, callback)
+
     def _update_wanted(self) -> None:
         self.wanted = frozenset(
             event for event in EVENTS if self._callbacks.get(event) or self._local.get(event)
         )
+        self.relayed = frozenset(event for event in EVENTS if self._callbacks.get(event))
 
     def wants(self, event: str) -> bool:
         """True if anyone listens to ``event`` (lets backends skip building records)."""

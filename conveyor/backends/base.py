@@ -21,10 +21,16 @@ The worker registry is its own small protocol, :class:`WorkerRegistry`.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from conveyor.job import JobRecord, Outcome, Status
 from conveyor.records import Cancelled, ClaimedJob, JobSpec, Report, Reported, WorkerInfo
+
+#: the ``mode`` of :meth:`Backend.version` and :meth:`Backend.wait` for what waits on jobs'
+#: ends (a result, idle, an ended job to pop, done callbacks): its version must grow with every
+#: change that ends a job or changes an ended one, and may leave out the others (a job queued
+#: or started, progress), which a backend shared across processes may then not even publish
+ENDS = "<ends>"
 
 
 class WorkerRegistry(Protocol):
@@ -188,8 +194,9 @@ class Backend(WorkerRegistry, Protocol):
     # ------------------------------------------------------------------ waiting
     def version(self, mode: str | None = None) -> int:
         """A number that grows with every change of the jobs (with ``mode``: with every change
-        that may let a job of ``mode`` start). Read it before looking at the state, then hand
-        it to :meth:`wait`: no change is missed in between."""
+        that may let a job of ``mode`` start; with :data:`ENDS`, with every change that ends a
+        job or changes an ended one). Read it before looking at the state, then hand it to
+        :meth:`wait`: no change is missed in between."""
         ...
 
     def wait(self, since: int, timeout: float | None, *, mode: str | None = None) -> int:
@@ -205,4 +212,16 @@ class Backend(WorkerRegistry, Protocol):
     def close(self) -> None:
         """Release resources; every blocked :meth:`wait` returns, and later calls may raise
         QueueClosed."""
+        ...
+
+
+@runtime_checkable
+class WaitsForJobs(Protocol):
+    """A backend that waits for one job's end better than by :meth:`Backend.wait` (Redis: the
+    step that ends the job leaves a note for the waiting thread, and no message goes to every
+    process); ``Job.result()`` and ``Job.wait()`` use it."""
+
+    def wait_job(self, job_id: str, timeout: float | None = None) -> JobRecord:
+        """Block until the job has ended; its record, results decoded. Raises TimeoutError,
+        UnknownJob, QueueClosed."""
         ...

@@ -1,7 +1,8 @@
 """Waiting, written once on the Backend protocol: for a job's end, for many results, for idle,
 for an ended job to pop, and done callbacks.
 
-Each wait loops on the same three steps: read :meth:`~conveyor.backends.base.Backend.version`,
+Each wait loops on the same three steps: read :meth:`~conveyor.backends.base.Backend.version`
+(of :data:`~conveyor.backends.base.ENDS`: what they wait for comes with a job's end),
 look at the state (``query``, ``counts``, ``pop_ended``), and if what it waits for is not there
 yet, :meth:`~conveyor.backends.base.Backend.wait` for a change (no change is missed: the
 version was read before the look). No backend waits, calls back or keeps callables of its own.
@@ -23,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from conveyor import events as ev
+from conveyor.backends.base import ENDS, WaitsForJobs
 from conveyor.errors import QueueClosed, UnknownJob
 from conveyor.job import TERMINAL, JobRecord, Outcome, Status
 
@@ -69,7 +71,7 @@ class Waiter:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             raise TimeoutError(f"{active} job(s) did not end within {timeout} s")
-        self.backend.wait(since, remaining)
+        self.backend.wait(since, remaining, mode=ENDS)
         if active > 1:
             # many jobs to go: let a few more end before looking again (each look competes
             # with the workers for the interpreter); a single job's end is seen at once
@@ -79,9 +81,11 @@ class Waiter:
     # ------------------------------------------------------------------ waiting
     def wait_done(self, job_id: str, timeout: float | None = None) -> JobRecord:
         """Block until the job has ended; return its record. Raises TimeoutError, UnknownJob."""
+        if isinstance(self.backend, WaitsForJobs):
+            return self.backend.wait_job(job_id, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            since = self.backend.version()
+            since = self.backend.version(ENDS)
             (record,) = self._records([job_id])
             if record.status in TERMINAL:
                 return record
@@ -100,7 +104,7 @@ class Waiter:
         bad: int | None = None  # failed + cancelled jobs in the queue, last seen
         step = 1  # how many to look at next: doubles while they have all ended
         while True:
-            since = backend.version()
+            since = backend.version(ENDS)
             while len(done) < len(ids):
                 for outcome in backend.outcomes(ids[len(done) : len(done) + step]):
                     if outcome[0] not in TERMINAL:
@@ -137,8 +141,10 @@ class Waiter:
         deadline = None if timeout is None else time.monotonic() + timeout
         backend = self.backend
         last: dict[Status, int] | None = None
+        # idle comes with an end; counts shown as they change need every change
+        mode = ENDS if on_change is None else None
         while True:
-            since = backend.version()
+            since = backend.version(mode)
             counts = backend.counts()
             active = counts[Status.WAITING] + counts[Status.SCHEDULED] + counts[Status.RUNNING]
             if on_change is not None and counts != last:
@@ -148,7 +154,7 @@ class Waiter:
             if not active or (remaining is not None and remaining <= 0):
                 return active
             try:
-                backend.wait(since, remaining)
+                backend.wait(since, remaining, mode=mode)
             except QueueClosed:
                 return active
 
@@ -158,13 +164,13 @@ class Waiter:
         deadline = None if timeout is None else time.monotonic() + timeout
         backend = self.backend
         while True:
-            since = backend.version()
+            since = backend.version(ENDS)
             popped = backend.pop_ended(limit)
             remaining = None if deadline is None else deadline - time.monotonic()
             if popped or (remaining is not None and remaining <= 0):
                 return popped
             try:
-                backend.wait(since, remaining)
+                backend.wait(since, remaining, mode=ENDS)
             except QueueClosed:
                 return []
 
@@ -234,17 +240,17 @@ class Waiter:
                     self._watcher = None
                     return
             try:
-                since = backend.version()
+                since = backend.version(ENDS)
                 for record in backend.query(ids=ids):
                     if record.status in TERMINAL:
                         self._fire(record)
-                backend.wait(since, None)
+                backend.wait(since, None, mode=ENDS)
             except QueueClosed:
                 break
             except Exception:  # the storage failed (or closed under us): look again soon
                 log.debug("done callbacks: looking at the watched jobs failed", exc_info=True)
                 try:
-                    backend.wait(backend.version(), 0.05)
+                    backend.wait(backend.version(ENDS), 0.05, mode=ENDS)
                 except QueueClosed:
                     break
                 except Exception:

@@ -102,3 +102,97 @@ def test_the_end_message_carries_a_waited_job_with_its_bytes(url: str) -> None:
         assert h["status"] == b"finished"
         here.backend.forget([job.id])  # a change since: the message no longer stands for it
         assert here.backend._ended([job.id]) is None
+
+
+def publishes(client: redis.Redis) -> int:
+    """PUBLISH calls the server has run."""
+    stats = client.info("commandstats")
+    return int(stats.get("cmdstat_publish", {}).get("calls", 0))
+
+
+def test_a_result_waits_for_a_note_and_no_message_is_published(
+    url: str, client: redis.Redis
+) -> None:
+    """A thread waiting for one job's result gets a note of its end on its own key: no change
+    of the round trip is published, since no process asked for them (keys ``ends``, ``all``)."""
+    with (
+        conveyor.Queue(url, allow_modules=ALLOW, workers=0) as here,
+        conveyor.Queue(url, allow_modules=ALLOW, workers=0) as there,
+    ):
+        before = publishes(client)
+        job = here.put(sqlite_jobs.identity, args=(7,))
+        results: list[object] = []
+        waiter = threading.Thread(target=lambda: results.append(job.result(timeout=WAIT)))
+        waiter.start()
+        deadline = time.monotonic() + WAIT
+        while not client.exists(keys.prefix("default") + "w:" + job.id):
+            assert time.monotonic() < deadline, "the waiter did not ask for a note"
+            time.sleep(0.005)
+        (claimed,) = there.backend.claim("w/1", "thread", 1)
+        encoded = there.backend.serializer.dumps(7)
+        there.backend.report([Finished(job.id, claimed.attempt, encoded)], worker="w/1",
+                             mode="thread")  # fmt: skip
+        waiter.join(WAIT)
+        assert results == [7]
+        assert publishes(client) == before
+        prefix = keys.prefix("default")
+        assert client.exists(prefix + "ends", prefix + "all", prefix + "w:" + job.id) == 0
+
+
+def test_a_wait_for_a_result_ends_at_the_timeout_and_a_late_note_misleads_no_one(
+    url: str,
+) -> None:
+    """The wait gives up at its timeout; the note its job's end leaves later is not taken
+    for the end of the next job waited for on the same thread."""
+    with (
+        conveyor.Queue(url, allow_modules=ALLOW, workers=0) as here,
+        conveyor.Queue(url, allow_modules=ALLOW, workers=0) as there,
+    ):
+        first = here.put(sqlite_jobs.identity, args=(1,))
+        with pytest.raises(TimeoutError):
+            first.result(timeout=0.05)
+        second = here.put(sqlite_jobs.identity, args=(2,))
+        with pytest.raises(TimeoutError):
+            second.result(timeout=0.05)
+        for _ in range(2):
+            (claimed,) = there.backend.claim("w/1", "thread", 1)
+            if claimed.id == first.id:
+                encoded = there.backend.serializer.dumps(1)
+                there.backend.report([Finished(first.id, claimed.attempt, encoded)],
+                                     worker="w/1", mode="thread")  # fmt: skip
+        # the first job's note waits on this thread's key; the second has not ended
+        with pytest.raises(TimeoutError):
+            second.result(timeout=0.2)
+        assert first.result(timeout=WAIT) == 1
+
+
+def test_a_job_that_expires_while_its_result_is_awaited_ends_the_wait(url: str) -> None:
+    """No worker runs: the wait wakes at the job's expiry (the next timer, read with the job)
+    and sees it cancelled."""
+    with conveyor.Queue(url, allow_modules=ALLOW, workers=0) as q:
+        job = q.put(sqlite_jobs.identity, args=(1,), expires=0.2)
+        started = time.monotonic()
+        with pytest.raises(conveyor.JobCancelled):
+            job.result(timeout=WAIT)
+        assert time.monotonic() - started < WAIT
+
+
+def test_a_close_ends_a_wait_for_a_result(url: str) -> None:
+    """A queue closed from another thread wakes a thread waiting for a result."""
+    q = conveyor.Queue(url, allow_modules=ALLOW, workers=0)
+    job = q.put(sqlite_jobs.identity, args=(1,))
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            job.result(timeout=WAIT)
+        except BaseException as exc:  # what ended it is the point
+            errors.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.2)
+    q.close(wait=False)
+    waiter.join(WAIT)
+    assert not waiter.is_alive()
+    assert errors and isinstance(errors[0], conveyor.QueueClosed)

@@ -114,6 +114,9 @@ LUA_OWN = {
     "begin": "a call's arguments, and what it collects, reset (the library is loaded once)",
     "finish": "a call's reply: wake-up markers, the message on the channel, the events",
     "made_ready": "a wake-up marker for a job made ready (memory, SQLite: a version moves)",
+    "hand_over": "a job made ready started for an idle slot blocked on its own key (memory,"
+    " SQLite: the slots wake and claim)",
+    "put_back": "a running attempt back to waiting, uncounted (memory, SQLite: in requeue)",
     "num": "a number as text without losing digits",
     "jkey": "the key of a job's hash",
     "row": "the fields of a job's hash (SQLite: a SELECT)",

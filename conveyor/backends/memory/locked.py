@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from conveyor.backends.base import ENDS
 from conveyor.backends.memory.engine import Engine
 from conveyor.backends.memory.locking import YieldingLock
 from conveyor.backends.memory.state import Entry
@@ -53,8 +54,8 @@ class Locked:
 
     # ----------------------------------------------------------------- versions
     def version(self, mode: str | None = None) -> int:
-        """See :meth:`conveyor.backends.base.Backend.version`."""
-        if mode is None:
+        """See :meth:`conveyor.backends.base.Backend.version` (:data:`ENDS`: every change)."""
+        if mode is None or mode == ENDS:
             return self._engine.changes
         return self._versions.get(mode, 0)
 
@@ -62,6 +63,8 @@ class Locked:
         """See :meth:`conveyor.backends.base.Backend.wait`; raises QueueClosed once closed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         engine = self._engine
+        if mode == ENDS:
+            mode = None  # every change counts
         with self._lock:
             if self._closed:
                 raise QueueClosed("the queue is closed")

@@ -209,7 +209,19 @@ class RedisBackend(Registry):
         started: Sequence[tuple[str, int]] = (),
     ) -> Reported:
         """Every report, then a claim that does not wait, in one script; the jobs claimed
-        ahead, and those of ``started`` (now run by a slot), marked as such."""
+        ahead, and those of ``started`` (now run by a slot), marked as such. A job handed over
+        to the slot while it idled (:mod:`.markers`) is its first claim: with nothing else to
+        write or claim, no script runs."""
+        self._slot[mode] = worker
+        first: list[ClaimedJob] = []
+        if claim > 0 and self._handed:
+            job = self._handed.pop(worker, None)
+            if job is not None:
+                first.append(job)
+                claim -= 1
+                if not claim and not reports and not started:
+                    return Reported([], first)
+        self._idle.pop(worker, None)  # the script ends its registration
         args: list[Any] = [worker, mode, max(0, claim), ahead, len(started)]
         for job_id, attempt in started:
             args += [job_id, attempt]
@@ -236,7 +248,8 @@ class RedisBackend(Registry):
                 else Recorded(True, float(value))
                 for value in recorded
             ],
-            [
+            first
+            + [
                 _claimed(claimed[i : i + CLAIMED_FIELDS])
                 for i in range(0, len(claimed), CLAIMED_FIELDS)
             ],
@@ -271,6 +284,9 @@ class RedisBackend(Registry):
     def close(self) -> None:
         """Release the connections; every blocked wait returns, later calls raise
         QueueClosed."""
+        if self._closed:
+            return
+        self.release_slots("")  # every slot of this backend
         if not self._shut():
             return
         self._clock.unsubscribe(self.wake)

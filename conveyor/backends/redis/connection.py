@@ -207,15 +207,7 @@ class Connection:
     def _call(
         self, entry: str, args: Sequence[Any], now: float | None, wanted: str, ticket: int | None
     ) -> Reply:
-        header = (
-            self.prefix,
-            repr(self._clock.now() if now is None else now),
-            repr(self._lease),
-            repr(-1.0 if self._result_ttl is None else self._result_ttl),
-            wanted,
-            self.origin,
-            self.channel,
-        )
+        header = self.header(now, wanted)
         token = None
         if entry in TIMERS_READ_WITH and self.scripts.pipelines:
             token = self._timers_token()
@@ -238,6 +230,19 @@ class Connection:
             times = [time for time in timers if time is not None]
             self._timers_read(token, modes, min(times) if times else None)
         return answer
+
+    def header(self, now: float | None = None, wanted: str = "") -> tuple[str, ...]:
+        """The engine's arguments of a call (``begin`` in ``lua/engine.lua``): at ``now``
+        (None: the clock's), reporting the events of ``wanted``."""
+        return (
+            self.prefix,
+            repr(self._clock.now() if now is None else now),
+            repr(self._lease),
+            repr(-1.0 if self._result_ttl is None else self._result_ttl),
+            wanted,
+            self.origin,
+            self.channel,
+        )
 
     def _timers_token(self) -> Any:
         """The changes seen, before a step that reads the queue's next timer with it (None: it

@@ -37,7 +37,18 @@ key                        type    what
                                    idle claimer blocks on it (BZPOPMIN, see ``markers.py``)
 ``x:<origin>:<mode>``      zset    wakes for the claimers blocked in one backend (process)
 ``channel:<db>``           pubsub  every change: origin, modes whose claimers all look again,
-                                   events, stops, ended jobs a read waited for (JSON)
+                                   events, stops, ended jobs a read waited for (JSON); a quiet
+                                   change (jobs queued or started, progress) only while ``all``
+                                   exists
+``all``                    string  some process needs every change (its waits, its relayed
+                                   events): set with a TTL, renewed while it does
+``ends``                   string  some process needs every change that is not quiet (its
+                                   waits for ends, its relayed events): as ``all``
+``i:<mode>``               zset    slots idle in the mode, by when their registration lapses
+                                   (server time, s); ``h:<slot>``: a job handed over to one
+                                   (MessagePack, see ``markers.py``)
+``w:<id>``                 set     the threads waiting for job ``id`` to end (tokens);
+                                   ``n:<token>``: notes of ends left for one (zset, JSON)
 =========================  ======  =============================================================
 """
 

@@ -6,6 +6,13 @@ with nothing to do blocks on it with BZPOPMIN, as BullMQ's workers block on thei
 hands each marker to one blocked claimer, which then claims. A claim that finds nothing
 deletes the markers left (they would wake claimers for nothing).
 
+A slot that blocks registers first as idle of its mode for IDLE_TTL seconds (``lua/idle.lua``,
+sent in the same write as its BZPOPMIN, renewed every IDLE_RENEW seconds while it blocks) and
+blocks on its own hand-over key ``h:<slot>`` too: a job made ready while it idles is started for
+it by the step that made it ready and handed over there, so the slot needs no claim of its own
+(``hand_over`` in ``lua/engine_end.lua``). Its next claim ends the registration, and claims a job
+handed over meanwhile first.
+
 The other reasons a claimer looks again — a change that may let several of its mode start (a
 key released, a new timer), a wake (a worker that stops, a clock moved), the backend closed —
 come to this process over pub/sub or from its own steps (:mod:`.waiting`); they wake the
@@ -21,9 +28,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import msgpack  # type: ignore[import-untyped]
 import redis
 
 from conveyor.clock import MAX_WAIT
+from conveyor.records import ClaimedJob
 
 if TYPE_CHECKING:
     from conveyor.backends.redis.connection import Connection
@@ -37,6 +46,9 @@ BLOCK_MAX = 10.0
 BLOCK_MIN = 0.001
 #: milliseconds a wake key outlives its last wake (a process that died leaves none for long)
 WAKE_TTL_MS = 60_000
+#: seconds a slot's registration as idle holds (a slot whose process died gets jobs handed over
+#: for at most that long: they come back after its lease), and how often a blocked slot renews it
+IDLE_TTL, IDLE_RENEW = 5, 2.0
 
 
 def marker_key(conn: Connection, mode: str) -> str:
@@ -49,6 +61,20 @@ def wake_key(conn: Connection, mode: str) -> str:
     return conn.key(f"x:{conn.origin}:{mode}")
 
 
+def hand_key(conn: Connection, slot: str) -> str:
+    """The key where a job started for the idle slot ``slot`` is handed over."""
+    return conn.key("h:" + slot)
+
+
+def handed(member: bytes) -> ClaimedJob:
+    """A job as ``hand_over`` packed it (MessagePack: the fields of a claim)."""
+    job_id, attempt, task, mode, ref, payload, timeout, mac = msgpack.unpackb(member, raw=True)
+    return ClaimedJob(
+        job_id.decode(), int(attempt), task.decode(), mode.decode(), ref.decode(), payload,
+        float(timeout) if timeout else None, mac or None,
+    )  # fmt: skip
+
+
 class Markers:
     """The blocking side (:meth:`block`) and the waking side (:meth:`unblock`) of one
     backend's claimers."""
@@ -56,6 +82,8 @@ class Markers:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._members = itertools.count()
+        #: a slot's registration as idle, packed once: (slot, mode) -> the command's bytes
+        self._idle: dict[tuple[str, str], list[bytes]] = {}
 
     def _pool(self, key: str) -> redis.ConnectionPool:
         client: Any = self._conn.redis
@@ -65,36 +93,68 @@ class Markers:
         return pool  # type: ignore[no-any-return]
 
     def block(
-        self, mode: str, seconds: float | None, moved: Callable[[], bool]
+        self,
+        mode: str,
+        seconds: float | None,
+        moved: Callable[[], bool],
+        slot: str | None = None,
+        *,
+        note: str | None = None,
     ) -> tuple[str, bytes] | None:
         """Block until a marker of ``mode`` or a wake of this backend comes, or ``seconds``
-        pass; return ``('marker', member)`` or ``('wake', member)``, else None. ``moved()``
-        is looked at every BLOCK_MAX seconds (a wake that could not be sent). A connection
-        that fails returns None too: the claim that follows reports it."""
+        pass; return ``('marker', member)`` or ``('wake', member)``, else None. With ``slot``,
+        registered as idle meanwhile: a job handed over to it returns ``('hand', member)``.
+        With ``note`` (a waiter's key of notes, see ``Waiting.wait_job``), a note there, and
+        no marker, returns ``('note', member)``. ``moved()`` is looked at every BLOCK_MAX
+        seconds (a wake that could not be sent). A connection that fails returns None too:
+        the claim or read that follows reports it."""
         conn = self._conn
-        keys = (wake_key(conn, mode), marker_key(conn, mode))  # wakes first
+        keys = [wake_key(conn, mode)]  # wakes first
+        names = {keys[0].encode(): "wake"}
+        if slot is not None:
+            keys.append(hand_key(conn, slot))
+            names[keys[-1].encode()] = "hand"
+        keys.append(marker_key(conn, mode) if note is None else note)
+        names[keys[-1].encode()] = "marker" if note is None else "note"
         until = time.monotonic() + (MAX_WAIT if seconds is None else seconds)
-        pool = self._pool(keys[1])
-        connection: Any = pool.get_connection()
+        connection: Any = conn.scripts.connection()  # this thread's, between its calls
+        pool = None
+        if connection is None:  # a cluster client: one of the pool of the queue's node
+            pool = self._pool(keys[-1])
+            connection = pool.get_connection()
         try:
             while not moved():
-                block = min(until - time.monotonic(), BLOCK_MAX)
+                block = min(until - time.monotonic(), BLOCK_MAX if slot is None else IDLE_RENEW)
                 if block < BLOCK_MIN:
                     return None
                 # the connection straight (no retries): a failure, or a close, ends the wait
-                connection.send_command("BZPOPMIN", *keys, f"{block:.3f}")
+                pop = ("BZPOPMIN", *keys, f"{block:.3f}")
+                if slot is None:
+                    connection.send_command(*pop)
+                else:  # registered as idle first, in the same write
+                    idle = self._idle.get((slot, mode))
+                    if idle is None:  # (lua/idle.lua reads no argument of the header's)
+                        idle = self._idle[slot, mode] = connection.pack_command(
+                            "FCALL", conn.scripts.names["idle"], 1, conn.key("v"),
+                            *conn.header(), slot, mode, IDLE_TTL,
+                        )  # fmt: skip
+                    connection.send_packed_command([*idle, *connection.pack_command(*pop)])
+                    try:
+                        connection.read_response()
+                    except redis.ResponseError as exc:  # the library lost: a claim loads it
+                        log.debug("registering slot %s as idle failed: %s", slot, exc)
+                        slot = None
                 reply = connection.read_response()
                 if reply:
-                    key, member = reply[0], reply[1]
-                    kind = "wake" if key.decode() == keys[0] else "marker"
-                    return kind, member
+                    return names[reply[0]], reply[1]
             return None
         except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError) as exc:
             log.debug("blocking for a job of mode %s ended: %s", mode, exc)
             connection.disconnect()
             return None
         finally:
-            pool.release(connection)
+            if pool is not None:
+                pool.release(connection)
 
     def give_back(self, mode: str, member: bytes) -> None:
         """Put back a marker taken by a claimer that will not claim (it stops)."""

@@ -55,6 +55,7 @@ class Registry(Reading):
             pipe.hdel(self.key("seen"), worker_id)
             pipe.execute()
 
+        self.release_slots(worker_id)
         self.read(write, "cannot unregister a worker of")
         self._local_workers.discard(worker_id)
 

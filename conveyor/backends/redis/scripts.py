@@ -28,7 +28,7 @@ ENGINE = ("engine", "engine_end")
 #: the entry scripts, one per state change (``lua/<name>.lua``)
 ENTRIES = (
     "submit", "claim", "requeue", "cancel", "heartbeat", "recover", "read", "pop", "forget",
-    "purge", "retry", "progress",
+    "purge", "retry", "progress", "idle",
 )  # fmt: skip
 _VERSION = "@VERSION@"
 
@@ -91,20 +91,27 @@ class Library:
         self._lock = threading.Lock()
         self.load()
 
-    def _fcall(self, name: str, key: str, args: list[Any]) -> Any:
+    def connection(self) -> Any:
+        """The connection the calling thread keeps for its calls (None for a cluster
+        client): a slot blocks on it between its calls too."""
         if self._pool is None:
-            return self._client.fcall(name, 1, key, *args)
+            return None
         held: _Held | None = getattr(self._held, "value", None)
         if held is None:
             held = self._held.value = _Held(self._pool)
-        connection = held.connection
+        return held.connection
+
+    def _fcall(self, name: str, key: str, args: list[Any]) -> Any:
+        if self._pool is None:
+            return self._client.fcall(name, 1, key, *args)
+        connection = self.connection()
 
         def call() -> Any:
-            connection.send_command("FCALL", name, 1, key, *args)  # type: ignore[no-untyped-call]
+            connection.send_command("FCALL", name, 1, key, *args)
             return connection.read_response()
 
         def failed(_error: Exception) -> None:
-            connection.disconnect()  # type: ignore[no-untyped-call]
+            connection.disconnect()
 
         return self._retry.call_with_retry(call, failed)
 
@@ -147,10 +154,7 @@ class Library:
         self, name: str, key: str, args: list[Any], zsets: tuple[str, ...]
     ) -> tuple[Any, list[float | None]]:
         assert self._pool is not None  # see `pipelines`
-        held: _Held | None = getattr(self._held, "value", None)
-        if held is None:
-            held = self._held.value = _Held(self._pool)
-        connection: Any = held.connection
+        connection = self.connection()
         commands = [("FCALL", name, 1, key, *args)]
         commands += [("ZRANGE", zset, 0, 0, "WITHSCORES") for zset in zsets]
 

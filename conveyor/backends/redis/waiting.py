@@ -9,6 +9,13 @@ wakes the waits; relays the events made by other processes to this process's ``E
 (the process that made a change emitted its events already); and remembers the running jobs
 cancelled elsewhere, so that a worker of this process learns it at its next heartbeat.
 
+Most waits wait for jobs' ends (:data:`~conveyor.backends.base.ENDS`: a result, idle, done
+callbacks), and a claimer is woken by a marker: the quiet changes (jobs queued or started,
+progress, nothing else) concern none of them, and are published only while some process needs
+every change, which it says with the key ``all``: a wait of every change (``version(None)``,
+the HTTP API's feed; :data:`EVERY`), or callbacks of quiet events that it relays. A busy queue
+then sends one message per job, not three, to every process.
+
 A claimer with nothing to do blocks on the wake-up markers instead (:mod:`.markers`): a job
 made ready wakes one claimer, not all; the changes above that concern its mode wake it through
 its backend's wake key. A message that carries ended jobs (those a read here waited for) lets
@@ -40,11 +47,14 @@ from typing import Any
 
 import redis
 
+from conveyor.backends.base import ENDS
 from conveyor.backends.redis.connection import CONNECT_TIMEOUT, Connection, client
-from conveyor.backends.redis.decode import Hash, record
-from conveyor.backends.redis.markers import Markers
+from conveyor.backends.redis.decode import Hash, record, snapshot
+from conveyor.backends.redis.markers import Markers, handed
 from conveyor.clock import MAX_WAIT
-from conveyor.errors import QueueClosed
+from conveyor.errors import QueueClosed, UnknownJob
+from conveyor.job import TERMINAL, JobRecord
+from conveyor.records import ClaimedJob
 
 log = logging.getLogger("conveyor.backends.redis")
 
@@ -58,6 +68,16 @@ EVERY = "*"
 
 #: seconds the listener blocks for a message before it looks whether it should stop
 LISTEN_TICK = 1.0
+#: milliseconds the keys ``all`` and ``ends`` (some process needs every change, or every one
+#: that is not quiet) live unless renewed, and seconds between renewals by a process that does
+NEED_TTL_MS, NEED_RENEW = 30_000, 10.0
+#: what a process may need published: every change, or every one that is not quiet
+ALL, LOUD = "all", "ends"
+#: the statuses of an ended job, as a job's hash holds them
+ENDED = frozenset(status.value.encode() for status in TERMINAL)
+#: the events of quiet changes (``lua/engine.lua``, QUIET): published only while a process
+#: needs every change (its waits of every change, or callbacks of these events it relays)
+QUIET_EVENTS = frozenset({"queued", "started", "progress"})
 #: seconds between tries to subscribe again after the subscription was lost, doubling up to 2
 RESUBSCRIBE_FIRST, RESUBSCRIBE_MAX = 0.05, 2.0
 
@@ -78,8 +98,11 @@ class Listener:
         self.blocked: dict[str, int] = {}
         self.channel = conn.channel
         self.cond = threading.Condition()
-        #: messages seen: None counts all, a mode those that may let a job of it start
-        self.versions: dict[str | None, int] = {None: 0, EVERY: 0}
+        #: messages seen: None counts all, a mode those that may let a job of it start,
+        #: ENDS those of changes that are not quiet
+        self.versions: dict[str | None, int] = {None: 0, EVERY: 0, ENDS: 0}
+        #: what this process needs published (ALL, LOUD), and when its key is to be renewed
+        self.renew: dict[str, float] = {}
         self.wakes = 0
         #: the messages seen that may have set a timer (all but those of claims alone)
         self.timer_moves = 0
@@ -127,6 +150,9 @@ class Listener:
                 time.sleep(pause)
                 pause = min(pause * 2, RESUBSCRIBE_MAX)
                 continue
+            for kind, when in list(self.renew.items()):
+                if time.monotonic() >= when:
+                    self.need(kind)
             if message is None or message.get("type") != "message":
                 continue
             try:  # bytes that are not UTF-8 (a job's payload or result) come back as they were
@@ -142,16 +168,27 @@ class Listener:
                     data.get("m") or (),
                     claims_only=_only(data, CLAIMS),
                     timers=not _only(data, NO_TIMERS),
+                    loud=not data.get("q"),
                 )
         self._close_pubsub(pubsub)
 
-    def bump(self, modes: Iterable[str], *, claims_only: bool = False, timers: bool = True) -> None:
+    def bump(
+        self,
+        modes: Iterable[str],
+        *,
+        claims_only: bool = False,
+        timers: bool = True,
+        loud: bool = True,
+    ) -> None:
         """A change (that may let jobs of ``modes`` start; made of claims alone, which set
         no timer and which only the waits of :data:`EVERY` change wait for; that set no
-        timer unless ``timers``): wake the waits."""
+        timer unless ``timers``; not a quiet one (which no wait of :data:`ENDS` waits for)
+        if ``loud``): wake the waits."""
         with self.cond:
             versions = self.versions
             versions[EVERY] += 1
+            if loud:
+                versions[ENDS] += 1
             if not claims_only:
                 versions[None] += 1
             if timers and not claims_only:
@@ -193,7 +230,7 @@ class Listener:
         with self.cond:
             if self.wakes != wakes:
                 return True
-            if mode is None:
+            if mode is None or mode == ENDS:
                 return self.timer_moves != moves
             return self.versions.get(mode, 0) != versions.get(mode, 0)
 
@@ -239,6 +276,17 @@ class Listener:
         if woken:
             self._unblock(woken)
 
+    def need(self, kind: str) -> None:
+        """This process needs every change (ALL) or every change that is not quiet (LOUD)
+        published: (re)set the key of ``kind`` for NEED_TTL_MS, and renew it every NEED_RENEW
+        seconds (:meth:`_loop`). A failure is logged and tried again at the next renewal."""
+        self.renew[kind] = time.monotonic() + NEED_RENEW
+        try:
+            self._conn.redis.set(self._conn.key(kind), self._conn.origin, px=NEED_TTL_MS)
+        except redis.RedisError as exc:
+            self.renew[kind] = time.monotonic() + LISTEN_TICK
+            log.warning("asking for the changes of %s failed: %s", self.channel, exc)
+
     def close(self) -> None:
         with self.cond:
             self.closed = True
@@ -269,7 +317,34 @@ class Waiting(Connection):
         #: read here waited for), and the version they hold at
         self._ends: tuple[int, dict[str, Hash]] | None = None
         self._markers = Markers(self)
+        #: per thread, the slot that last claimed jobs of each mode (it registers as idle
+        #: when it blocks): mode -> slot
+        self._slots = threading.local()
+        #: the slots registered as idle here (slot -> mode), and the jobs handed over to them
+        #: and not claimed yet
+        self._idle: dict[str, str] = {}
+        self._handed: dict[str, ClaimedJob] = {}
         self._listener = Listener(self, self._message, self._markers.unblock)
+        self._bus.watch(self._events_wanted)
+        self._events_wanted()
+
+    @property
+    def _slot(self) -> dict[str, str]:
+        """The calling thread's slot of each mode (see :meth:`_wait_claim`)."""
+        try:
+            found: dict[str, str] = self._slots.value
+        except AttributeError:
+            found = self._slots.value = {}
+        return found
+
+    def _events_wanted(self) -> None:
+        """Callbacks of quiet events that other processes cause too: every change is
+        needed."""
+        relayed, renew = self._bus.relayed, self._listener.renew
+        if relayed & QUIET_EVENTS and ALL not in renew:
+            self._listener.need(ALL)
+        if relayed - QUIET_EVENTS and LOUD not in renew:
+            self._listener.need(LOUD)
 
     def _timers_token(self) -> Seen:
         return self._listener.seen()
@@ -299,7 +374,9 @@ class Waiting(Connection):
             return  # this process emitted them already
         ends = data.get("r")
         listener: Listener | None = getattr(self, "_listener", None)  # None: starting
-        if ends and listener is not None:  # good until another change: the version after it
+        # good until another change (the version after it), if this process hears of every
+        # change that may touch an ended job (it needs them published)
+        if ends and listener is not None and listener.renew:
             self._ends = (
                 listener.version(None) + 1,
                 {ends[i]: _hash(ends[i + 1]) for i in range(0, len(ends), 2)},
@@ -329,8 +406,16 @@ class Waiting(Connection):
         return [found[job_id] for job_id in ids]
 
     def version(self, mode: str | None = None) -> int:
-        """See :meth:`conveyor.backends.base.Backend.version`."""
-        return self._listener.version(mode)
+        """See :meth:`conveyor.backends.base.Backend.version`; from now on, a version of
+        every change (None, EVERY) makes every process publish every change, and one of ENDS
+        every change that is not quiet."""
+        listener = self._listener
+        if mode is None or mode == EVERY:
+            if ALL not in listener.renew:
+                listener.need(ALL)
+        elif mode == ENDS and LOUD not in listener.renew:
+            listener.need(LOUD)
+        return listener.version(mode)
 
     def wait(self, since: int, timeout: float | None, *, mode: str | None = None) -> int:
         """See :meth:`conveyor.backends.base.Backend.wait`; raises QueueClosed once closed."""
@@ -342,30 +427,126 @@ class Waiting(Connection):
             limit = min(limit, timeout)
         elif limit is None:
             limit = timeout
-        if mode is None or mode == EVERY:
+        if mode is None or mode in (EVERY, ENDS):
             return self._listener.wait(since, limit, mode)
         return self._wait_claim(since, limit, mode)
 
     def _wait_claim(self, since: int, seconds: float | None, mode: str) -> int:
-        """A claimer's wait: block on the markers of ``mode`` (see :mod:`.markers`)."""
+        """A claimer's wait: block on the markers of ``mode`` (see :mod:`.markers`); the
+        slot that last claimed jobs of ``mode`` on this thread registers as idle meanwhile,
+        and keeps a job handed over to it for its next claim."""
         listener = self._listener
         wakes = listener.enter(since, mode)
         if wakes is None:
             return listener.version(mode)
+        slot = self._slot.get(mode)
+        if slot is not None:
+            self._idle[slot] = mode
         try:
             popped = self._markers.block(
-                mode, seconds, lambda: listener.version(mode) != since or listener.closed
+                mode, seconds, lambda: listener.version(mode) != since or listener.closed, slot
             )
         finally:
             listener.leave(mode)
-        # a marker taken by a claimer that will not claim now (it stops): passed on
-        if (
-            popped is not None
-            and popped[0] == "marker"
-            and (listener.wakes != wakes or listener.closed)
-        ):
-            self._markers.give_back(mode, popped[1])
+        # a claimer that will not claim now (it stops): what it took is passed on
+        stopping = listener.wakes != wakes or listener.closed
+        kind = None if popped is None else popped[0]
+        if kind == "marker" and stopping:
+            self._markers.give_back(mode, popped[1])  # type: ignore[index]
+        elif kind == "hand":
+            assert slot is not None
+            self._idle.pop(slot, None)  # hand_over ended the registration
+            job = handed(popped[1])  # type: ignore[index]
+            if stopping:
+                self._put_back(job)
+            else:
+                self._handed[slot] = job
+        if slot is not None and stopping and kind != "hand":
+            self.release_slots(slot)
         return listener.version(mode)
+
+    def _put_back(self, job: ClaimedJob) -> None:
+        """A job handed over to a slot that will not run it: back to waiting, uncounted."""
+        try:
+            self.run("requeue", job.id, job.attempt)
+        except Exception as exc:  # it comes back once its lease runs out
+            log.warning("putting back job %s handed over to a stopping slot failed: %s",
+                        job.id, exc)  # fmt: skip
+
+    def release_slots(self, prefix: str) -> None:
+        """The slots named ``prefix`` (or under ``prefix/``; "": all of them) idle no more:
+        their registrations end, and a job handed over to them is put back (a worker that
+        stops, the backend closed)."""
+
+        def matches(slot: str) -> bool:
+            return not prefix or slot == prefix or slot.startswith(prefix + "/")
+
+        for slot, job in list(self._handed.items()):
+            if matches(slot) and self._handed.pop(slot, None) is not None:
+                self._put_back(job)
+        for slot, mode in list(self._idle.items()):
+            if matches(slot):
+                self._idle.pop(slot, None)
+                try:  # a claim of nothing: ends the registration, puts back a hand-over
+                    self.run("claim", slot, mode, 0, 0, 0, 0)
+                except Exception as exc:  # it lapses within IDLE_TTL seconds anyway
+                    log.warning("ending the idle registration of %s failed: %s", slot, exc)
+
+    def wait_job(self, job_id: str, timeout: float | None = None) -> JobRecord:
+        """Block until the job has ended; its record (results decoded). Raises TimeoutError,
+        UnknownJob, QueueClosed.
+
+        No message to every process is needed: the read that finds the job active asks the
+        step that ends it for a note (``read.lua``, ``watch``), left on this thread's own key,
+        where the wait blocks (with the wakes of this backend, and up to the queue's next
+        timer, which the read brought along: a job that expires is seen to)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        listener = self._listener
+        token = f"{self.origin}:{threading.get_ident()}"
+        while True:
+            since = listener.version(ENDS)
+            (flat,) = self.run("read", "watch", token, job_id)
+            self._settle()
+            if not flat:
+                raise UnknownJob(job_id)
+            h = snapshot(flat)
+            if h["status"] in ENDED:
+                return record(h, self.serializer, results=True)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"1 job(s) did not end within {timeout} s")
+            timer = self._next_timer(ENDS)
+            limit = None if timer is None else self._clock.wait_time(timer)
+            if limit is None or (remaining is not None and remaining < limit):
+                limit = remaining
+            noted = self._await_note(token, job_id, since, limit)
+            if noted is not None:
+                self._settle()  # the events of an end made here were emitted
+                return record(noted, self.serializer, results=True)
+            if self._closed:
+                raise QueueClosed("the queue is closed")
+
+    def _await_note(
+        self, token: str, job_id: str, since: int, seconds: float | None
+    ) -> Hash | None:
+        """Block until a note of the end of ``job_id`` comes for ``token`` (its hash), a
+        wake of this backend, or ``seconds`` pass (None)."""
+        listener = self._listener
+        if listener.enter(since, ENDS) is None:
+            return None
+        try:
+            popped = self._markers.block(
+                ENDS,
+                seconds,
+                lambda: listener.version(ENDS) != since or listener.closed,
+                note=self.key("n:" + token),
+            )
+        finally:
+            listener.leave(ENDS)
+        if popped is None or popped[0] != "note":
+            return None
+        noted_id, flat = json.loads(popped[1].decode("utf-8", "surrogateescape"))
+        return _hash(flat) if noted_id == job_id else None  # else an earlier wait's
 
     def _next_timer(self, mode: str | None) -> float | None:
         """When the queue's next timer falls due (a delay, a retry, an expiry), if any: as

@@ -1,10 +1,15 @@
 -- report and claim, one step: the jobs claimed ahead that slots started, the reports, then a
--- claim. ARGV from A: worker, mode, limit, ahead, n started, (id, attempt) * n, n reports,
--- (kind F|X, id, attempt, result, started, ended, error, traceback, final) * n.
+-- claim (first the job handed to the slot while it idled, if any). ARGV from A: worker, mode,
+-- limit, ahead, n started, (id, attempt) * n, n reports, (kind F|X, id, attempt, result,
+-- started, ended, error, traceback, final) * n.
 -- Answer: {recorded (per report: '0' dropped, '1' recorded, else the retry time), claimed
 -- (per job: id, attempt, task, mode, ref, payload, timeout, mac)}.
 local worker, mode = ARGV[A], ARGV[A + 1]
 local limit, ahead = tonumber(ARGV[A + 2]), tonumber(ARGV[A + 3])
+-- the slot idles no more (idle.lua); a job handed to it meanwhile is claimed first
+redis.call('ZREM', P .. 'i:' .. mode, worker)
+local handed = redis.call('ZRANGE', P .. 'h:' .. worker, 0, -1)
+if #handed > 0 then redis.call('DEL', P .. 'h:' .. worker) end
 local i = A + 4
 local started = tonumber(ARGV[i])
 i = i + 1
@@ -50,9 +55,20 @@ for _ = 1, reports do
   end
 end
 local claimed = {}
+local count = 0
+for _, packed in ipairs(handed) do
+  local job = cmsgpack.unpack(packed)  -- as hand_over packed it: the fields claimed lists
+  if count < limit then
+    if holding(job[1], job[2], {'status', 'attempts'}) then
+      count = count + 1
+      append(claimed, job)
+    end
+  else
+    put_back(job[1], job[2])  -- the slot claims nothing now
+  end
+end
 if limit > 0 then
   tick(NOW)
-  local count = 0
   while count < limit do
     local r = next_startable(mode)
     if not r then break end

@@ -20,6 +20,7 @@ local EVENTS    -- name, id, snapshot (a flat HGETALL, or 0), ...
 local WOKEN     -- modes whose claimers a change may let start a job (all of them look again)
 local READY     -- mode -> the jobs of it this step made ready (each wakes one claimer)
 local CHANGED   -- whether anything changed (a message is published)
+local LOUD      -- whether it ended a job or changed an ended one, or set no event at all
 local JOINED    -- lanes joined in this step, advanced once all have joined
 local STOPS     -- job, worker slot: running jobs cancelled (their workers stop them)
 local ENDS      -- job, snapshot: the ended jobs someone waits for (field w), in the message
@@ -34,6 +35,11 @@ local TICK_BATCH = 1000
 local MARKERS = 64
 local MODES_ALL = {'thread', 'process', 'async', 'inline'}
 local TERMINAL = {finished = true, failed = true, cancelled = true}
+--: the events of changes that end no job and touch no ended one: a step made of them alone is
+--: published only while some process needs every change (key `all`, see finish)
+local QUIET = {queued = true, started = true, progress = true}
+--: milliseconds a note of a job's end waits for the thread it was left for (n:<token>)
+local NOTE_TTL_MS = 60000
 
 local function begin(args)
   P, NOW, LEASE, TTL = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
@@ -41,6 +47,7 @@ local function begin(args)
   for name in string.gmatch(args[5], '[^,]+') do WANT[name] = true end
   ORIGIN, CHANNEL = args[6], args[7]
   EVENTS, WOKEN, READY, CHANGED, JOINED, STOPS, ENDS = {}, {}, {}, false, {}, {}, {}
+  LOUD = false
 end
 
 local function num(x) return string.format('%.17g', x) end
@@ -57,12 +64,24 @@ end
 
 local function event(name, id)
   CHANGED = true
+  if not QUIET[name] then LOUD = true end
   local snapshot = 0
   if WANT[name] then snapshot = redis.call('HGETALL', jkey(id)) end
   if TERMINAL[name] and redis.call('HGET', jkey(id), 'w') then
     if snapshot == 0 then snapshot = redis.call('HGETALL', jkey(id)) end
     ENDS[#ENDS + 1] = id
     ENDS[#ENDS + 1] = snapshot
+    -- the threads that wait for it (read.lua, 'watch') each get a note of its end
+    local waiters = P .. 'w:' .. id
+    local tokens = redis.call('SMEMBERS', waiters)
+    if #tokens > 0 then
+      local note = cjson.encode({id, snapshot})
+      for _, token in ipairs(tokens) do
+        redis.call('ZADD', P .. 'n:' .. token, 0, note)
+        redis.call('PEXPIRE', P .. 'n:' .. token, NOTE_TTL_MS)
+      end
+      redis.call('DEL', waiters)
+    end
   end
   EVENTS[#EVENTS + 1] = name
   EVENTS[#EVENTS + 1] = id

@@ -210,7 +210,7 @@ local function drop(id)  -- forget an ended job and its bookkeeping
   if not r.status then return false end
   redis.call('ZREM', P .. 's:' .. r.status, id)
   redis.call('ZREM', P .. 'ended', string.sub(r.o, 17) .. id)
-  redis.call('DEL', jkey(id), P .. 'd:' .. id)
+  redis.call('DEL', jkey(id), P .. 'd:' .. id, P .. 'w:' .. id)
   return true
 end
 
@@ -247,6 +247,8 @@ end
 -- many times its workers were lost, and whether it failed for good.
 local function take_back(r)
   release(r)
+  -- a job handed to a slot that never took it (its process died): its hand-over goes too
+  if r.ahead == '1' and r.worker then redis.call('DEL', P .. 'h:' .. r.worker) end
   local attempts = tonumber(r.attempts) - tonumber(r.ahead or '0')
   local lost = tonumber(r.lost or '0') + 1
   local key = jkey(r.id)
@@ -268,33 +270,95 @@ local function take_back(r)
   return message, lost, final
 end
 
+-- a running attempt back to waiting, not counted (a worker that stops; a job handed to a slot
+-- that claims nothing): false if the attempt no longer holds the job
+local function put_back(id, attempt)
+  local r = holding(id, attempt)
+  if not r then return false end
+  release(r)
+  local drop = unindex(r)
+  drop[#drop + 1] = 'worker'
+  local attempts = tonumber(r.attempts) - 1
+  set_status(id, r.seq, r.status, 'waiting', {'attempts', attempts}, drop)
+  if attempts == 0 and r.expires_at then
+    redis.call('ZADD', P .. 'expiry', tonumber(r.expires_at), id)
+  end
+  consider(id)
+  CHANGED = true
+  return true
+end
+
+-- jobs of a mode made ready go straight to the idle slots of the mode (idle.lua), the one that
+-- registered last first: each job is started for its slot, claimed ahead (its attempt counts
+-- once the slot starts it), and put on the slot's hand-over key, where the slot blocks, so the
+-- slot needs no claim of its own. Returns how many of `count` jobs found no slot (they wake
+-- claimers through the markers): 0 once nothing more may start.
+local function hand_over(mode, count)
+  local key = P .. 'i:' .. mode
+  local now = nil
+  while count > 0 do
+    local top = redis.call('ZPOPMAX', key)
+    if #top == 0 then break end
+    now = now or tonumber(redis.call('TIME')[1])
+    if tonumber(top[2]) < now then  -- it and the rest expired: slots gone, or not renewed
+      redis.call('DEL', key)
+      break
+    end
+    local r = next_startable(mode)
+    if not r then
+      redis.call('ZADD', key, top[2], top[1])  -- still idle
+      return 0
+    end
+    local slot = top[1]
+    local attempt = start(r, slot, true)
+    redis.call('ZADD', P .. 'h:' .. slot, 0, cmsgpack.pack({r.id, attempt, r.task, r.mode, r.ref,
+      r.payload, r.timeout, r.mac}))
+    count = count - 1
+  end
+  return count
+end
+
 -- ------------------------------------------------------------------ the reply
--- every entry script ends with finish(answer): one wake-up marker per job made ready (up to
--- MARKERS) in its mode's marker key, where idle claimers block (BZPOPMIN: each marker wakes
--- one of them); the change published on the queue's channel (origin, the modes whose claimers
--- must all look again, events, stops, the ended jobs someone waits for); the events and their snapshots returned, and whether
--- anything changed (0, or the modes woken after a '*'): the caller's own process counts its
--- changes itself, once it emitted their events, not from the channel
+-- every entry script ends with finish(answer): each job made ready handed to an idle slot
+-- (hand_over), or else a wake-up marker (up to MARKERS) in its mode's marker key, where idle
+-- claimers block (BZPOPMIN: each marker wakes one of them); the change published on the queue's channel (origin, the modes whose claimers
+-- must all look again, events, stops, the ended jobs someone waits for); the events and their
+-- snapshots returned, and whether anything changed (0, or the modes woken after a '*'): the
+-- caller's own process counts its changes itself, once it emitted their events, not from the
+-- channel. What only wakes claimers or stops running jobs is always published; any other change
+-- only while some process needs it: the key `ends` (a process waits for jobs' ends, or relays
+-- their events) or `all` (it needs every change); a quiet change (only QUIET events: jobs queued
+-- or started, progress) only while `all` exists, and then marked q. A thread waiting for one
+-- job gets a note of its end instead (event, n:<token>)
 local function finish(answer)
   local changed = 0
   for mode, markers in pairs(READY) do
-    local key = P .. 'k:' .. mode
-    redis.call('ZADD', key, unpack(markers))
-    redis.call('ZREMRANGEBYRANK', key, MARKERS, -1)
+    local left = hand_over(mode, #markers / 2)
+    if left > 0 then
+      local key = P .. 'k:' .. mode
+      redis.call('ZADD', key, unpack(markers, 1, 2 * left))
+      redis.call('ZREMRANGEBYRANK', key, MARKERS, -1)
+    end
   end
   if CHANGED or next(WOKEN) or next(READY) then
     changed = {'*'}
     for mode in pairs(WOKEN) do changed[#changed + 1] = mode end
-    local names = {}
-    for i = 1, #EVENTS, 3 do
-      names[#names + 1] = EVENTS[i]
-      names[#names + 1] = EVENTS[i + 1]
+    local wakes = #changed > 1 or #STOPS > 0
+    local loud = wakes or LOUD or #EVENTS == 0
+    if wakes or redis.call('EXISTS', P .. 'all') == 1
+        or (loud and redis.call('EXISTS', P .. 'ends') == 1) then
+      local names = {}
+      for i = 1, #EVENTS, 3 do
+        names[#names + 1] = EVENTS[i]
+        names[#names + 1] = EVENTS[i + 1]
+      end
+      local message = {o = ORIGIN, e = names}
+      if #changed > 1 then message.m = {unpack(changed, 2)} end
+      if #STOPS > 0 then message.s = STOPS end
+      if #ENDS > 0 then message.r = ENDS end
+      if not loud then message.q = 1 end
+      redis.call('PUBLISH', CHANNEL, cjson.encode(message))
     end
-    local message = {o = ORIGIN, e = names}
-    if #changed > 1 then message.m = {unpack(changed, 2)} end
-    if #STOPS > 0 then message.s = STOPS end
-    if #ENDS > 0 then message.r = ENDS end
-    redis.call('PUBLISH', CHANNEL, cjson.encode(message))
   end
   return {answer, EVENTS, changed}
 end

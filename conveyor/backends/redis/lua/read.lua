@@ -1,6 +1,8 @@
 -- read: apply the timers due, then read (ARGV from A: what, then its arguments):
 -- 'ids' id... -> snapshots (a flat HGETALL, or 0 for a job that does not exist; a job not
 -- ended is marked as waited for, field w: the message of its end carries its snapshot);
+-- 'watch' token id -> as 'ids' for one job, and the thread of `token` gets a note of its end
+-- (n:<token>, see event);
 -- 'status' s -> snapshots of its jobs in submission order; 'all' -> every job's, in
 -- submission order; 'counts' -> the count of each status; 'outcomes' id... -> per job
 -- status, result, error (false for a job that does not exist); 'timer' -> the next timer.
@@ -8,8 +10,10 @@ local what = ARGV[A]
 tick(NOW)
 local STATUSES = {'waiting', 'scheduled', 'running', 'finished', 'failed', 'cancelled'}
 local answer = {}
-if what == 'ids' then
-  for i = A + 1, #ARGV do
+local first = A + 1
+if what == 'watch' then first = A + 2 end
+if what == 'ids' or what == 'watch' then
+  for i = first, #ARGV do
     local snapshot = redis.call('HGETALL', jkey(ARGV[i]))
     if #snapshot == 0 then
       snapshot = 0
@@ -20,6 +24,9 @@ if what == 'ids' then
         if snapshot[j] == 'w' then waited = true end
       end
       if not waited and not TERMINAL[status] then redis.call('HSET', jkey(ARGV[i]), 'w', '1') end
+      if what == 'watch' and not TERMINAL[status] then
+        redis.call('SADD', P .. 'w:' .. ARGV[i], ARGV[A + 1])
+      end
     end
     answer[#answer + 1] = snapshot
   end

@@ -44,6 +44,7 @@ end
 if #awaited > 0 then redis.call('HSET', key, 'pending', #awaited) end
 for _, dep in ipairs(awaited) do redis.call('SADD', P .. 'd:' .. dep, id) end
 event('queued', id)
+LOUD = true  -- an ended job is active again: a wait for ends must look
 if #awaited > 0 then  -- it joins its lane's order once its dependencies finished
   if r.lane then redis.call('ZREM', P .. 'lm:' .. r.lane, member(r)) end
 elseif r.lane then
