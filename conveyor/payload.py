@@ -50,6 +50,8 @@ class TaskRegistry:
         self.by_path: Mapping[str, Task[Any, Any]] = MappingProxyType(self._by_path)
         #: modules whose functions the queue's workers run besides its tasks (durable only)
         self.allowed = allowed
+        #: references resolved in allowed modules: ref -> (the Allowed that let it, function)
+        self._resolved: dict[str, tuple[Allowed, Callable[..., Any]]] = {}
 
     def add(self, task: Task[Any, Any]) -> None:
         """Make ``task`` known by its name and its import path."""
@@ -88,7 +90,12 @@ class TaskRegistry:
                 f"no task named {ref!r} is registered with this queue; import the module that "
                 "defines it in the worker's app"
             )
-        return resolve(ref, self.allowed)
+        resolved = self._resolved.get(ref)
+        if resolved is not None and resolved[0] is self.allowed:
+            return resolved[1]  # checked and imported once: every job of it runs the same
+        fn = resolve(ref, self.allowed)
+        self._resolved[ref] = (self.allowed, fn)
+        return fn
 
 
 class Prepared:

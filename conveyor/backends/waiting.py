@@ -51,6 +51,9 @@ class Waiter:
     def __init__(self, backend: Backend, events: EventBus) -> None:
         self.backend = backend
         self.events = events
+        #: the backend, if it waits for one job's end itself (looked up once: an isinstance
+        #: of a runtime protocol costs as much as a short job)
+        self._waits_for_jobs = backend if isinstance(backend, WaitsForJobs) else None
         self._lock = threading.Lock()
         self._callbacks: dict[str, list[Callable[[JobRecord], object]]] = {}
         self._listening = False  # subscribed to the end events (only while callbacks wait)
@@ -81,8 +84,8 @@ class Waiter:
     # ------------------------------------------------------------------ waiting
     def wait_done(self, job_id: str, timeout: float | None = None) -> JobRecord:
         """Block until the job has ended; return its record. Raises TimeoutError, UnknownJob."""
-        if isinstance(self.backend, WaitsForJobs):
-            return self.backend.wait_job(job_id, timeout)
+        if self._waits_for_jobs is not None:
+            return self._waits_for_jobs.wait_job(job_id, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             since = self.backend.version(ENDS)

@@ -44,6 +44,12 @@ def result_of(h: Hash, serializer: Serializer, results: bool) -> Any:
     return NOT_DECODED
 
 
+def names(h: Hash, name: str) -> tuple[Any, ...]:
+    """A JSON list field (left out when empty) as a tuple."""
+    value = h.get(name)
+    return () if value is None else tuple(json.loads(value))
+
+
 def record(h: Hash, serializer: Serializer, *, results: bool = False) -> JobRecord:
     """A job's hash as a record (see the module docstring)."""
     stamp = JobRecord.timestamp
@@ -60,13 +66,12 @@ def record(h: Hash, serializer: Serializer, *, results: bool = False) -> JobReco
         id=text(h, "id") or "", task=text(h, "task") or "", status=Status(h["status"].decode()),
         args=tuple(args), kwargs=dict(kwargs), priority=int(h.get("priority", b"0")),
         lane=None if lane is None else json.loads(lane),
-        after=tuple(json.loads(h.get("after", b"[]"))),
-        exclusive=tuple(json.loads(h.get("exclusive", b"[]"))),
-        incompatible=tuple(json.loads(h.get("incompatible", b"[]"))),
+        after=names(h, "after"), exclusive=names(h, "exclusive"),
+        incompatible=names(h, "incompatible"),
         attempts=int(h.get("attempts", b"0")), worker=text(h, "worker"),
         submitted=stamp(number(h, "submitted")), started=stamp(started), ended=stamp(ended),
         runtime=None if started is None or ended is None else max(0.0, ended - started),
         result=result_of(h, serializer, results), error=text(h, "error"),
-        traceback=text(h, "traceback"), meta=json.loads(h.get("meta", b"{}")),
+        traceback=text(h, "traceback"), meta=json.loads(h["meta"]) if "meta" in h else {},
         progress=number(h, "progress"), progress_message=text(h, "progress_message"),
     )  # fmt: skip
