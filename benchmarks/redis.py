@@ -17,10 +17,12 @@ interpreter start-up does not count; "incl. start" adds it.
 notified of a result are (Huey's ``notify_result``, Celery's pub/sub, SAQ's ``apply``, ...);
 those that poll are tuned to poll every millisecond.
 
-The latency section also prints two things that explain the figures: the CPU that the run's
-processes (this one, the workers, the server) spent per round trip, from
-``/proc/<pid>/task/*/schedstat`` (time stolen by a hypervisor is not counted, so it holds on a
-noisy machine), and the commands per round trip that the server counted. Its last line, ``floor``,
+The throughput section also prints the CPU that the workers and the server spent per job while
+draining (from the first job done to the last). The latency section also prints two things
+that explain the figures: the CPU that the run's processes (this one, the workers, the
+server) spent per round trip, and the commands per round trip that the server counted. CPU is
+read from ``/proc/<pid>/task/*/schedstat`` (time stolen by a hypervisor is not counted, so it
+holds better than wall time on a noisy machine). The latency section's last line, ``floor``,
 is no queue but redis-py alone (``redis_peers/floor_app.py``: a push, a worker's blocking pop, a
 push back, a blocking pop): what a round trip between two processes through Redis costs at least.
 
@@ -188,6 +190,8 @@ class Figures:
     breakdown: dict[str, float] = field(default_factory=dict)
     #: CPU microseconds per round trip of the last latency run, by part
     cpu: dict[str, float] = field(default_factory=dict)
+    #: CPU microseconds per job of the last drain, by part
+    cpu_drain: dict[str, float] = field(default_factory=dict)
 
     def add(self, metric: str, value: float) -> None:
         self.values.setdefault(metric, []).append(value)
@@ -214,11 +218,23 @@ def throughput_run(
         with worker_processes(peer, "throughput", log) as procs:
             start = time.perf_counter()
             first: tuple[float, int] | None = None
+            pids: dict[str, list[int]] = {}
+            cpu_first: dict[str, int] = {}
             while True:
                 count, now = peer.done(), time.perf_counter()
                 if first is None and count > 0:
                     first = (now, count)
+                    parts = run_pids(peer.redis, procs)
+                    pids = {part: parts[part] for part in ("workers", "server")}
+                    cpu_first = {part: cpu_ns(found) for part, found in pids.items()}
                 if count >= n:
+                    if count > first[1]:  # (first is set: count > 0)
+                        jobs = (count - first[1]) * 1000
+                        fig.cpu_drain = {
+                            part: (cpu_ns(found) - cpu_first[part]) / jobs
+                            for part, found in pids.items()
+                        }
+                        fig.add("cpu_job", sum(fig.cpu_drain.values()))
                     break
                 if now - start > args.timeout:
                     raise TimeoutError(
@@ -363,6 +379,9 @@ def run_summary(fig: Figures, section: str) -> str:
     if "bulk" in last:
         parts.append(f"bulk {last['bulk']:,.0f}/s")
     parts.append(f"end-to-end {last['drain']:,.0f}/s (incl. start {last['drain_total']:,.0f}/s)")
+    if "cpu_job" in last:
+        split = ", ".join(f"{part} {us:,.0f}" for part, us in fig.cpu_drain.items())
+        parts.append(f"CPU {last['cpu_job']:,.0f} us per job ({split})")
     return ", ".join(parts)
 
 
@@ -378,6 +397,7 @@ METRICS = [
     ("one", "enqueue 1-by-1 jobs/s", "{:,.0f}"),
     ("bulk", "enqueue bulk jobs/s", "{:,.0f}"),
     ("drain", "end-to-end jobs/s", "{:,.0f}"),
+    ("cpu_job", "CPU us/job", "{:,.0f}"),
     ("p50", "p50 ms", "{:.2f}"),
     ("p99", "p99 ms", "{:.2f}"),
     ("cpu", "CPU us/round trip", "{:,.0f}"),
