@@ -26,7 +26,7 @@ from conveyor.events import EVENTS  # noqa: E402
 DB = 5
 WAIT = 30.0
 
-APP = '''
+APP = """
 import conveyor
 
 def ok(x):
@@ -40,7 +40,7 @@ def halfway():
     return "done"
 
 q = conveyor.Queue({url!r}, allow_modules=["events_app"])
-'''
+"""
 
 
 def test_every_event_of_a_job_run_in_another_process_reaches_q_on(

@@ -114,11 +114,15 @@ def test_a_lapsed_registration_gets_nothing(url: str, client: redis.Redis) -> No
 def test_a_job_handed_to_a_dead_slot_comes_back_after_the_lease(
     url: str, client: redis.Redis
 ) -> None:
-    """The slot registered, then its process died before it took the job: once the lease
-    runs out the job waits again, that attempt not counted, and the hand-over is gone."""
+    """The slot registered, then its process died before it took the job: once the lease of
+    the slot's worker (not the producer's) runs out the job waits again, that attempt not
+    counted, and the hand-over is gone."""
     clock = ManualClock()
-    with conveyor.Queue(url, allow_modules=ALLOW, workers=0, clock=clock, lease=5) as q:
-        q.backend.run("idle", "gone/1", "thread", markers.IDLE_TTL)
+    with (
+        conveyor.Queue(url, allow_modules=ALLOW, workers=0, clock=clock, lease=600) as q,
+        conveyor.Queue(url, allow_modules=ALLOW, workers=0, clock=clock, lease=5) as worker,
+    ):
+        worker.backend.run("idle", "gone/1", "thread", markers.IDLE_TTL)
         job = q.put(sqlite_jobs.identity, args=(1,))
         assert q.job(job.id).worker == "gone/1"
         clock.advance(6)

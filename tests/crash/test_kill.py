@@ -127,6 +127,51 @@ def test_sigkilled_workers_lose_no_job_and_repeat_only_killed_runs(
         assert 1 <= records[job].attempts <= len(job_runs)
 
 
+def test_jobs_put_right_after_an_idle_worker_is_killed_each_run_once(
+    tmp_path: Path, store: Store
+) -> None:
+    """Both workers idle (on Redis their slots are registered to be handed the next jobs), one
+    is killed with SIGKILL, and jobs are put at once: each runs exactly once, in the live
+    worker (on Redis a job handed to a dead slot comes back after the lease, that attempt not
+    counted)."""
+    app = _app(tmp_path, store)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    q = store.queue()
+    live, victim = _worker(tmp_path, app), _worker(tmp_path, app)
+    try:
+        warm = [q.put(crash_jobs.mark, args=(str(marks), f"warm{n}")) for n in range(20)]
+        for job in warm:
+            job.result(timeout=60)
+        if store.kind == "redis":  # every slot idles, registered
+            import redis
+
+            idle = "{conveyor:" + store.name + "}:i:thread"
+            with redis.Redis.from_url(store.url) as client:
+                _wait_until(lambda: client.zcard(idle) == 4, timeout=60)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        jobs = [
+            q.put(crash_jobs.mark, args=(str(marks), f"job{n}"), id=f"job{n}") for n in range(8)
+        ]
+        assert [job.result(timeout=60) for job in jobs] == [f"job{n}" for n in range(8)]
+    finally:
+        for worker in (live, victim):
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in (live, victim):
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    records = {r.id: r for r in q.jobs() if r.id.startswith("job")}
+    q.close()
+    runs = _runs(marks)
+    for n in range(8):
+        assert [pid for pid, _ in runs[f"job{n}"]] == [live.pid]
+        assert records[f"job{n}"].attempts == 1
+
+
 PRODUCER = textwrap.dedent(
     """
     import sys

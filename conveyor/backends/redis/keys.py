@@ -45,8 +45,9 @@ key                        type    what
 ``ends``                   string  some process needs every change that is not quiet (its
                                    waits for ends, its relayed events): as ``all``
 ``i:<mode>``               zset    slots idle in the mode, by when their registration lapses
-                                   (server time, s); ``h:<slot>``: a job handed over to one
-                                   (MessagePack, see ``markers.py``)
+                                   (server time, s); ``il``: slot -> its worker's lease;
+                                   ``h:<slot>``: a job handed over to one (MessagePack, see
+                                   ``markers.py``)
 ``w:<id>``                 set     the threads waiting for job ``id`` to end (tokens);
                                    ``n:<token>``: notes of ends left for one (zset, JSON)
 =========================  ======  =============================================================

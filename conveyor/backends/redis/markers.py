@@ -48,7 +48,7 @@ BLOCK_MIN = 0.001
 WAKE_TTL_MS = 60_000
 #: seconds a slot's registration as idle holds (a slot whose process died gets jobs handed over
 #: for at most that long: they come back after its lease), and how often a blocked slot renews it
-IDLE_TTL, IDLE_RENEW = 5, 2.0
+IDLE_TTL, IDLE_RENEW = 3, 1.0
 
 
 def marker_key(conn: Connection, mode: str) -> str:

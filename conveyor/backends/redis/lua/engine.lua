@@ -344,15 +344,17 @@ local function hold(keys, delta)
   for _, key in ipairs(keys) do redis.call('HINCRBY', P .. 'held', key, delta) end
 end
 
-local function start(r, worker, ahead)
+-- lease: the claiming worker's (default: the caller's, LEASE)
+local function start(r, worker, ahead, lease)
   local id = r.id
   local drop = unindex(r)
   drop[#drop + 1] = 'progress'  -- a new attempt: the last one's progress is cleared
   drop[#drop + 1] = 'progress_message'
   local attempts = tonumber(r.attempts or '0') + 1
+  local until_ = NOW + (lease or LEASE)
   set_status(id, r.seq, r.status, 'running', {'attempts', attempts, 'ahead', ahead and '1' or '0',
-    'started', num(NOW), 'worker', worker, 'lease_until', num(NOW + LEASE)}, drop)
-  redis.call('ZADD', P .. 'leases', NOW + LEASE, id)
+    'started', num(NOW), 'worker', worker, 'lease_until', num(until_)}, drop)
+  redis.call('ZADD', P .. 'leases', until_, id)
   hold(cjson.decode(r.holds), 1)
   if r.lane then
     local key = P .. 'lane:' .. r.lane

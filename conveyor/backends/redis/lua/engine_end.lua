@@ -248,7 +248,10 @@ end
 local function take_back(r)
   release(r)
   -- a job handed to a slot that never took it (its process died): its hand-over goes too
-  if r.ahead == '1' and r.worker then redis.call('DEL', P .. 'h:' .. r.worker) end
+  if r.ahead == '1' and r.worker then
+    redis.call('DEL', P .. 'h:' .. r.worker)
+    redis.call('HDEL', P .. 'il', r.worker)
+  end
   local attempts = tonumber(r.attempts) - tonumber(r.ahead or '0')
   local lost = tonumber(r.lost or '0') + 1
   local key = jkey(r.id)
@@ -310,7 +313,8 @@ local function hand_over(mode, count)
       return 0
     end
     local slot = top[1]
-    local attempt = start(r, slot, true)
+    -- the lease of the slot's worker, as it registered (the caller's may differ)
+    local attempt = start(r, slot, true, tonumber(redis.call('HGET', P .. 'il', slot) or LEASE))
     redis.call('ZADD', P .. 'h:' .. slot, 0, cmsgpack.pack({r.id, attempt, r.task, r.mode, r.ref,
       r.payload, r.timeout, r.mac}))
     count = count - 1
