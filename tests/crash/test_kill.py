@@ -58,6 +58,22 @@ def _wait_until(condition, timeout: float = 120.0) -> None:  # type: ignore[no-u
         time.sleep(0.05)
 
 
+def _stop(workers: list[subprocess.Popen[bytes]]) -> list[int | None]:
+    """SIGTERM each worker; their exit codes (None for one that had to be killed)."""
+    codes: list[int | None] = []
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        try:
+            codes.append(worker.wait(timeout=20))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+            codes.append(None)
+    return codes
+
+
 def _runs(marks: Path) -> dict[str, list[tuple[int, bool]]]:
     """job -> [(pid, ended)] for every run that started."""
     runs: dict[str, list[tuple[int, bool]]] = defaultdict(list)
@@ -100,13 +116,7 @@ def test_sigkilled_workers_lose_no_job_and_repeat_only_killed_runs(
             victim = _worker(tmp_path, app)
         _wait_until(lambda: q.size("finished") == 500, timeout=180)
     finally:
-        for worker in (steady, victim):
-            worker.send_signal(signal.SIGTERM)
-        for worker in (steady, victim):
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        _stop([steady, victim])
     records = {r.id: r for r in q.jobs()}
     q.close()
 
@@ -156,14 +166,7 @@ def test_jobs_put_right_after_an_idle_worker_is_killed_each_run_once(
         ]
         assert [job.result(timeout=60) for job in jobs] == [f"job{n}" for n in range(8)]
     finally:
-        for worker in (live, victim):
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-        for worker in (live, victim):
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        _stop([live, victim])
     records = {r.id: r for r in q.jobs() if r.id.startswith("job")}
     q.close()
     runs = _runs(marks)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import uuid
@@ -20,7 +19,7 @@ import pytest
 import conveyor
 from tests.crash import crash_jobs
 from tests.crash.conftest import Store
-from tests.crash.test_kill import ROOT, _runs, _wait_until
+from tests.crash.test_kill import ROOT, _runs, _stop, _wait_until
 from tests.servers import RedisServer, free_port
 
 pytestmark = pytest.mark.timeout(240)
@@ -40,22 +39,6 @@ def _worker(tmp_path: Path, log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-
-
-def _stop(workers: list[subprocess.Popen[bytes]]) -> list[int | None]:
-    """SIGTERM each worker; their exit codes (None for one that had to be killed)."""
-    codes: list[int | None] = []
-    for worker in workers:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-    for worker in workers:
-        try:
-            codes.append(worker.wait(timeout=20))
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-            codes.append(None)
-    return codes
 
 
 def test_a_server_restarted_mid_run_loses_nothing_and_workers_carry_on(
