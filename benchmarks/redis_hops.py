@@ -5,9 +5,10 @@ stamped.
 The stamps are ``time.perf_counter_ns()`` (CLOCK_MONOTONIC on Linux: one clock for every
 process of the machine) taken by wrappers that this script installs, in its own process and in
 the workers (through a ``sitecustomize`` module on their PYTHONPATH), around the backend's
-calls: ``Queue.put``, ``RedisBackend.submit``, the worker's wake (``Markers.block`` returns), its
-``claim`` and ``report``, the job itself, the message of the job's end reaching the producer's
-listener, the waiting thread woken (``Listener.wait`` returns) and ``Queue.result`` returning.
+calls: ``Queue.put``, ``RedisBackend.submit``, the worker's wake (``Markers.block`` returns:
+the job handed over to its idle slot), its ``claim`` (which takes the handed job, no script)
+and ``report``, the job itself, the note of the job's end reaching the waiting producer (its
+``Markers.block`` returns) and ``Queue.result`` returning.
 Nothing of conveyor is changed: the wrappers exist only in the processes started here.
 
 Printed: each hop's median and 10th/90th percentiles over the round trips, then the server's
@@ -75,16 +76,14 @@ def install(path):
     if _fd is not None or not path:
         return
     _fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    from conveyor.backends.redis import backend, markers, waiting
+    from conveyor.backends.redis import backend, markers
     from conveyor import queue
     _wrap(queue.Queue, "put", "put")
     _wrap(queue.Queue, "result", "result")
     _wrap(backend.RedisBackend, "submit", "submit")
     _wrap(backend.RedisBackend, "claim", "claim")
     _wrap(backend.RedisBackend, "report", "report")
-    _wrap(backend.RedisBackend, "_message", "message")
     _wrap(markers.Markers, "block", "block")
-    _wrap(waiting.Listener, "wait", "wait")
 """
 
 SITECUSTOMIZE = """
@@ -125,8 +124,7 @@ POINTS = [
     ("job runs", "w", "job", "claimed"),
     ("report sent", "w", "report>", "job runs"),
     ("reported", "w", "report<", "report sent"),
-    ("end message here", "p", "message>", "report sent"),
-    ("waiter woken", "p", "wait<", "report sent"),
+    ("end noted here", "p", "block<", "report sent"),
     ("result returns", "p", "result<", "report sent"),
 ]
 
@@ -136,13 +134,12 @@ HOPS = [
     ("submit call (FCALL submit)", "submit sent", "submit answered"),
     ("submit sent -> worker woken", "submit sent", "worker woken"),
     ("worker woken -> claim sent", "worker woken", "claim sent"),
-    ("claim call (FCALL claim)", "claim sent", "claimed"),
+    ("claim (takes the handed job)", "claim sent", "claimed"),
     ("claimed -> job runs", "claimed", "job runs"),
     ("job -> report sent", "job runs", "report sent"),
     ("report call (FCALL claim)", "report sent", "reported"),
-    ("report sent -> end message here", "report sent", "end message here"),
-    ("end message -> waiter woken", "end message here", "waiter woken"),
-    ("waiter woken -> result returns", "waiter woken", "result returns"),
+    ("report sent -> waiter noted", "report sent", "end noted here"),
+    ("noted -> result returns", "end noted here", "result returns"),
     ("round trip", "put", "result returns"),
 ]
 
