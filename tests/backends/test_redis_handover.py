@@ -25,6 +25,8 @@ WAIT = 10.0
 PREFIX = keys.prefix("default")
 IDLE = PREFIX + "i:thread"
 MARKERS = PREFIX + "k:thread"
+#: the leases of the workers of registered slots
+LEASES = PREFIX + "il"
 
 
 def hand(slot: str) -> str:
@@ -71,6 +73,7 @@ def test_a_job_put_while_a_slot_blocks_is_handed_to_it(url: str, client: redis.R
         assert record.attempts == 1
         assert client.exists(hand("w/1"), MARKERS) == 0
         assert client.zscore(IDLE, "w/1") is None
+        assert client.hlen(LEASES) == 0  # nothing kept of a registration that ended
 
 
 def test_a_hand_over_is_the_slots_next_claim_or_goes_back(url: str, client: redis.Redis) -> None:
@@ -98,6 +101,7 @@ def test_a_hand_over_is_the_slots_next_claim_or_goes_back(url: str, client: redi
         assert record.attempts == 0
         assert client.exists(hand("w/2")) == 0
         assert client.zscore(IDLE, "w/2") is None
+        assert client.hlen(LEASES) == 0
 
 
 def test_a_lapsed_registration_gets_nothing(url: str, client: redis.Redis) -> None:
@@ -108,7 +112,7 @@ def test_a_lapsed_registration_gets_nothing(url: str, client: redis.Redis) -> No
         job = q.put(sqlite_jobs.identity, args=(1,))
         assert q.job(job.id).status is conveyor.Status.WAITING
         assert client.zcard(MARKERS) == 1
-        assert client.exists(IDLE, hand("w/1")) == 0
+        assert client.exists(IDLE, hand("w/1"), LEASES) == 0
 
 
 def test_a_job_handed_to_a_dead_slot_comes_back_after_the_lease(
@@ -145,5 +149,6 @@ def test_a_worker_that_stops_idling_leaves_no_registration(url: str, client: red
             time.sleep(0.005)
     with conveyor.Queue(url, allow_modules=ALLOW, workers=0) as q:
         assert client.zcard(IDLE) == 0
+        assert client.hlen(LEASES) == 0
         job = q.put(sqlite_jobs.identity, args=(2,))
         assert q.job(job.id).status is conveyor.Status.WAITING

@@ -7,7 +7,9 @@
 local worker, mode = ARGV[A], ARGV[A + 1]
 local limit, ahead = tonumber(ARGV[A + 2]), tonumber(ARGV[A + 3])
 -- the slot idles no more (idle.lua); a job handed to it meanwhile is claimed first
-redis.call('ZREM', P .. 'i:' .. mode, worker)
+if redis.call('ZREM', P .. 'i:' .. mode, worker) == 1 then
+  redis.call('HDEL', P .. 'il', worker)
+end
 local handed = redis.call('ZRANGE', P .. 'h:' .. worker, 0, -1)
 if #handed > 0 then redis.call('DEL', P .. 'h:' .. worker) end
 local i = A + 4

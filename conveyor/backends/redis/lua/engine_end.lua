@@ -248,10 +248,7 @@ end
 local function take_back(r)
   release(r)
   -- a job handed to a slot that never took it (its process died): its hand-over goes too
-  if r.ahead == '1' and r.worker then
-    redis.call('DEL', P .. 'h:' .. r.worker)
-    redis.call('HDEL', P .. 'il', r.worker)
-  end
+  if r.ahead == '1' and r.worker then redis.call('DEL', P .. 'h:' .. r.worker) end
   local attempts = tonumber(r.attempts) - tonumber(r.ahead or '0')
   local lost = tonumber(r.lost or '0') + 1
   local key = jkey(r.id)
@@ -304,6 +301,9 @@ local function hand_over(mode, count)
     if #top == 0 then break end
     now = now or tonumber(redis.call('TIME')[1])
     if tonumber(top[2]) < now then  -- it and the rest expired: slots gone, or not renewed
+      local gone = redis.call('ZRANGE', key, 0, -1)
+      gone[#gone + 1] = top[1]
+      redis.call('HDEL', P .. 'il', unpack(gone))
       redis.call('DEL', key)
       break
     end
@@ -314,7 +314,9 @@ local function hand_over(mode, count)
     end
     local slot = top[1]
     -- the lease of the slot's worker, as it registered (the caller's may differ)
-    local attempt = start(r, slot, true, tonumber(redis.call('HGET', P .. 'il', slot) or LEASE))
+    local lease = tonumber(redis.call('HGET', P .. 'il', slot) or LEASE)
+    redis.call('HDEL', P .. 'il', slot)
+    local attempt = start(r, slot, true, lease)
     redis.call('ZADD', P .. 'h:' .. slot, 0, cmsgpack.pack({r.id, attempt, r.task, r.mode, r.ref,
       r.payload, r.timeout, r.mac}))
     count = count - 1
