@@ -21,8 +21,8 @@ from typing import Any
 from conveyor import rules
 from conveyor.backends.redis import keys
 from conveyor.backends.redis.connection import shown
+from conveyor.backends.redis.listener import EVERY
 from conveyor.backends.redis.registry import Registry
-from conveyor.backends.redis.waiting import EVERY
 from conveyor.clock import Clock
 from conveyor.errors import (
     DependencyCycle,
