@@ -31,6 +31,7 @@ from conveyor.observe.progress import QueueBar, progress_bar
 from conveyor.payload import Prepared, SpecBuilder, TaskRegistry, batches
 from conveyor.records import JobSpec
 from conveyor.references import Allowed
+from conveyor.settings import load_settings
 from conveyor.task import Task
 from conveyor.worker.decoding import Codec
 
@@ -38,13 +39,6 @@ if TYPE_CHECKING:
     from conveyor.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _load_settings(name: str, given: dict[str, Any]) -> Settings:
-    """The queue's settings; pydantic-settings is imported here, not by ``import conveyor``."""
-    from conveyor.settings_model import Settings
-
-    return Settings.load(name, **given)
 
 
 #: why a closed queue refuses a put
@@ -96,7 +90,7 @@ class Queue:
         self.url = url
         self.name = name
         self.mode = mode
-        self.settings: Settings = _load_settings(name, settings)
+        self.settings: Settings = load_settings(name, settings)
         self.clock = clock or Clock()
         self.events = EventBus()
         self._registry = TaskRegistry(Allowed(self.settings.allow_modules))

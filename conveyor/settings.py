@@ -32,7 +32,16 @@ __all__ = [
     "DEFAULT_PREFETCH",
     "Settings",
     "check_module_pattern",
+    "load_settings",
 ]
+
+
+def load_settings(name: str, given: dict[str, Any]) -> Settings:
+    """The settings of the queue ``name``, ``given`` first; pydantic-settings is imported
+    here, not by ``import conveyor``."""
+    from conveyor.settings_model import Settings
+
+    return Settings.load(name, **given)
 
 
 def __getattr__(name: str) -> Any:
