@@ -57,9 +57,15 @@ OPTIONS = {"exclusive", "incompatible", "max_concurrency"}
 def option_reads(engine: type) -> list[str]:
     """The engine's methods, other than ``insert`` (which compiles and stores a job), that read
     an option the compiler owns: as an attribute or as a row's column."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(engine)))
     found = []
-    for method in tree.body[0].body:  # type: ignore[attr-defined]
+    # the engine's own class and the parts it is made of (SQLite: lanes.Lanes)
+    parts = [cls for cls in engine.__mro__ if cls is not object]
+    methods = [
+        method
+        for part in parts
+        for method in ast.parse(textwrap.dedent(inspect.getsource(part))).body[0].body  # type: ignore[attr-defined]
+    ]
+    for method in methods:
         if not isinstance(method, ast.FunctionDef) or method.name == "insert":
             continue
         for node in ast.walk(method):

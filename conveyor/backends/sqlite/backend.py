@@ -23,7 +23,8 @@ from conveyor import events as ev
 from conveyor import rules
 from conveyor.backends.sqlite.admin import Admin
 from conveyor.backends.sqlite.decode import claimed
-from conveyor.backends.sqlite.engine import Engine, Row
+from conveyor.backends.sqlite.engine import Engine
+from conveyor.backends.sqlite.lanes import Row
 from conveyor.backends.sqlite.registry import Registry
 from conveyor.backends.sqlite.schema import FINISH, PROGRESS, RETURNING
 from conveyor.backends.sqlite.waiting import Waiting

@@ -14,7 +14,8 @@ import socket
 from collections.abc import Collection
 from pathlib import Path
 
-from conveyor.backends.sqlite.engine import Engine, Lost, Row
+from conveyor.backends.sqlite.engine import Engine, Lost
+from conveyor.backends.sqlite.lanes import Row
 from conveyor.backends.sqlite.storage import READ_FAILED, Storage
 from conveyor.job import Status
 from conveyor.records import WorkerInfo
