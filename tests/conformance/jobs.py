@@ -31,6 +31,8 @@ import conveyor
 
 #: seconds any job waits on a gate or barrier before giving up (the test then fails)
 WAIT = 5.0
+#: seconds between two looks of Board.wait_for at a condition that no board write announces
+RECHECK = 0.01
 #: environment variables telling a worker process where the test process serves its boards
 ADDRESS_VARIABLE = "CONFORMANCE_BOARD_ADDRESS"  # "host:port"
 AUTHKEY_VARIABLE = "CONFORMANCE_BOARD_AUTHKEY"  # hex
@@ -84,10 +86,15 @@ class Board:
         assert ok, f"jobs {labels} did not all start within {timeout} s; log: {self.log}"
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-        """Block until ``predicate()`` (called under the board's lock) holds."""
+        """Block until ``predicate()`` (called under the board's lock) holds: looked at on
+        every write to the board, and every RECHECK seconds (it may read the queue, which
+        changes after the job's last write)."""
+        deadline = time.monotonic() + timeout
         with self._cond:
-            ok = self._cond.wait_for(predicate, timeout)
-        assert ok, f"condition not met within {timeout} s; log: {self.log}"
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"condition not met within {timeout} s; log: {self.log}"
+                self._cond.wait(min(remaining, RECHECK))
 
     def starts(self) -> list[str]:
         """Labels in the order their jobs started (first attempt of each)."""

@@ -168,6 +168,10 @@ class Event:
     record: dict[str, Any]
 
 
+#: seconds Stream.close waits for its reading thread
+CLOSE_WAIT = 1.0
+
+
 class Stream:
     """``GET /api/events`` read in a thread; :meth:`next` waits for the next event of a job."""
 
@@ -222,5 +226,8 @@ class Stream:
         return [e.name for e in self.seen if e.record["id"] == job_id]
 
     def close(self) -> None:
+        """Close the client. A read blocked on the socket ends at the server's next ping (its
+        heartbeat) or when the server stops: the thread (a daemon) is not waited for longer
+        than CLOSE_WAIT seconds."""
         self._client.close()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=CLOSE_WAIT)
