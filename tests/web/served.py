@@ -92,6 +92,7 @@ class Served:
                 return self
             except (urllib.error.URLError, ConnectionError):
                 if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                    self.stop()  # no fixture teardown follows a setup that failed
                     raise RuntimeError(f"the dashboard did not start:\n{self.logs()}") from None
                 time.sleep(0.05)
 

@@ -95,7 +95,9 @@ class Storage:
 
         After COMMIT, and outside the lock, it runs the callbacks the transaction collected
         (events, done callbacks), and only then wakes this process's waiters: a result seen
-        by a waiter has had its events delivered.
+        by a waiter has had its events delivered. A transaction that changed no row (a claim
+        that found nothing) wakes no one: a slot that waits for a change after its own empty
+        claim would otherwise claim again at once, for ever.
         """
         with self._lock:
             if self._closed:
@@ -112,6 +114,7 @@ class Storage:
             except sqlite3.Error as exc:
                 raise StorageError(f"{WRITE_FAILED} {self.path!r}: {exc}") from exc
             self._depth = 1
+            rows_before = self._db.total_changes
             try:
                 yield self._db
                 self._db.execute("COMMIT")  # if it fails: rolled back, a StorageError below
@@ -123,6 +126,8 @@ class Storage:
             finally:
                 self._depth = 0
             effects, self._effects = self._effects, []
+            if not effects and self._db.total_changes == rows_before:
+                return  # nothing changed: no waiter to wake
         for effect in effects:
             try:
                 effect()
