@@ -19,6 +19,7 @@ redis = pytest.importorskip("redis")
 import conveyor  # noqa: E402
 from conveyor.backends.redis import keys  # noqa: E402
 from conveyor.backends.redis.scripts import ENTRIES, library, source  # noqa: E402
+from conveyor.clock import ManualClock  # noqa: E402
 from tests.backends import sqlite_jobs  # noqa: E402
 
 ALLOW = [sqlite_jobs.__name__]
@@ -233,3 +234,20 @@ def test_a_big_bulk_submit_goes_in_bounded_engine_calls_in_order(
         assert q.backend.counts()[conveyor.Status.WAITING] == n + 1
         listed = [record.id for record in q.jobs("waiting")][1:]
         assert listed == [job.id for job in jobs]
+
+
+def test_a_step_sent_before_a_delayed_job_fell_due_starts_it_no_earlier(url: str) -> None:
+    """A step's time is its caller's clock when it sent the step. A claim sent before a
+    delayed job's time, which runs after another step made the job due, starts it with the
+    job's time as its start, not its own earlier time."""
+    clock = ManualClock()
+    with conveyor.Queue(url, allow_modules=ALLOW, workers=0, clock=clock) as q:
+        job = q.put(sqlite_jobs.identity, args=(1,), delay=10)
+        due = clock.now() + 10
+        backend = q.backend
+        backend.run("read", "counts", now=due + 1)  # another step, later: the job is due
+        (claimed,) = backend.report((), worker="w/1", mode="thread", claim=1).claimed
+        assert claimed.id == job.id  # (this claim ran at the clock's time, before `due`)
+        record = job.record()
+        assert record.started is not None
+        assert record.started.timestamp() == pytest.approx(due, abs=1e-5)  # (microseconds)

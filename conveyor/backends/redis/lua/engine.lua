@@ -138,10 +138,11 @@ local function unindex(r)
   local drop = {}
   if r.status == 'waiting' then
     redis.call('ZREM', P .. 'r:' .. r.mode, member(r))
+    drop[1] = 'due'  -- when a delayed job fell due (tick keeps it until it leaves waiting)
     if r.parked then
       redis.call('ZREM', P .. 'p:' .. r.mode .. ':' .. r.parked, member(r))
       redis.call('DECR', P .. 'parked')
-      drop[1] = 'parked'
+      drop[2] = 'parked'
     end
   elseif r.status == 'scheduled' then
     redis.call('ZREM', P .. 'due', r.id)
@@ -311,7 +312,7 @@ local function park(r, blocker)
 end
 
 local CLAIMED = {'status', 'mode', 'o', 'seq', 'parked', 'expires_at', 'lane', 'needs', 'holds',
-  'attempts', 'task', 'ref', 'payload', 'timeout', 'mac'}
+  'attempts', 'task', 'ref', 'payload', 'timeout', 'mac', 'due'}
 
 local function next_startable(mode)
   while true do
@@ -352,8 +353,12 @@ local function start(r, worker, ahead, lease)
   drop[#drop + 1] = 'progress_message'
   local attempts = tonumber(r.attempts or '0') + 1
   local until_ = NOW + (lease or LEASE)
+  -- a step's NOW is its caller's clock when it sent the step: a step sent before a delayed job
+  -- fell due may run after another step made it due, and it starts no earlier than that
+  local started = NOW
+  if r.due and tonumber(r.due) > NOW then started = tonumber(r.due) end
   set_status(id, r.seq, r.status, 'running', {'attempts', attempts, 'ahead', ahead and '1' or '0',
-    'started', num(NOW), 'worker', worker, 'lease_until', num(until_)}, drop)
+    'started', num(started), 'worker', worker, 'lease_until', num(until_)}, drop)
   redis.call('ZADD', P .. 'leases', until_, id)
   hold(cjson.decode(r.holds), 1)
   if r.lane then

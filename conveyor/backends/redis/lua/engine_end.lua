@@ -218,8 +218,8 @@ local function tick(now)
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'due', '-inf', now, 'LIMIT', 0, TICK_BATCH)) do
     local r = row(id, unpack(INDEXED))
     redis.call('ZREM', P .. 'due', id)
-    if r.status == 'scheduled' then
-      set_status(id, r.seq, r.status, 'waiting', nil, {'due'})
+    if r.status == 'scheduled' then  -- its field due stays until it starts (see start)
+      set_status(id, r.seq, r.status, 'waiting')
       consider(id)
     end
   end
