@@ -312,3 +312,22 @@ def test_a_submit_stores_the_columns_its_plan_compiles_to(
     assert columns == plan_columns(plan)
     assert [json.loads(column) for column in columns]  # each a JSON list
     assert list(shape.capacities) == capacities(plan)
+
+
+def test_idle_slots_share_one_look_at_other_processes_commits(url: str) -> None:
+    """Of the idle slots of a queue, one looks at PRAGMA data_version every POLL_INTERVAL
+    (the poller); the others sleep until it sees a change: eight idle slots make about as
+    many looks as one, not eight times as many."""
+    from conveyor.backends.sqlite.waiting import POLL_INTERVAL
+
+    watch = 0.5
+    looks: list[str] = []
+    with conveyor.Queue(url, workers=8, allow_modules=[sqlite_jobs.__name__]) as q:
+        assert q.put(sqlite_jobs.identity, args=(1,)).result(timeout=30) == 1  # slots are up
+        q.backend._db.set_trace_callback(looks.append)
+        since = q.backend.version()
+        assert q.backend.wait(since, watch) == since  # nothing changes meanwhile
+        q.backend._db.set_trace_callback(None)
+    polls = sum("data_version" in statement for statement in looks)
+    one_poller = watch / POLL_INTERVAL  # (fewer on a loaded machine, never more)
+    assert polls < 2.5 * one_poller, f"{polls} looks in {watch} s"
