@@ -6,8 +6,7 @@ import asyncio
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,6 +22,7 @@ from conveyor import (
     UnknownJob,
 )
 from tests import jobs
+from tests.polling import wait_until
 
 WAIT = 5  # seconds a test waits for something that should happen at once
 
@@ -33,15 +33,6 @@ def gate() -> Iterator[threading.Event]:
     event = threading.Event()
     yield event
     event.set()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def block_worker(q: conveyor.Queue, gate: threading.Event) -> conveyor.Job:

@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,21 +16,12 @@ import pytest
 import conveyor
 from tests.executors import proc_jobs
 from tests.faults import process_gone
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE = 60  # seconds: the job must not come back, nor its process live on, by the lease
 GONE_WITHIN = 5  # seconds a child may outlive its worker
 pytestmark = pytest.mark.timeout(120)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``predicate`` until it holds; False if ``timeout`` passed first."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def read_pid(path: Path) -> int | None:

@@ -6,7 +6,6 @@ import contextlib
 import multiprocessing.connection
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,18 +17,9 @@ from conveyor.executors.process import ProcessExecutor
 from tests import jobs
 from tests.executors import proc_jobs
 from tests.faults import process_gone
+from tests.polling import wait_until
 
 WAIT = 10  # seconds a test waits for something that should happen soon (forks included)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-    """Poll ``predicate`` until it holds; False if ``timeout`` passed first."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @pytest.fixture

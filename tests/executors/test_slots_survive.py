@@ -12,7 +12,6 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,19 +21,10 @@ from conveyor import JobFailed
 from conveyor.job import JobOptions
 from conveyor.records import Call, JobSpec
 from tests.faults import fill_disk
+from tests.polling import wait_until
 
 WAIT = 10  # seconds a test waits for something that should happen soon (forks included)
 JOBS = 40  # jobs waiting while the database is full
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-    """Poll ``predicate`` until it holds; False if ``timeout`` passed first."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 # ------------------------------------------------------------------ waits too long to wait
