@@ -7,7 +7,6 @@ real ``redis-server`` (the ``url`` fixture)."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -17,6 +16,7 @@ import conveyor  # noqa: E402
 from conveyor.backends.redis import keys, markers  # noqa: E402
 from conveyor.testing import ManualClock  # noqa: E402
 from tests.backends import sqlite_jobs  # noqa: E402
+from tests.polling import wait_until  # noqa: E402
 
 ALLOW = [sqlite_jobs.__name__]
 #: the database of the test server these tests use, emptied before each (conftest.py)
@@ -59,10 +59,8 @@ def test_a_job_put_while_a_slot_blocks_is_handed_to_it(url: str, client: redis.R
         t = threading.Thread(target=slot)
         t.start()
         blocking.wait(WAIT)
-        deadline = time.monotonic() + WAIT
-        while client.zscore(IDLE, "w/1") is None:
-            assert time.monotonic() < deadline, "the slot did not register as idle"
-            time.sleep(0.005)
+        registered = wait_until(lambda: client.zscore(IDLE, "w/1") is not None, WAIT, 0.005)
+        assert registered, "the slot did not register as idle"
         job = q.put(sqlite_jobs.identity, args=(1,))
         t.join(WAIT)
         assert [c.id for c in got[:-1]] == [job.id]  # type: ignore[attr-defined]
@@ -143,10 +141,8 @@ def test_a_worker_that_stops_idling_leaves_no_registration(url: str, client: red
     put afterwards waits for the next worker."""
     with conveyor.Queue(url, allow_modules=ALLOW, workers=2) as q:
         assert q.put(sqlite_jobs.identity, args=(1,)).result(timeout=WAIT) == 1
-        deadline = time.monotonic() + WAIT
-        while client.zcard(IDLE) < 2:
-            assert time.monotonic() < deadline, "the slots did not register as idle"
-            time.sleep(0.005)
+        registered = wait_until(lambda: client.zcard(IDLE) >= 2, WAIT, 0.005)
+        assert registered, "the slots did not register as idle"
     with conveyor.Queue(url, allow_modules=ALLOW, workers=0) as q:
         assert client.zcard(IDLE) == 0
         assert client.hlen(LEASES) == 0

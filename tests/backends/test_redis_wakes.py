@@ -15,6 +15,7 @@ import conveyor  # noqa: E402
 from conveyor.backends.redis import keys  # noqa: E402
 from conveyor.records import Finished  # noqa: E402
 from tests.backends import sqlite_jobs  # noqa: E402
+from tests.polling import wait_until  # noqa: E402
 
 ALLOW = [sqlite_jobs.__name__]
 #: the database of the test server these tests use, emptied before each (conftest.py)
@@ -25,10 +26,8 @@ MARKERS = keys.prefix("default") + "k:thread"
 
 def blocked(client: redis.Redis, count: int) -> None:
     """Wait until ``count`` clients of the server are blocked (in BZPOPMIN)."""
-    deadline = time.monotonic() + WAIT
-    while client.info("clients")["blocked_clients"] != count:
-        assert time.monotonic() < deadline, f"not {count} blocked clients"
-        time.sleep(0.005)
+    reached = wait_until(lambda: client.info("clients")["blocked_clients"] == count, WAIT, 0.005)
+    assert reached, f"not {count} blocked clients"
 
 
 def test_a_job_made_ready_wakes_one_idle_claimer(url: str, client: redis.Redis) -> None:
@@ -49,9 +48,7 @@ def test_a_job_made_ready_wakes_one_idle_claimer(url: str, client: redis.Redis) 
             t.start()
         blocked(client, 2)
         job = q.put(sqlite_jobs.identity, args=(1,))
-        deadline = time.monotonic() + WAIT
-        while not returned and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_until(lambda: returned, WAIT, 0.005)
         assert len(returned) == 1
         blocked(client, 1)  # the other claimer still waits: nothing woke it
         assert client.zcard(MARKERS) == 0  # the one marker was taken
@@ -124,10 +121,8 @@ def test_a_result_waits_for_a_note_and_no_message_is_published(
         results: list[object] = []
         waiter = threading.Thread(target=lambda: results.append(job.result(timeout=WAIT)))
         waiter.start()
-        deadline = time.monotonic() + WAIT
-        while not client.exists(keys.prefix("default") + "w:" + job.id):
-            assert time.monotonic() < deadline, "the waiter did not ask for a note"
-            time.sleep(0.005)
+        asked = wait_until(lambda: client.exists(keys.prefix("default") + "w:" + job.id), WAIT)
+        assert asked, "the waiter did not ask for a note"
         (claimed,) = there.backend.claim("w/1", "thread", 1)
         encoded = there.backend.serializer.dumps(7)
         there.backend.report([Finished(job.id, claimed.attempt, encoded)], worker="w/1",

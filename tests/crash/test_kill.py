@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,8 +20,11 @@ import pytest
 
 from tests.crash import crash_jobs
 from tests.crash.conftest import Store
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+#: seconds a step of these tests may take on a loaded machine (workers start, jobs run)
+SLOW = 120.0
 pytestmark = pytest.mark.timeout(240)
 
 
@@ -48,14 +50,6 @@ def _worker(tmp_path: Path, app: str, *extra: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-def _wait_until(condition, timeout: float = 120.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def _stop(workers: list[subprocess.Popen[bytes]]) -> list[int | None]:
@@ -104,17 +98,18 @@ def test_sigkilled_workers_lose_no_job_and_repeat_only_killed_runs(
     try:
         for round_ in range(3):
             # kill the victim while it is running jobs, then start a new one in its place
-            _wait_until(lambda r=round_: q.size("finished") >= 100 * (r + 1))
-            _wait_until(
+            assert wait_until(lambda r=round_: q.size("finished") >= 100 * (r + 1), SLOW)
+            assert wait_until(
                 lambda v=victim: any(
                     pid == v.pid for r in _runs(marks).values() for pid, ended in r if not ended
-                )
+                ),
+                SLOW,
             )
             victim.send_signal(signal.SIGKILL)
             victim.wait(timeout=10)
             killed.add(victim.pid)
             victim = _worker(tmp_path, app)
-        _wait_until(lambda: q.size("finished") == 500, timeout=180)
+        assert wait_until(lambda: q.size("finished") == 500, 180)
     finally:
         _stop([steady, victim])
     records = {r.id: r for r in q.jobs()}
@@ -158,7 +153,7 @@ def test_jobs_put_right_after_an_idle_worker_is_killed_each_run_once(
 
             idle = "{conveyor:" + store.name + "}:i:thread"
             with redis.Redis.from_url(store.url) as client:
-                _wait_until(lambda: client.zcard(idle) == 4, timeout=60)
+                assert wait_until(lambda: client.zcard(idle) == 4, 60)
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
         jobs = [
@@ -203,7 +198,7 @@ def test_a_producer_killed_mid_map_loses_nothing_it_submitted(tmp_path: Path, st
     try:
         assert producer.stdout is not None
         assert producer.stdout.readline().strip() == b"mapping"
-        _wait_until(lambda: q.size() > 0)
+        assert wait_until(lambda: q.size() > 0, SLOW)
         producer.send_signal(signal.SIGKILL)
         producer.wait(timeout=10)
     finally:

@@ -246,6 +246,12 @@ class Listener:
         if woken:
             self._unblock(woken)
 
+    def ask(self, kind: str) -> None:
+        """From now on this process needs the changes of ``kind`` (ALL, LOUD) published: the
+        first time, its key is set (:meth:`need`), then renewed by the listener."""
+        if kind not in self.renew:
+            self.need(kind)
+
     def need(self, kind: str) -> None:
         """This process needs every change (ALL) or every change that is not quiet (LOUD)
         published: (re)set the key of ``kind`` for NEED_TTL_MS, and renew it every NEED_RENEW

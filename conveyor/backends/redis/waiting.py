@@ -105,11 +105,11 @@ class Waiting(Connection):
     def _events_wanted(self) -> None:
         """Callbacks of quiet events that other processes cause too: every change is
         needed."""
-        relayed, renew = self._bus.relayed, self._listener.renew
-        if relayed & QUIET_EVENTS and ALL not in renew:
-            self._listener.need(ALL)
-        if relayed - QUIET_EVENTS and LOUD not in renew:
-            self._listener.need(LOUD)
+        relayed = self._bus.relayed
+        if relayed & QUIET_EVENTS:
+            self._listener.ask(ALL)
+        if relayed - QUIET_EVENTS:
+            self._listener.ask(LOUD)
 
     def _timers_token(self) -> Seen:
         return self._listener.seen()
@@ -176,10 +176,9 @@ class Waiting(Connection):
         every change that is not quiet."""
         listener = self._listener
         if mode is None or mode == EVERY:
-            if ALL not in listener.renew:
-                listener.need(ALL)
-        elif mode == ENDS and LOUD not in listener.renew:
-            listener.need(LOUD)
+            listener.ask(ALL)
+        elif mode == ENDS:
+            listener.ask(LOUD)
         return listener.version(mode)
 
     def wait(self, since: int, timeout: float | None, *, mode: str | None = None) -> int:

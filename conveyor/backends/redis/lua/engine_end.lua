@@ -327,8 +327,9 @@ end
 -- ------------------------------------------------------------------ the reply
 -- every entry script ends with finish(answer): each job made ready handed to an idle slot
 -- (hand_over), or else a wake-up marker (up to MARKERS) in its mode's marker key, where idle
--- claimers block (BZPOPMIN: each marker wakes one of them); the change published on the queue's channel (origin, the modes whose claimers
--- must all look again, events, stops, the ended jobs someone waits for); the events and their
+-- claimers block (BZPOPMIN: each marker wakes one of them); the change published on the
+-- queue's channel (origin, the modes whose claimers must all look again, events, stops, the
+-- ended jobs someone waits for); the events and their
 -- snapshots returned, and whether anything changed (0, or the modes woken after a '*'): the
 -- caller's own process counts its changes itself, once it emitted their events, not from the
 -- channel. What only wakes claimers or stops running jobs is always published; any other change
