@@ -19,7 +19,8 @@ import pytest
 import conveyor
 from tests.crash import crash_jobs
 from tests.crash.conftest import Store
-from tests.crash.test_kill import ROOT, _runs, _stop, _wait_until
+from tests.crash.test_kill import ROOT, SLOW, _runs, _stop
+from tests.polling import wait_until
 from tests.servers import RedisServer, free_port
 
 pytestmark = pytest.mark.timeout(240)
@@ -58,12 +59,13 @@ def test_a_server_restarted_mid_run_loses_nothing_and_workers_carry_on(
     try:
         # both workers are running jobs (a worker still starting when the server dies would
         # rightly refuse to start), and some jobs ended
-        _wait_until(
+        assert wait_until(
             lambda: (
                 {pid for runs in _runs(marks).values() for pid, _ in runs}
                 >= {w.pid for w in workers}
                 and q.size("finished") >= 60
-            )
+            ),
+            SLOW,
         )
         before = [log.stat().st_size for log in logs]
         redis_server.stop(kill=True)  # a crash: what was acknowledged is in the append-only file
@@ -74,13 +76,13 @@ def test_a_server_restarted_mid_run_loses_nothing_and_workers_carry_on(
         ):
             q.put(crash_jobs.mark, args=(str(marks), "while-down"), id="while-down")
         # the workers notice, say so in their log, and live on
-        _wait_until(
-            lambda: all(log.stat().st_size > n for log, n in zip(logs, before, strict=True))
+        assert wait_until(
+            lambda: all(log.stat().st_size > n for log, n in zip(logs, before, strict=True)), SLOW
         )
         assert [w.poll() for w in workers] == [None, None], [log.read_text() for log in logs]
 
         redis_server.start()  # same port, same data
-        _wait_until(lambda: q.size("finished") == 300, timeout=180)
+        assert wait_until(lambda: q.size("finished") == 300, 180)
         assert [w.poll() for w in workers] == [None, None], [log.read_text() for log in logs]
         # and they still take new work
         assert q.put(crash_jobs.mark, args=(str(marks), "after")).result(timeout=60) == "after"
